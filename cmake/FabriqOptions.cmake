@@ -1,0 +1,7 @@
+# Every build knob of fabriq, in one place.
+option(FQ_TRANSPORT_ZEROMQ "Build the zeromq transport (libzmq)" ON)
+option(FQ_TOOLS "Build fq-info, fq-cat, fq-bench" ON)
+option(FQ_BENCH "Build the benchmark engine and raw-library baselines" ON)
+option(FQ_TESTS "Build the test suite (Criterion)" ON)
+option(FQ_WERROR "Treat warnings as errors" OFF)
+set(FQ_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address,undefined")
