@@ -1,0 +1,1039 @@
+/*
+ * zeromq transport: libzmq sockets, thin and faithful.
+ *
+ * A single message is one ZeroMQ frame; a vector of parts is one ZeroMQ multipart message sent
+ * in one locked sequence, so plain libzmq peers and FairMQ devices interoperate both ways.
+ *
+ * Thread-safety: libzmq sockets are not thread-safe, so every call into a socket happens under
+ * the socket's mutex, always with ZMQ_DONTWAIT. A caller that has to wait drops the mutex and
+ * sleeps in poll() on libzmq's notification fd (ZMQ_FD), a "kick" eventfd and an "interrupt"
+ * eventfd. ZMQ_FD is an edge: any thread's call into the socket may consume the notification
+ * another thread waits for, so whoever leaves the socket ready for a waiting direction kicks
+ * the waiters (after_op). This keeps the single-threaded fast path at one uncontended lock
+ * around the plain libzmq call.
+ */
+#include "core/core.h"
+#include "core/transport.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define SUBSYS "zeromq"
+
+enum { OPT_IO_THREADS, OPT_MAX_SOCKETS, OPT_IPV6, OPT_COUNT };
+
+static const fqi_option zmq_options[OPT_COUNT] = {
+    [OPT_IO_THREADS] = {"io_threads", FQ_OPT_INT, "1", 1, 64,
+                        "libzmq I/O threads of the transport instance"},
+    [OPT_MAX_SOCKETS] = {"max_sockets", FQ_OPT_INT, "1023", 1, 1 << 20,
+                         "most sockets one transport instance may open"},
+    [OPT_IPV6] = {"ipv6", FQ_OPT_BOOL, "false", 0, 1,
+                  "let tcp:// sockets use IPv6 as well as IPv4"},
+};
+
+typedef struct zt_transport {
+	void *ctx;
+} zt_transport;
+
+typedef struct zt_msg {
+	fq_msg base;
+	zmq_msg_t zm;
+} zt_msg;
+
+/*
+ * Byte accounting for snd_hwm_bytes: libzmq frees a sent buffer once it is written out, so
+ * bytes queued = bytes handed to libzmq - bytes freed. Shared with the free callbacks, which
+ * may run after the socket is gone, hence the reference count.
+ */
+typedef struct zt_acct {
+	_Atomic int64_t bytes;
+	_Atomic int64_t limit;
+	_Atomic int refs;
+	_Atomic int waiters;
+	int efd; /* written when bytes fall below the limit while someone waits */
+} zt_acct;
+
+typedef struct zt_tracked {
+	zmq_msg_t orig;
+	zt_acct *acct;
+	size_t size;
+	bool cancelled;
+} zt_tracked;
+
+typedef struct zt_socket {
+	void *zs;
+	pthread_mutex_t lock;
+	int zfd;     /* ZMQ_FD */
+	int kick_fd; /* wakes waiters whose direction became ready */
+	int intr_fd; /* readable while interrupted */
+	int ep_fd;   /* epoll over zfd and intr_fd: fq_socket_fd */
+	_Atomic int waiters_in, waiters_out;
+	_Atomic bool interrupted;
+	fq_parts *pending; /* a vector that fq_recv refused, kept for fq_recvv */
+	zt_acct *acct;
+} zt_socket;
+
+/* ---- Errors ----------------------------------------------------------------------------- */
+
+static int zerr(int e)
+{
+	switch (e) {
+	case EFSM:
+		return FQ_ESTATE;
+	case ETERM:
+		return FQ_ECLOSED;
+	case ENOCOMPATPROTO:
+		return FQ_EMISMATCH;
+	case EPROTONOSUPPORT:
+	case EINVAL:
+		return FQ_EADDRINVAL;
+	case ENOTSOCK:
+		return FQ_ECLOSED;
+	default:
+		return fqi_syserr(e);
+	}
+}
+
+/* ---- Transport -------------------------------------------------------------------------- */
+
+static int zt_init(fq_transport *t)
+{
+	zt_transport *zt = t->priv;
+
+	zt->ctx = zmq_ctx_new();
+	if (zt->ctx == NULL)
+		return fqi_syserr(errno);
+	if (zmq_ctx_set(zt->ctx, ZMQ_IO_THREADS, (int)t->opt[OPT_IO_THREADS]) != 0 ||
+	    zmq_ctx_set(zt->ctx, ZMQ_MAX_SOCKETS, (int)t->opt[OPT_MAX_SOCKETS]) != 0 ||
+	    zmq_ctx_set(zt->ctx, ZMQ_IPV6, (int)t->opt[OPT_IPV6]) != 0) {
+		int rc = zerr(errno);
+
+		zmq_ctx_term(zt->ctx);
+		return rc;
+	}
+	return 0;
+}
+
+static void zt_fini(fq_transport *t)
+{
+	zt_transport *zt = t->priv;
+
+	while (zmq_ctx_term(zt->ctx) != 0 && errno == EINTR)
+		;
+}
+
+static int zt_probe(void)
+{
+	void *ctx = zmq_ctx_new();
+
+	if (ctx == NULL)
+		return FQ_EUNAVAIL;
+	zmq_ctx_term(ctx);
+	return 0;
+}
+
+/* ---- Messages --------------------------------------------------------------------------- */
+
+static zt_msg *msg_new(fq_transport *t)
+{
+	zt_msg *m = malloc(sizeof(*m));
+
+	if (m != NULL)
+		m->base.t = t;
+	return m;
+}
+
+static void msg_sync(zt_msg *m)
+{
+	m->base.data = zmq_msg_data(&m->zm);
+	m->base.size = zmq_msg_size(&m->zm);
+}
+
+static int zt_msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+{
+	zt_msg *m = msg_new(t);
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	if (zmq_msg_init_size(&m->zm, size) != 0) {
+		free(m);
+		return FQ_ENOMEM;
+	}
+	msg_sync(m);
+	*out = &m->base;
+	return 0;
+}
+
+static int zt_msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn free_fn, void *hint,
+                        fq_msg **out)
+{
+	zt_msg *m = msg_new(t);
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	/* libzmq's free function has the same signature; NULL means constant memory. */
+	if (zmq_msg_init_data(&m->zm, data, size, free_fn, hint) != 0) {
+		free(m);
+		return FQ_ENOMEM;
+	}
+	msg_sync(m);
+	*out = &m->base;
+	return 0;
+}
+
+static int zt_msg_copy(const fq_msg *src, fq_msg **out)
+{
+	zt_msg *from = (zt_msg *)src, *m = msg_new(src->t);
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	zmq_msg_init(&m->zm);
+	if (zmq_msg_copy(&m->zm, &from->zm) != 0) {
+		zmq_msg_close(&m->zm);
+		free(m);
+		return FQ_ENOMEM;
+	}
+	m->base.data = zmq_msg_data(&m->zm);
+	m->base.size = src->size;
+	*out = &m->base;
+	return 0;
+}
+
+static void shrunk_free(void *data, void *hint)
+{
+	zmq_msg_t *orig = hint;
+
+	FQI_UNUSED(data);
+	zmq_msg_close(orig);
+	free(orig);
+}
+
+/*
+ * libzmq cannot shorten a message, so a shrunk message becomes a new frame over the same
+ * bytes that keeps the original alive; small ones are simply copied.
+ */
+static int zt_msg_shrink(fq_msg *base, size_t size)
+{
+	zt_msg *m = (zt_msg *)base;
+	zmq_msg_t fresh;
+
+	if (size <= 256) {
+		if (zmq_msg_init_size(&fresh, size) != 0)
+			return FQ_ENOMEM;
+		memcpy(zmq_msg_data(&fresh), base->data, size);
+		zmq_msg_close(&m->zm);
+		m->zm = fresh;
+	} else {
+		zmq_msg_t *orig = malloc(sizeof(*orig));
+
+		if (orig == NULL)
+			return FQ_ENOMEM;
+		zmq_msg_init(orig);
+		zmq_msg_move(orig, &m->zm);
+		if (zmq_msg_init_data(&m->zm, zmq_msg_data(orig), size, shrunk_free, orig) != 0) {
+			zmq_msg_move(&m->zm, orig);
+			free(orig);
+			return FQ_ENOMEM;
+		}
+	}
+	msg_sync(m);
+	return 0;
+}
+
+static void zt_msg_free(fq_msg *base)
+{
+	zt_msg *m = (zt_msg *)base;
+
+	zmq_msg_close(&m->zm);
+	free(m);
+}
+
+/* ---- Regions: process-local memory whose messages ack when libzmq lets them go ---------- */
+
+typedef struct zt_region_ref {
+	fq_region *r;
+	fq_region_ack ack;
+} zt_region_ref;
+
+static int zt_region_open(fq_region *r)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t size = (r->size + page - 1) / page * page;
+
+	r->data = aligned_alloc(page, size);
+	return r->data ? 0 : FQ_ENOMEM;
+}
+
+static void zt_region_close(fq_region *r)
+{
+	free(r->data);
+}
+
+static void region_msg_free(void *data, void *hint)
+{
+	zt_region_ref *ref = hint;
+
+	FQI_UNUSED(data);
+	if (ref->r->ack_fn != NULL)
+		ref->r->ack_fn(&ref->ack, 1, ref->r->arg);
+	fqi_region_unref(ref->r);
+	free(ref);
+}
+
+static int zt_region_msg(fq_region *r, void *data, size_t size, void *hint, fq_msg **out)
+{
+	zt_region_ref *ref = malloc(sizeof(*ref));
+	int rc;
+
+	if (ref == NULL)
+		return FQ_ENOMEM;
+	*ref = (zt_region_ref){r, {data, size, hint}};
+	fqi_region_ref(r);
+	rc = zt_msg_adopt(r->t, data, size, region_msg_free, ref, out);
+	if (rc != 0) {
+		fqi_region_unref(r);
+		free(ref);
+	}
+	return rc;
+}
+
+/* ---- Sockets: helpers ------------------------------------------------------------------- */
+
+static const int ztypes[] = {
+    [FQ_PAIR] = ZMQ_PAIR, [FQ_PUB] = ZMQ_PUB,   [FQ_SUB] = ZMQ_SUB,   [FQ_REQ] = ZMQ_REQ,
+    [FQ_REP] = ZMQ_REP,   [FQ_PUSH] = ZMQ_PUSH, [FQ_PULL] = ZMQ_PULL,
+};
+
+static bool can_send(fq_socket_type type)
+{
+	return type != FQ_PULL && type != FQ_SUB;
+}
+
+static bool can_recv(fq_socket_type type)
+{
+	return type != FQ_PUSH && type != FQ_PUB;
+}
+
+static void fd_signal(int fd)
+{
+	uint64_t one = 1;
+
+	while (write(fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+static void fd_drain(int fd)
+{
+	uint64_t v;
+
+	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+}
+
+/* Ready events of the libzmq socket; caller holds z->lock. Also re-arms ZMQ_FD. */
+static int zevents_locked(zt_socket *z)
+{
+	int ev = 0, out = 0;
+	size_t len = sizeof(ev);
+
+	if (zmq_getsockopt(z->zs, ZMQ_EVENTS, &ev, &len) != 0)
+		return zerr(errno);
+	if (ev & ZMQ_POLLIN)
+		out |= FQ_POLLIN;
+	if (ev & ZMQ_POLLOUT)
+		out |= FQ_POLLOUT;
+	if (z->pending != NULL)
+		out |= FQ_POLLIN;
+	/* Over the byte limit the socket is not writable, whatever libzmq says. */
+	if (z->acct != NULL && atomic_load(&z->acct->limit) > 0 &&
+	    atomic_load(&z->acct->bytes) >= atomic_load(&z->acct->limit))
+		out &= ~FQ_POLLOUT;
+	return out;
+}
+
+/* After any call into the socket, under z->lock: pass readiness on to waiting threads. */
+static void after_op(zt_socket *z)
+{
+	int in = atomic_load_explicit(&z->waiters_in, memory_order_relaxed);
+	int out = atomic_load_explicit(&z->waiters_out, memory_order_relaxed);
+	int ev;
+
+	if (FQI_LIKELY(in == 0 && out == 0))
+		return;
+	ev = zevents_locked(z);
+	if (ev > 0 && (((ev & FQ_POLLIN) && in) || ((ev & FQ_POLLOUT) && out)))
+		fd_signal(z->kick_fd);
+}
+
+/*
+ * Sleep until `dir` may be possible, the deadline passes (FQ_ETIMEDOUT) or the socket is
+ * interrupted (FQ_EINTR). 0 means: try again. Called without z->lock.
+ */
+static int zwait(fq_socket *s, int dir, int64_t deadline)
+{
+	zt_socket *z = s->priv;
+	_Atomic int *waiters = dir == FQ_POLLIN ? &z->waiters_in : &z->waiters_out;
+	struct pollfd pfd[4];
+	nfds_t n = 3;
+	int ev, left, rc = 0;
+
+	atomic_fetch_add(waiters, 1);
+	pthread_mutex_lock(&z->lock);
+	ev = zevents_locked(z);
+	pthread_mutex_unlock(&z->lock);
+	if (ev < 0 || (ev & dir)) {
+		rc = ev < 0 ? ev : 0;
+		goto out;
+	}
+	if (atomic_load(&z->interrupted)) {
+		rc = FQ_EINTR;
+		goto out;
+	}
+	left = fqi_deadline_remaining(deadline);
+	if (left == 0) {
+		rc = FQ_ETIMEDOUT;
+		goto out;
+	}
+	pfd[0] = (struct pollfd){.fd = z->zfd, .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = z->kick_fd, .events = POLLIN};
+	pfd[2] = (struct pollfd){.fd = z->intr_fd, .events = POLLIN};
+	if (dir == FQ_POLLOUT && z->acct != NULL) {
+		pfd[3] = (struct pollfd){.fd = z->acct->efd, .events = POLLIN};
+		n = 4;
+	}
+	if (poll(pfd, n, left) < 0 && errno != EINTR) {
+		rc = fqi_syserr(errno);
+		goto out;
+	}
+	if (pfd[1].revents & POLLIN)
+		fd_drain(z->kick_fd);
+	if (n == 4 && (pfd[3].revents & POLLIN))
+		fd_drain(z->acct->efd);
+	if (atomic_load(&z->interrupted))
+		rc = FQ_EINTR;
+out:
+	atomic_fetch_sub(waiters, 1);
+	return rc;
+}
+
+/* ---- Sending ---------------------------------------------------------------------------- */
+
+static void acct_unref(zt_acct *a)
+{
+	if (atomic_fetch_sub(&a->refs, 1) == 1) {
+		close(a->efd);
+		free(a);
+	}
+}
+
+static void tracked_free(void *data, void *hint)
+{
+	zt_tracked *tr = hint;
+	zt_acct *a = tr->acct;
+
+	FQI_UNUSED(data);
+	if (!tr->cancelled) {
+		int64_t before = atomic_fetch_sub(&a->bytes, (int64_t)tr->size);
+
+		if (before >= atomic_load(&a->limit) && atomic_load(&a->waiters) > 0)
+			fd_signal(a->efd);
+	}
+	zmq_msg_close(&tr->orig);
+	free(tr);
+	acct_unref(a);
+}
+
+/* Undo track() for parts [0, n): the originals go back, the wrappers' release does not count. */
+static void untrack(fq_msg **parts, zt_tracked **recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		zt_msg *m = (zt_msg *)parts[i];
+		zmq_msg_t wrapper;
+
+		recs[i]->cancelled = true;
+		zmq_msg_init(&wrapper);
+		zmq_msg_move(&wrapper, &m->zm);
+		zmq_msg_move(&m->zm, &recs[i]->orig);
+		zmq_msg_close(&wrapper); /* runs tracked_free: frees the record only */
+		msg_sync(m);
+	}
+}
+
+/* Re-wrap every part so that libzmq's release of it is counted against snd_hwm_bytes. */
+static int track(zt_socket *z, fq_msg **parts, zt_tracked **recs, size_t n, size_t *total)
+{
+	*total = 0;
+	for (size_t i = 0; i < n; i++) {
+		zt_msg *m = (zt_msg *)parts[i];
+		zt_tracked *tr = malloc(sizeof(*tr));
+
+		if (tr == NULL) {
+			untrack(parts, recs, i);
+			return FQ_ENOMEM;
+		}
+		tr->acct = z->acct;
+		tr->size = m->base.size;
+		tr->cancelled = false;
+		zmq_msg_init(&tr->orig);
+		zmq_msg_move(&tr->orig, &m->zm);
+		atomic_fetch_add(&z->acct->refs, 1);
+		/* zmq_msg_init_data with a non-NULL buffer only fails on allocation. */
+		if (zmq_msg_init_data(&m->zm, zmq_msg_data(&tr->orig), tr->size, tracked_free,
+		                      tr) != 0) {
+			zmq_msg_move(&m->zm, &tr->orig);
+			msg_sync(m);
+			acct_unref(z->acct);
+			free(tr);
+			untrack(parts, recs, i);
+			return FQ_ENOMEM;
+		}
+		recs[i] = tr;
+		*total += tr->size;
+	}
+	return 0;
+}
+
+static int try_send(fq_socket *s, fq_msg **parts, size_t n)
+{
+	zt_socket *z = s->priv;
+
+	for (size_t i = 0; i < n; i++) {
+		zt_msg *m = (zt_msg *)parts[i];
+		int more = i + 1 < n ? ZMQ_SNDMORE : 0;
+
+		if (zmq_msg_send(&m->zm, z->zs, ZMQ_DONTWAIT | more) < 0) {
+			int e = errno;
+
+			if (i == 0)
+				return e == EAGAIN ? FQ_EAGAIN : zerr(e);
+			/* libzmq takes the rest of a multipart message once it took the first
+			 * frame; anything else would leave a half-sent vector. */
+			while (zmq_msg_send(&m->zm, z->zs, more) < 0) {
+				if (errno != EINTR)
+					fqi_panic(__FILE__, __LINE__,
+					          "libzmq refused a later part");
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(parts[i]);
+		parts[i] = NULL;
+	}
+	return 0;
+}
+
+/* Send with snd_hwm_bytes in force; caller holds z->lock. */
+static int try_send_counted(fq_socket *s, fq_msg **parts, size_t n, int64_t limit)
+{
+	zt_socket *z = s->priv;
+	zt_tracked *buf[16], **recs = buf;
+	size_t total;
+	int rc;
+
+	if (atomic_load(&z->acct->bytes) >= limit)
+		return FQ_EAGAIN;
+	if (n > FQI_ARRAY_LEN(buf) && (recs = malloc(n * sizeof(*recs))) == NULL)
+		return FQ_ENOMEM;
+	rc = track(z, parts, recs, n, &total);
+	if (rc == 0) {
+		/* Count before sending: libzmq may release the frames before we return. */
+		atomic_fetch_add(&z->acct->bytes, (int64_t)total);
+		rc = try_send(s, parts, n);
+		if (rc != 0) {
+			atomic_fetch_sub(&z->acct->bytes, (int64_t)total);
+			untrack(parts, recs, n);
+		}
+	}
+	if (recs != buf)
+		free(recs);
+	return rc;
+}
+
+static int zt_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
+{
+	zt_socket *z = s->priv;
+	int64_t deadline = -2;
+
+	if (FQI_UNLIKELY(!can_send(s->type)))
+		return FQ_ENOTSUP;
+	for (;;) {
+		int64_t limit = z->acct != NULL ? atomic_load(&z->acct->limit) : 0;
+		int rc;
+
+		if (FQI_UNLIKELY(atomic_load_explicit(&z->interrupted, memory_order_relaxed)))
+			return FQ_EINTR;
+		pthread_mutex_lock(&z->lock);
+		if (limit > 0)
+			rc = try_send_counted(s, parts, n, limit);
+		else
+			rc = try_send(s, parts, n);
+		after_op(z);
+		pthread_mutex_unlock(&z->lock);
+		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
+			return rc;
+		if (deadline == -2)
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
+		if (z->acct != NULL)
+			atomic_fetch_add(&z->acct->waiters, 1);
+		rc = zwait(s, FQ_POLLOUT, deadline);
+		if (z->acct != NULL)
+			atomic_fetch_sub(&z->acct->waiters, 1);
+		if (rc != 0)
+			return rc;
+	}
+}
+
+/* ---- Receiving -------------------------------------------------------------------------- */
+
+/* Receive the remaining frames of a multipart message; they are all there already. */
+static int recv_rest(zt_socket *z, zt_msg *first, fq_parts **out)
+{
+	zt_msg *stack[16], **msgs = stack;
+	size_t n = 1, cap = FQI_ARRAY_LEN(stack);
+	int more = 1, rc = 0;
+	size_t len = sizeof(more);
+
+	msgs[0] = first;
+	while (rc == 0) {
+		zt_msg *m;
+
+		if (zmq_getsockopt(z->zs, ZMQ_RCVMORE, &more, &len) != 0 || !more)
+			break;
+		if (n == cap) {
+			zt_msg **grown = malloc(2 * cap * sizeof(*grown));
+
+			if (grown == NULL) {
+				rc = FQ_ENOMEM;
+				break;
+			}
+			memcpy(grown, msgs, n * sizeof(*grown));
+			if (msgs != stack)
+				free(msgs);
+			msgs = grown;
+			cap *= 2;
+		}
+		m = msg_new(first->base.t);
+		if (m == NULL) {
+			rc = FQ_ENOMEM;
+			break;
+		}
+		zmq_msg_init(&m->zm);
+		while (zmq_msg_recv(&m->zm, z->zs, 0) < 0) {
+			if (errno != EINTR)
+				fqi_panic(__FILE__, __LINE__, "libzmq lost a later part");
+		}
+		msg_sync(m);
+		msgs[n++] = m;
+	}
+	if (rc == 0)
+		rc = fqi_parts_new(n, out);
+	if (rc == 0) {
+		for (size_t i = 0; i < n; i++) {
+			(*out)->msgs[i] = &msgs[i]->base;
+			(*out)->bytes += msgs[i]->base.size;
+		}
+	} else {
+		/* Out of memory in the middle: drain the rest so the socket stays in step. */
+		zmq_msg_t skip;
+
+		while (zmq_getsockopt(z->zs, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+			zmq_msg_init(&skip);
+			zmq_msg_recv(&skip, z->zs, 0);
+			zmq_msg_close(&skip);
+		}
+		for (size_t i = 0; i < n; i++)
+			zt_msg_free(&msgs[i]->base);
+		FQI_ERROR(SUBSYS, "out of memory receiving a vector of parts: vector dropped");
+	}
+	if (msgs != stack)
+		free(msgs);
+	return rc;
+}
+
+/*
+ * One attempt under z->lock. want_vector: return a vector (recvv); otherwise a single
+ * message, and a vector of several parts is parked in z->pending (FQ_EPARTS).
+ */
+static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out)
+{
+	zt_socket *z = s->priv;
+	int more = 0;
+	size_t len = sizeof(more);
+	zt_msg *m;
+	int rc;
+
+	if (z->pending != NULL) {
+		if (want_vector) {
+			*parts_out = z->pending;
+			z->pending = NULL;
+			return 0;
+		}
+		return FQ_EPARTS;
+	}
+	m = msg_new(s->t);
+	if (m == NULL)
+		return FQ_ENOMEM;
+	zmq_msg_init(&m->zm);
+	if (zmq_msg_recv(&m->zm, z->zs, ZMQ_DONTWAIT) < 0) {
+		int e = errno;
+
+		zmq_msg_close(&m->zm);
+		free(m);
+		return e == EAGAIN ? FQ_EAGAIN : zerr(e);
+	}
+	msg_sync(m);
+	if (zmq_getsockopt(z->zs, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+		fq_parts *p;
+
+		rc = recv_rest(z, m, &p);
+		if (rc != 0)
+			return rc;
+		if (want_vector) {
+			*parts_out = p;
+			return 0;
+		}
+		z->pending = p;
+		return FQ_EPARTS;
+	}
+	if (want_vector) {
+		rc = fqi_parts_new(1, parts_out);
+		if (rc != 0) {
+			zt_msg_free(&m->base);
+			return rc;
+		}
+		(*parts_out)->msgs[0] = &m->base;
+		(*parts_out)->bytes = m->base.size;
+		return 0;
+	}
+	*msg_out = &m->base;
+	return 0;
+}
+
+static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out,
+                       int flags)
+{
+	zt_socket *z = s->priv;
+	int64_t deadline = -2;
+
+	if (FQI_UNLIKELY(!can_recv(s->type)))
+		return FQ_ENOTSUP;
+	for (;;) {
+		int rc;
+
+		if (FQI_UNLIKELY(atomic_load_explicit(&z->interrupted, memory_order_relaxed)))
+			return FQ_EINTR;
+		pthread_mutex_lock(&z->lock);
+		rc = try_recv(s, want_vector, msg_out, parts_out);
+		after_op(z);
+		pthread_mutex_unlock(&z->lock);
+		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
+			return rc;
+		if (deadline == -2)
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
+		rc = zwait(s, FQ_POLLIN, deadline);
+		if (rc != 0)
+			return rc;
+	}
+}
+
+static int zt_recv(fq_socket *s, fq_msg **out, int flags)
+{
+	return recv_common(s, false, out, NULL, flags);
+}
+
+static int zt_recvv(fq_socket *s, fq_parts **out, int flags)
+{
+	return recv_common(s, true, NULL, out, flags);
+}
+
+/* ---- Socket lifecycle and options ------------------------------------------------------- */
+
+static int set_int(zt_socket *z, int zopt, int value)
+{
+	int rc;
+
+	pthread_mutex_lock(&z->lock);
+	rc = zmq_setsockopt(z->zs, zopt, &value, sizeof(value));
+	pthread_mutex_unlock(&z->lock);
+	return rc == 0 ? 0 : zerr(errno);
+}
+
+static int set_bytes(zt_socket *z, int zopt, const void *value, size_t len)
+{
+	int rc;
+
+	pthread_mutex_lock(&z->lock);
+	rc = zmq_setsockopt(z->zs, zopt, value, len);
+	pthread_mutex_unlock(&z->lock);
+	return rc == 0 ? 0 : zerr(errno);
+}
+
+static int clamp_int(int64_t v)
+{
+	return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+static int zt_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
+{
+	zt_socket *z = s->priv;
+	int64_t v = atomic_load(&s->opt[id]);
+
+	switch (id) {
+	case FQI_SO_SND_HWM:
+		return set_int(z, ZMQ_SNDHWM, clamp_int(v));
+	case FQI_SO_RCV_HWM:
+		return set_int(z, ZMQ_RCVHWM, clamp_int(v));
+	case FQI_SO_SND_HWM_BYTES:
+		if (v > 0 && z->acct == NULL) {
+			zt_acct *a = calloc(1, sizeof(*a));
+
+			if (a == NULL)
+				return FQ_ENOMEM;
+			a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+			if (a->efd < 0) {
+				free(a);
+				return fqi_syserr(errno);
+			}
+			atomic_init(&a->refs, 1);
+			pthread_mutex_lock(&z->lock);
+			z->acct = a;
+			pthread_mutex_unlock(&z->lock);
+		}
+		if (z->acct != NULL) {
+			atomic_store(&z->acct->limit, v);
+			fd_signal(z->kick_fd); /* a raised limit may unblock a sender */
+		}
+		return 0;
+	case FQI_SO_RCV_HWM_BYTES:
+		if (v != 0) {
+			FQI_WARN(SUBSYS,
+			         "rcv_hwm_bytes is not supported: libzmq bounds its receive "
+			         "queue in messages only (use rcv_hwm)");
+			return FQ_ENOTSUP;
+		}
+		return 0;
+	case FQI_SO_SND_TIMEOUT:
+	case FQI_SO_RCV_TIMEOUT:
+		return 0; /* read at each blocking call */
+	case FQI_SO_LINGER:
+		return set_int(z, ZMQ_LINGER, clamp_int(v));
+	case FQI_SO_MAX_MSG_SIZE: {
+		/* libzmq checks a frame's announced size before allocating and drops the peer. */
+		int64_t max = v == 0 ? -1 : v;
+
+		return set_bytes(z, ZMQ_MAXMSGSIZE, &max, sizeof(max));
+	}
+	case FQI_SO_RECONNECT_IVL:
+		return set_int(z, ZMQ_RECONNECT_IVL, clamp_int(v));
+	case FQI_SO_RECONNECT_IVL_MAX:
+		return set_int(z, ZMQ_RECONNECT_IVL_MAX, clamp_int(v));
+	case FQI_SO_SND_KERNEL_SIZE:
+		return set_int(z, ZMQ_SNDBUF, v == 0 ? -1 : clamp_int(v));
+	case FQI_SO_RCV_KERNEL_SIZE:
+		return set_int(z, ZMQ_RCVBUF, v == 0 ? -1 : clamp_int(v));
+	case FQI_SO_SUBSCRIBE:
+	case FQI_SO_UNSUBSCRIBE:
+		if (text == NULL)
+			return 0;
+		if (s->type != FQ_SUB)
+			return FQ_ENOTSUP;
+		return set_bytes(z, id == FQI_SO_SUBSCRIBE ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, text,
+		                 strlen(text));
+	default:
+		return FQ_ENOENT;
+	}
+}
+
+static void socket_release(zt_socket *z)
+{
+	if (z->ep_fd >= 0)
+		close(z->ep_fd);
+	if (z->kick_fd >= 0)
+		close(z->kick_fd);
+	if (z->intr_fd >= 0)
+		close(z->intr_fd);
+	if (z->zs != NULL)
+		zmq_close(z->zs);
+	if (z->acct != NULL)
+		acct_unref(z->acct);
+	pthread_mutex_destroy(&z->lock);
+}
+
+static int zt_open(fq_socket *s)
+{
+	zt_transport *zt = s->t->priv;
+	zt_socket *z = s->priv;
+	size_t len = sizeof(z->zfd);
+	struct epoll_event ev = {.events = EPOLLIN};
+	int zero = 0;
+
+	pthread_mutex_init(&z->lock, NULL);
+	z->kick_fd = z->intr_fd = z->ep_fd = -1;
+	z->zs = zmq_socket(zt->ctx, ztypes[s->type]);
+	if (z->zs == NULL) {
+		int rc = zerr(errno);
+
+		socket_release(z);
+		return rc == FQ_EADDRINVAL ? FQ_EINVAL : rc;
+	}
+	/* Our own loops do the waiting; libzmq never blocks. */
+	zmq_setsockopt(z->zs, ZMQ_SNDTIMEO, &zero, sizeof(zero));
+	zmq_setsockopt(z->zs, ZMQ_RCVTIMEO, &zero, sizeof(zero));
+	if (zmq_getsockopt(z->zs, ZMQ_FD, &z->zfd, &len) != 0)
+		goto sys_fail;
+	z->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	z->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	z->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (z->kick_fd < 0 || z->intr_fd < 0 || z->ep_fd < 0)
+		goto sys_fail;
+	ev.data.fd = z->zfd;
+	if (epoll_ctl(z->ep_fd, EPOLL_CTL_ADD, z->zfd, &ev) != 0)
+		goto sys_fail;
+	ev.data.fd = z->intr_fd;
+	if (epoll_ctl(z->ep_fd, EPOLL_CTL_ADD, z->intr_fd, &ev) != 0)
+		goto sys_fail;
+	return 0;
+sys_fail : {
+	int rc = fqi_syserr(errno);
+
+	socket_release(z);
+	return rc;
+}
+}
+
+static void zt_close(fq_socket *s)
+{
+	zt_socket *z = s->priv;
+
+	if (z->pending != NULL)
+		fq_parts_free(z->pending);
+	socket_release(z);
+}
+
+static int zt_attach(fq_socket *s, const fqi_url *url, char *resolved, bool bind)
+{
+	zt_socket *z = s->priv;
+	size_t len = FQI_URL_MAX;
+	int rc;
+
+	pthread_mutex_lock(&z->lock);
+	rc = bind ? zmq_bind(z->zs, url->text) : zmq_connect(z->zs, url->text);
+	if (rc != 0) {
+		int e = errno;
+
+		pthread_mutex_unlock(&z->lock);
+		FQI_WARN(SUBSYS, "%s %s failed: %s", bind ? "bind" : "connect", url->text,
+		         zmq_strerror(e));
+		return zerr(e);
+	}
+	if (bind && zmq_getsockopt(z->zs, ZMQ_LAST_ENDPOINT, resolved, &len) != 0)
+		resolved[0] = '\0';
+	pthread_mutex_unlock(&z->lock);
+	return 0;
+}
+
+static int zt_bind(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	return zt_attach(s, url, resolved, true);
+}
+
+static int zt_connect(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	return zt_attach(s, url, resolved, false);
+}
+
+static int zt_events(fq_socket *s)
+{
+	zt_socket *z = s->priv;
+	int ev;
+
+	if (atomic_load(&z->interrupted))
+		return FQ_EINTR;
+	pthread_mutex_lock(&z->lock);
+	ev = zevents_locked(z);
+	pthread_mutex_unlock(&z->lock);
+	if (ev > 0 && !can_recv(s->type))
+		ev &= ~FQ_POLLIN;
+	if (ev > 0 && !can_send(s->type))
+		ev &= ~FQ_POLLOUT;
+	return ev;
+}
+
+static int zt_fd(fq_socket *s, int *fd)
+{
+	zt_socket *z = s->priv;
+
+	*fd = z->ep_fd;
+	return 0;
+}
+
+static void zt_interrupt(fq_socket *s, bool on)
+{
+	zt_socket *z = s->priv;
+
+	atomic_store(&z->interrupted, on);
+	if (on)
+		fd_signal(z->intr_fd);
+	else
+		fd_drain(z->intr_fd);
+}
+
+/* ---- Descriptor ------------------------------------------------------------------------- */
+
+static const fqi_transport_ops zt_transport_ops = {
+    .size = sizeof(fqi_transport_ops),
+    .priv_size = sizeof(zt_transport),
+    .init = zt_init,
+    .fini = zt_fini,
+    .probe = zt_probe,
+};
+
+static const fqi_msg_ops zt_msg_ops = {
+    .size = sizeof(fqi_msg_ops),
+    .alloc = zt_msg_alloc,
+    .adopt = zt_msg_adopt,
+    .copy = zt_msg_copy,
+    .shrink = zt_msg_shrink,
+    .free = zt_msg_free,
+};
+
+static const fqi_socket_ops zt_socket_ops = {
+    .size = sizeof(fqi_socket_ops),
+    .priv_size = sizeof(zt_socket),
+    .open = zt_open,
+    .close = zt_close,
+    .setopt = zt_setopt,
+    .bind = zt_bind,
+    .connect = zt_connect,
+    .send = zt_send,
+    .recv = zt_recv,
+    .recvv = zt_recvv,
+    .events = zt_events,
+    .fd = zt_fd,
+    .interrupt = zt_interrupt,
+};
+
+static const fqi_region_ops zt_region_ops = {
+    .size = sizeof(fqi_region_ops),
+    .priv_size = 0,
+    .open = zt_region_open,
+    .close = zt_region_close,
+    .msg = zt_region_msg,
+};
+
+const fqi_transport_desc fqi_zeromq_transport = {
+    .name = "zeromq",
+    .schemes = "tcp,ipc,inproc",
+    .caps = FQI_CAP_ZERO_COPY | FQI_CAP_REGIONS | FQI_CAP_CROSS_HOST | FQI_CAP_POLL_FD,
+    .options = zmq_options,
+    .option_count = OPT_COUNT,
+    .transport_ops = &zt_transport_ops,
+    .msg_ops = &zt_msg_ops,
+    .socket_ops = &zt_socket_ops,
+    .region_ops = &zt_region_ops,
+};
