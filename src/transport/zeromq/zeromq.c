@@ -38,6 +38,12 @@ static const fqi_option zmq_options[OPT_COUNT] = {
 
 typedef struct zt_transport {
 	void *ctx;
+	/* The monitor thread logs connection events (drops, failed handshakes) of every socket;
+	 * sockets register with it through the control PAIR, guarded by mon_lock. */
+	pthread_t mon_thread;
+	pthread_mutex_t mon_lock;
+	void *mon_ctl;
+	_Atomic unsigned long mon_ids;
 } zt_transport;
 
 typedef struct zt_msg {
@@ -76,6 +82,7 @@ typedef struct zt_socket {
 	_Atomic bool interrupted;
 	fq_parts *pending; /* a vector that fq_recv refused, kept for fq_recvv */
 	zt_acct *acct;
+	unsigned long mon_id;
 } zt_socket;
 
 /* ---- Errors ----------------------------------------------------------------------------- */
@@ -101,28 +108,191 @@ static int zerr(int e)
 
 /* ---- Transport -------------------------------------------------------------------------- */
 
+#define MON_EVENTS                                                                    \
+	(ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |          \
+	 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | \
+	 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_BIND_FAILED)
+
+typedef struct mon_entry {
+	unsigned long id;
+	void *pair;
+} mon_entry;
+
+/* Log one event read from a socket monitor (two frames: event id + value, endpoint). */
+static void mon_log(void *pair, unsigned long id)
+{
+	zmq_msg_t head, addr;
+	uint16_t event = 0;
+	int32_t value = 0;
+	const char *where;
+	int len;
+
+	zmq_msg_init(&head);
+	zmq_msg_init(&addr);
+	if (zmq_msg_recv(&head, pair, ZMQ_DONTWAIT) < 0 || zmq_msg_size(&head) < 6 ||
+	    zmq_msg_recv(&addr, pair, ZMQ_DONTWAIT) < 0)
+		goto out;
+	memcpy(&event, zmq_msg_data(&head), sizeof(event));
+	memcpy(&value, (char *)zmq_msg_data(&head) + 2, sizeof(value));
+	where = zmq_msg_data(&addr);
+	len = (int)zmq_msg_size(&addr);
+	switch (event) {
+	case ZMQ_EVENT_CONNECTED:
+	case ZMQ_EVENT_ACCEPTED:
+		FQI_DEBUG(SUBSYS, "socket %lu: peer connected on %.*s", id, len, where);
+		break;
+	case ZMQ_EVENT_DISCONNECTED:
+		/* libzmq reports a peer that left and a peer it dropped (broken framing, a frame
+		 * above max_msg_size) the same way; say both so an operator can tell from the
+		 * peer's side. */
+		FQI_WARN(SUBSYS,
+		         "socket %lu: connection on %.*s closed: the peer left, or was dropped for "
+		         "breaking the protocol (e.g. a message above max_msg_size)",
+		         id, len, where);
+		break;
+	case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+		FQI_WARN(SUBSYS,
+		         "socket %lu: peer on %.*s dropped: it does not speak ZMTP or uses an "
+		         "incompatible socket type (transport mismatch?), code %d",
+		         id, len, where, value);
+		break;
+	case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+	case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+		FQI_WARN(SUBSYS, "socket %lu: handshake with %.*s failed: %s", id, len, where,
+		         zmq_strerror(value));
+		break;
+	case ZMQ_EVENT_BIND_FAILED:
+		FQI_WARN(SUBSYS, "socket %lu: bind to %.*s failed: %s", id, len, where,
+		         zmq_strerror(value));
+		break;
+	default:
+		break;
+	}
+out:
+	zmq_msg_close(&head);
+	zmq_msg_close(&addr);
+}
+
+static void *mon_main(void *arg)
+{
+	zt_transport *zt = arg;
+	void *ctl = zmq_socket(zt->ctx, ZMQ_PAIR);
+	mon_entry *mons = NULL;
+	zmq_pollitem_t *items = NULL;
+	size_t n = 0, cap = 0;
+	char name[64];
+	bool run = true;
+
+	snprintf(name, sizeof(name), "inproc://fq-zmon-ctl-%p", (void *)zt);
+	if (ctl == NULL || zmq_connect(ctl, name) != 0)
+		return NULL;
+	while (run) {
+		if (cap < n + 1) {
+			cap = cap ? cap * 2 : 16;
+			mons = realloc(mons, cap * sizeof(*mons));
+			items = realloc(items, (cap + 1) * sizeof(*items));
+			FQI_ASSERT(mons != NULL && items != NULL);
+		}
+		items[0] = (zmq_pollitem_t){.socket = ctl, .events = ZMQ_POLLIN};
+		for (size_t i = 0; i < n; i++)
+			items[i + 1] =
+			    (zmq_pollitem_t){.socket = mons[i].pair, .events = ZMQ_POLLIN};
+		if (zmq_poll(items, (int)n + 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (items[i + 1].revents & ZMQ_POLLIN)
+				mon_log(mons[i].pair, mons[i].id);
+		}
+		if (items[0].revents & ZMQ_POLLIN) {
+			char cmd[32] = {0};
+			int len = zmq_recv(ctl, cmd, sizeof(cmd) - 1, 0);
+			unsigned long id;
+
+			if (len <= 0 || cmd[0] == 'Q') {
+				run = false;
+			} else if (cmd[0] == 'A' && sscanf(cmd + 1, "%lu", &id) == 1) {
+				void *pair = zmq_socket(zt->ctx, ZMQ_PAIR);
+
+				snprintf(name, sizeof(name), "inproc://fq-zmon-%p-%lu", (void *)zt,
+				         id);
+				if (pair != NULL && zmq_connect(pair, name) == 0)
+					mons[n++] = (mon_entry){id, pair};
+				else if (pair != NULL)
+					zmq_close(pair);
+			} else if (cmd[0] == 'R' && sscanf(cmd + 1, "%lu", &id) == 1) {
+				for (size_t i = 0; i < n; i++) {
+					if (mons[i].id == id) {
+						zmq_close(mons[i].pair);
+						mons[i] = mons[--n];
+						break;
+					}
+				}
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		zmq_close(mons[i].pair);
+	free(mons);
+	free(items);
+	zmq_close(ctl);
+	return NULL;
+}
+
+static void mon_command(zt_transport *zt, char op, unsigned long id)
+{
+	char cmd[32];
+	int len = snprintf(cmd, sizeof(cmd), "%c%lu", op, id);
+
+	pthread_mutex_lock(&zt->mon_lock);
+	zmq_send(zt->mon_ctl, cmd, (size_t)len, 0);
+	pthread_mutex_unlock(&zt->mon_lock);
+}
+
 static int zt_init(fq_transport *t)
 {
 	zt_transport *zt = t->priv;
+	char name[64];
+	int rc, linger = 0;
 
 	zt->ctx = zmq_ctx_new();
 	if (zt->ctx == NULL)
 		return fqi_syserr(errno);
 	if (zmq_ctx_set(zt->ctx, ZMQ_IO_THREADS, (int)t->opt[OPT_IO_THREADS]) != 0 ||
 	    zmq_ctx_set(zt->ctx, ZMQ_MAX_SOCKETS, (int)t->opt[OPT_MAX_SOCKETS]) != 0 ||
-	    zmq_ctx_set(zt->ctx, ZMQ_IPV6, (int)t->opt[OPT_IPV6]) != 0) {
-		int rc = zerr(errno);
-
-		zmq_ctx_term(zt->ctx);
-		return rc;
+	    zmq_ctx_set(zt->ctx, ZMQ_IPV6, (int)t->opt[OPT_IPV6]) != 0)
+		goto fail;
+	zt->mon_ctl = zmq_socket(zt->ctx, ZMQ_PAIR);
+	snprintf(name, sizeof(name), "inproc://fq-zmon-ctl-%p", (void *)zt);
+	if (zt->mon_ctl == NULL || zmq_bind(zt->mon_ctl, name) != 0)
+		goto fail;
+	zmq_setsockopt(zt->mon_ctl, ZMQ_LINGER, &linger, sizeof(linger));
+	pthread_mutex_init(&zt->mon_lock, NULL);
+	rc = pthread_create(&zt->mon_thread, NULL, mon_main, zt);
+	if (rc != 0) {
+		pthread_mutex_destroy(&zt->mon_lock);
+		errno = rc;
+		goto fail;
 	}
 	return 0;
+fail:
+	rc = zerr(errno);
+	if (zt->mon_ctl != NULL)
+		zmq_close(zt->mon_ctl);
+	zmq_ctx_term(zt->ctx);
+	return rc;
 }
 
 static void zt_fini(fq_transport *t)
 {
 	zt_transport *zt = t->priv;
 
+	mon_command(zt, 'Q', 0);
+	pthread_join(zt->mon_thread, NULL);
+	zmq_close(zt->mon_ctl);
+	pthread_mutex_destroy(&zt->mon_lock);
 	while (zmq_ctx_term(zt->ctx) != 0 && errno == EINTR)
 		;
 }
@@ -870,6 +1040,7 @@ static int zt_open(fq_socket *s)
 	zt_socket *z = s->priv;
 	size_t len = sizeof(z->zfd);
 	struct epoll_event ev = {.events = EPOLLIN};
+	char mon_name[64];
 	int zero = 0;
 
 	pthread_mutex_init(&z->lock, NULL);
@@ -897,6 +1068,12 @@ static int zt_open(fq_socket *s)
 	ev.data.fd = z->intr_fd;
 	if (epoll_ctl(z->ep_fd, EPOLL_CTL_ADD, z->intr_fd, &ev) != 0)
 		goto sys_fail;
+	z->mon_id = atomic_fetch_add(&zt->mon_ids, 1) + 1;
+	snprintf(mon_name, sizeof(mon_name), "inproc://fq-zmon-%p-%lu", (void *)zt, z->mon_id);
+	if (zmq_socket_monitor(z->zs, mon_name, MON_EVENTS) == 0)
+		mon_command(zt, 'A', z->mon_id);
+	else
+		z->mon_id = 0;
 	return 0;
 sys_fail : {
 	int rc = fqi_syserr(errno);
@@ -910,6 +1087,10 @@ static void zt_close(fq_socket *s)
 {
 	zt_socket *z = s->priv;
 
+	if (z->mon_id != 0) {
+		zmq_socket_monitor(z->zs, NULL, 0);
+		mon_command(s->t->priv, 'R', z->mon_id);
+	}
 	if (z->pending != NULL)
 		fq_parts_free(z->pending);
 	socket_release(z);
