@@ -772,7 +772,7 @@ static int recv_rest(zt_socket *z, zt_msg *first, fq_parts **out)
 	while (rc == 0) {
 		zt_msg *m;
 
-		if (zmq_getsockopt(z->zs, ZMQ_RCVMORE, &more, &len) != 0 || !more)
+		if (!zmq_msg_more(&msgs[n - 1]->zm))
 			break;
 		if (n == cap) {
 			zt_msg **grown = malloc(2 * cap * sizeof(*grown));
@@ -832,8 +832,6 @@ static int recv_rest(zt_socket *z, zt_msg *first, fq_parts **out)
 static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out)
 {
 	zt_socket *z = s->priv;
-	int more = 0;
-	size_t len = sizeof(more);
 	zt_msg *m;
 	int rc;
 
@@ -857,7 +855,7 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 		return e == EAGAIN ? FQ_EAGAIN : zerr(e);
 	}
 	msg_sync(m);
-	if (zmq_getsockopt(z->zs, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+	if (zmq_msg_more(&m->zm)) {
 		fq_parts *p;
 
 		rc = recv_rest(z, m, &p);
