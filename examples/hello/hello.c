@@ -11,8 +11,8 @@ int main(void)
 	fq_transport_open(&t, "zeromq", NULL);
 	fq_socket_open(&in, t, FQ_PULL);
 	fq_socket_open(&out, t, FQ_PUSH);
-	fq_bind(in, "ipc:///tmp/fabriq-example");
-	fq_connect(out, "ipc:///tmp/fabriq-example");
+	fq_bind(in, "ipc:///tmp/fabriq-hello.ipc");
+	fq_connect(out, "ipc:///tmp/fabriq-hello.ipc");
 
 	fq_msg_alloc(t, 6, &m);
 	memcpy(fq_msg_data(m), "hello", 6);
