@@ -333,7 +333,7 @@ FQ_API int fq_region_open(fq_region **out, fq_transport *t, size_t size,
                           void *arg);
 FQ_API void *fq_region_data(fq_region *r);
 FQ_API size_t fq_region_size(const fq_region *r);
-/* A message for [data, data+size) inside the region; zero-copy. */
+/* A message for [data, data+size) inside the region; zero-copy. FQ_ERANGE if not inside. */
 FQ_API int fq_msg_from_region(fq_region *r, void *data, size_t size, void *hint, fq_msg **out);
 /*
  * Give up the opener's reference. Never blocks: messages still pointing into the region keep

@@ -122,8 +122,12 @@ struct fq_transport {
 	void *priv;
 };
 
-/* Every transport's message starts with this header. */
+/*
+ * Every transport's message starts with this header. `ops` is static, so a message can still
+ * be read and freed after its transport instance was closed.
+ */
 struct fq_msg {
+	const struct fqi_msg_ops *ops;
 	fq_transport *t;
 	void *data;
 	size_t size;
@@ -135,8 +139,6 @@ struct fq_parts {
 	fq_msg **msgs;
 };
 
-#define FQI_MAX_ENDPOINTS 64
-
 struct fq_socket {
 	fq_transport *t;
 	const struct fqi_socket_ops *ops;
@@ -144,13 +146,14 @@ struct fq_socket {
 	_Atomic int64_t opt[FQI_SO_COUNT];
 	/* Resolved endpoints, appended under ep_lock; read by fq_socket_endpoint. */
 	pthread_mutex_t ep_lock;
-	size_t n_endpoints;
-	char *endpoints[FQI_MAX_ENDPOINTS];
+	size_t n_endpoints, cap_endpoints;
+	char **endpoints;
 	struct fq_socket *next, *prev; /* in the transport's list */
 	void *priv;
 };
 
 struct fq_region {
+	const struct fqi_region_ops *ops; /* static: the region may outlive its transport */
 	fq_transport *t;
 	void *data;
 	size_t size;

@@ -23,7 +23,7 @@ int fq_msg_copy(const fq_msg *m, fq_msg **out)
 {
 	if (m == NULL || out == NULL)
 		return FQ_EINVAL;
-	return m->t->desc->msg_ops->copy(m, out);
+	return m->ops->copy(m, out);
 }
 
 void *fq_msg_data(fq_msg *m)
@@ -47,13 +47,13 @@ int fq_msg_shrink(fq_msg *m, size_t size)
 		return FQ_EINVAL;
 	if (size == m->size)
 		return 0;
-	return m->t->desc->msg_ops->shrink(m, size);
+	return m->ops->shrink(m, size);
 }
 
 void fq_msg_free(fq_msg *m)
 {
 	if (m != NULL)
-		m->t->desc->msg_ops->free(m);
+		m->ops->free(m);
 }
 
 /* ---- Parts ---- */
@@ -130,6 +130,7 @@ int fq_region_open(fq_region **out, fq_transport *t, size_t size,
 	if (r == NULL)
 		return FQ_ENOMEM;
 	r->t = t;
+	r->ops = ops;
 	r->size = size;
 	r->ack_fn = ack_fn;
 	r->arg = arg;
@@ -163,7 +164,7 @@ int fq_msg_from_region(fq_region *r, void *data, size_t size, void *hint, fq_msg
 	base = r->data;
 	if (p < base || p > base + r->size || size > (size_t)(base + r->size - p))
 		return FQ_ERANGE;
-	return r->t->desc->region_ops->msg(r, data, size, hint, out);
+	return r->ops->msg(r, data, size, hint, out);
 }
 
 void fqi_region_ref(fq_region *r)
@@ -174,7 +175,7 @@ void fqi_region_ref(fq_region *r)
 void fqi_region_unref(fq_region *r)
 {
 	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
-		r->t->desc->region_ops->close(r);
+		r->ops->close(r);
 		free(r);
 	}
 }

@@ -37,7 +37,7 @@ static int parse_number(const char *text, bool units, int64_t *out)
 	int shift = 0;
 
 	errno = 0;
-	v = strtoll(text, &end, 0);
+	v = strtoll(text, &end, 10); /* "010" is ten, not octal eight */
 	if (end == text || errno == ERANGE)
 		return errno == ERANGE ? FQ_ERANGE : FQ_EINVAL;
 	if (units && *end != '\0') {
@@ -143,7 +143,7 @@ static int set_one(const char *component, const fqi_option *table, size_t count,
 	if (rc != 0) {
 		FQI_WARN("options", "bad value '%s' for %s option '%s': %s", value, component, key,
 		         fq_strerror(rc));
-		return rc;
+		return FQ_EINVAL;
 	}
 	if (table[i].type == FQ_OPT_STRING && strings != NULL) {
 		char *copy = strdup(value);

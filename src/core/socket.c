@@ -65,7 +65,7 @@ int fq_socket_type_parse(const char *name, fq_socket_type *out)
 			return 0;
 		}
 	}
-	return FQ_EINVAL;
+	return FQ_ENOENT;
 }
 
 /* Default values with FQ_SOCKET_<NAME> from the environment, parsed once per open. */
@@ -213,7 +213,7 @@ int fq_socket_get_int(fq_socket *s, const char *option, int64_t *value)
 
 fq_socket_type fq_socket_get_type(const fq_socket *s)
 {
-	return s->type;
+	return s ? s->type : (fq_socket_type)-1;
 }
 
 fq_transport *fq_socket_transport(const fq_socket *s)
@@ -252,11 +252,21 @@ static int attach(fq_socket *s, const char *text, bool bind)
 	if (copy == NULL)
 		return FQ_ENOMEM;
 	pthread_mutex_lock(&s->ep_lock);
-	if (s->n_endpoints < FQI_MAX_ENDPOINTS) {
+	if (s->n_endpoints == s->cap_endpoints) {
+		size_t cap = s->cap_endpoints ? 2 * s->cap_endpoints : 4;
+		char **grown = realloc(s->endpoints, cap * sizeof(*grown));
+
+		if (grown != NULL) {
+			s->endpoints = grown;
+			s->cap_endpoints = cap;
+		}
+	}
+	if (s->n_endpoints < s->cap_endpoints) {
 		s->endpoints[s->n_endpoints++] = copy;
 		copy = NULL;
 	}
 	pthread_mutex_unlock(&s->ep_lock);
+	/* Out of memory only costs the listing: the endpoint itself is live. */
 	free(copy);
 	return 0;
 }
@@ -412,6 +422,7 @@ void fq_socket_close(fq_socket *s)
 	s->ops->close(s);
 	for (size_t i = 0; i < s->n_endpoints; i++)
 		free(s->endpoints[i]);
+	free(s->endpoints);
 	pthread_mutex_destroy(&s->ep_lock);
 	free(s);
 }

@@ -69,7 +69,11 @@ typedef struct fqi_socket_ops {
 	 * after. Errors: FQ_ENOTSUP (type), FQ_ENOMEM.
 	 */
 	int (*open)(fq_socket *s);
-	/* Close: abort waits, hand unsent messages to linger, free the private state. */
+	/*
+	 * Close: hand unsent messages to linger, free the private state. No other thread uses
+	 * the socket any more (the public contract of fq_socket_close). Messages made by the
+	 * transport must stay readable and freeable after fini (they carry their own ops).
+	 */
 	void (*close)(fq_socket *s);
 	/*
 	 * Apply socket option `id` (the new value is already in s->opt[id]; `text` is the raw

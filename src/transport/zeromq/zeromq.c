@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -83,6 +84,14 @@ typedef struct zt_socket {
 	fq_parts *pending; /* a vector that fq_recv refused, kept for fq_recvv */
 	zt_acct *acct;
 	unsigned long mon_id;
+	/* ipc socket files this socket bound: libzmq 4.3 leaves them behind, we remove them
+	 * at close unless someone else has bound the path since (different inode). */
+	struct zt_ipc_file {
+		char *path;
+		dev_t dev;
+		ino_t ino;
+	} * ipc_files;
+	size_t n_ipc_files;
 } zt_socket;
 
 /* ---- Errors ----------------------------------------------------------------------------- */
@@ -111,7 +120,10 @@ static int zerr(int e)
 #define MON_EVENTS                                                                    \
 	(ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |          \
 	 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | \
-	 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_BIND_FAILED)
+	 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+
+/* A fabriq socket is a libzmq socket plus the two ends of its monitor. */
+#define ZMQ_SOCKETS_PER_SOCKET 3
 
 typedef struct mon_entry {
 	unsigned long id;
@@ -143,9 +155,8 @@ static void mon_log(void *pair, unsigned long id)
 		break;
 	case ZMQ_EVENT_DISCONNECTED:
 		/* libzmq reports a peer that left and a peer it dropped (broken framing, a frame
-		 * above max_msg_size) the same way; say both so an operator can tell from the
-		 * peer's side. */
-		FQI_WARN(SUBSYS,
+		 * above max_msg_size) alike, so this cannot be a warning: peers come and go. */
+		FQI_INFO(SUBSYS,
 		         "socket %lu: connection on %.*s closed: the peer left, or was dropped for "
 		         "breaking the protocol (e.g. a message above max_msg_size)",
 		         id, len, where);
@@ -159,10 +170,6 @@ static void mon_log(void *pair, unsigned long id)
 	case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
 	case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
 		FQI_WARN(SUBSYS, "socket %lu: handshake with %.*s failed: %s", id, len, where,
-		         zmq_strerror(value));
-		break;
-	case ZMQ_EVENT_BIND_FAILED:
-		FQI_WARN(SUBSYS, "socket %lu: bind to %.*s failed: %s", id, len, where,
 		         zmq_strerror(value));
 		break;
 	default:
@@ -261,7 +268,8 @@ static int zt_init(fq_transport *t)
 	if (zt->ctx == NULL)
 		return fqi_syserr(errno);
 	if (zmq_ctx_set(zt->ctx, ZMQ_IO_THREADS, (int)t->opt[OPT_IO_THREADS]) != 0 ||
-	    zmq_ctx_set(zt->ctx, ZMQ_MAX_SOCKETS, (int)t->opt[OPT_MAX_SOCKETS]) != 0 ||
+	    zmq_ctx_set(zt->ctx, ZMQ_MAX_SOCKETS,
+	                (int)t->opt[OPT_MAX_SOCKETS] * ZMQ_SOCKETS_PER_SOCKET + 2) != 0 ||
 	    zmq_ctx_set(zt->ctx, ZMQ_IPV6, (int)t->opt[OPT_IPV6]) != 0)
 		goto fail;
 	zt->mon_ctl = zmq_socket(zt->ctx, ZMQ_PAIR);
@@ -309,12 +317,16 @@ static int zt_probe(void)
 
 /* ---- Messages --------------------------------------------------------------------------- */
 
+static const fqi_msg_ops zt_msg_ops;
+
 static zt_msg *msg_new(fq_transport *t)
 {
 	zt_msg *m = malloc(sizeof(*m));
 
-	if (m != NULL)
+	if (m != NULL) {
+		m->base.ops = &zt_msg_ops;
 		m->base.t = t;
+	}
 	return m;
 }
 
@@ -682,11 +694,23 @@ static int try_send(fq_socket *s, fq_msg **parts, size_t n)
 			if (i == 0)
 				return e == EAGAIN ? FQ_EAGAIN : zerr(e);
 			/* libzmq takes the rest of a multipart message once it took the first
-			 * frame; anything else would leave a half-sent vector. */
+			 * frame; it refuses only while the context is torn down under us. The
+			 * vector is lost then: drop the rest, and the caller owns nothing. */
 			while (zmq_msg_send(&m->zm, z->zs, more) < 0) {
-				if (errno != EINTR)
-					fqi_panic(__FILE__, __LINE__,
-					          "libzmq refused a later part");
+				if (errno == EINTR)
+					continue;
+				e = errno;
+				FQI_ERROR(SUBSYS,
+				          "libzmq refused part %zu of %zu (%s): vector dropped",
+				          i + 1, n, zmq_strerror(e));
+				for (size_t k = 0; k < n; k++) {
+					if (k >= i)
+						zt_msg_free(parts[k]);
+					else
+						free(parts[k]);
+					parts[k] = NULL;
+				}
+				return zerr(e);
 			}
 		}
 	}
@@ -714,7 +738,8 @@ static int try_send_counted(fq_socket *s, fq_msg **parts, size_t n, int64_t limi
 		/* Count before sending: libzmq may release the frames before we return. */
 		atomic_fetch_add(&z->acct->bytes, (int64_t)total);
 		rc = try_send(s, parts, n);
-		if (rc != 0) {
+		/* parts[0] == NULL: a dropped vector, whose frames uncount themselves. */
+		if (rc != 0 && parts[0] != NULL) {
 			atomic_fetch_sub(&z->acct->bytes, (int64_t)total);
 			untrack(parts, recs, n);
 		}
@@ -1081,6 +1106,38 @@ sys_fail : {
 }
 }
 
+static void remember_ipc_file(zt_socket *z, const char *path)
+{
+	struct zt_ipc_file *grown;
+	struct stat st;
+	char *copy;
+
+	if (stat(path, &st) != 0 || (copy = strdup(path)) == NULL)
+		return;
+	grown = realloc(z->ipc_files, (z->n_ipc_files + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		free(copy);
+		return;
+	}
+	z->ipc_files = grown;
+	z->ipc_files[z->n_ipc_files++] = (struct zt_ipc_file){copy, st.st_dev, st.st_ino};
+}
+
+static void remove_ipc_files(zt_socket *z)
+{
+	for (size_t i = 0; i < z->n_ipc_files; i++) {
+		struct zt_ipc_file *f = &z->ipc_files[i];
+		struct stat st;
+
+		if (stat(f->path, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino)
+			unlink(f->path);
+		free(f->path);
+	}
+	free(z->ipc_files);
+	z->ipc_files = NULL;
+	z->n_ipc_files = 0;
+}
+
 static void zt_close(fq_socket *s)
 {
 	zt_socket *z = s->priv;
@@ -1091,6 +1148,7 @@ static void zt_close(fq_socket *s)
 	}
 	if (z->pending != NULL)
 		fq_parts_free(z->pending);
+	remove_ipc_files(z);
 	socket_release(z);
 }
 
@@ -1112,6 +1170,8 @@ static int zt_attach(fq_socket *s, const fqi_url *url, char *resolved, bool bind
 	}
 	if (bind && zmq_getsockopt(z->zs, ZMQ_LAST_ENDPOINT, resolved, &len) != 0)
 		resolved[0] = '\0';
+	if (bind && strncmp(resolved, "ipc://", 6) == 0 && resolved[6] != '@')
+		remember_ipc_file(z, resolved + 6);
 	pthread_mutex_unlock(&z->lock);
 	return 0;
 }
