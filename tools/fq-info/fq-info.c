@@ -1,0 +1,336 @@
+/*
+ * fq-info: what this fabriq build offers. Library version, the transports compiled in and
+ * whether each can be used on this machine, the option catalogue (with the environment
+ * variable that sets each option) and the meaning of error numbers. Text or JSON.
+ *
+ * Everything printed comes from the public API, so the tool also shows what an application
+ * linked against the same library would see.
+ */
+#include <fabriq/fabriq.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_USAGE 2
+
+enum { OPT_VERSION = 256, OPT_STRERROR };
+
+static const struct option long_options[] = {
+    {"options", no_argument, NULL, 'o'},
+    {"json", no_argument, NULL, 'j'},
+    {"strerror", required_argument, NULL, OPT_STRERROR},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: fq-info [--json] [--options | --strerror N]\n"
+	        "\n"
+	        "Show the fabriq library version and the transports compiled in.\n"
+	        "\n"
+	        "  -o, --options     list every option: component, type, default, environment\n"
+	        "                    variable and help\n"
+	        "      --strerror N  decode the error number N (e.g. -3)\n"
+	        "  -j, --json        print JSON instead of text\n"
+	        "  -h, --help        show this help and exit\n"
+	        "      --version     show the version and exit\n"
+	        "\n"
+	        "Exit status: 0 success, 2 usage error.\n");
+}
+
+static const char *type_name(fq_opt_type type)
+{
+	switch (type) {
+	case FQ_OPT_BOOL:
+		return "bool";
+	case FQ_OPT_INT:
+		return "int";
+	case FQ_OPT_SIZE:
+		return "size";
+	case FQ_OPT_DURATION:
+		return "duration";
+	case FQ_OPT_STRING:
+		return "string";
+	}
+	return "unknown";
+}
+
+/* The unit a value of this type is written in, for the text listing. */
+static const char *type_unit(fq_opt_type type)
+{
+	switch (type) {
+	case FQ_OPT_SIZE:
+		return " (bytes, K/M/G/T suffixes)";
+	case FQ_OPT_DURATION:
+		return " (ms)";
+	default:
+		return "";
+	}
+}
+
+/* FQ_<COMPONENT>_<NAME>, upper-cased: the variable the library reads for this option. */
+static void env_name(char *buf, size_t len, const char *component, const char *name)
+{
+	snprintf(buf, len, "FQ_%s_%s", component, name);
+	for (char *p = buf; *p != '\0'; p++)
+		*p = (char)toupper((unsigned char)*p);
+}
+
+/* A JSON string literal: quotes, backslashes and control bytes escaped (RFC 8259). */
+static void json_string(FILE *out, const char *s)
+{
+	if (s == NULL) {
+		fputs("null", out);
+		return;
+	}
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+		switch (*p) {
+		case '"':
+			fputs("\\\"", out);
+			break;
+		case '\\':
+			fputs("\\\\", out);
+			break;
+		case '\b':
+			fputs("\\b", out);
+			break;
+		case '\f':
+			fputs("\\f", out);
+			break;
+		case '\n':
+			fputs("\\n", out);
+			break;
+		case '\r':
+			fputs("\\r", out);
+			break;
+		case '\t':
+			fputs("\\t", out);
+			break;
+		default:
+			if (*p < 0x20)
+				fprintf(out, "\\u%04x", *p);
+			else
+				fputc(*p, out);
+		}
+	}
+	fputc('"', out);
+}
+
+static void print_transports(bool json)
+{
+	size_t n = fq_transport_count();
+
+	if (json) {
+		printf("{\n  \"version\": ");
+		json_string(stdout, fq_version());
+		printf(",\n  \"header_version\": ");
+		json_string(stdout, FQ_VERSION_STRING);
+		printf(",\n  \"transports\": [");
+	} else {
+		printf("fabriq %s\n", fq_version());
+		printf("transports:\n");
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *name = fq_transport_name_at(i);
+		int rc = fq_transport_probe(name);
+
+		if (json) {
+			printf("%s\n    {\"name\": ", i == 0 ? "" : ",");
+			json_string(stdout, name);
+			printf(", \"usable\": %s, \"status\": ", rc == 0 ? "true" : "false");
+			json_string(stdout, rc == 0 ? "usable" : fq_strerror(rc));
+			printf(", \"error\": ");
+			json_string(stdout, rc == 0 ? NULL : fq_err_name(rc));
+			printf("}");
+		} else {
+			printf("    %s: %s\n", name, rc == 0 ? "usable" : fq_strerror(rc));
+		}
+	}
+	if (json)
+		printf("%s]\n}\n", n > 0 ? "\n  " : "");
+}
+
+/*
+ * The catalogue as the library walks it, grouped by component in order of first appearance
+ * (the library lists each component's table in one run, but grouping here does not rely on
+ * that).
+ */
+static int load_options(fq_opt_info **out, size_t *count)
+{
+	fq_opt_info *opts = NULL;
+	size_t n = 0, cap = 0;
+	fq_opt_info info;
+
+	while (fq_option_at(n, &info) == 0) {
+		if (n == cap) {
+			size_t ncap = cap == 0 ? 32 : cap * 2;
+			fq_opt_info *grown = realloc(opts, ncap * sizeof(*opts));
+
+			if (grown == NULL) {
+				free(opts);
+				return -1;
+			}
+			opts = grown;
+			cap = ncap;
+		}
+		opts[n++] = info;
+	}
+	*out = opts;
+	*count = n;
+	return 0;
+}
+
+static bool seen_component_before(const fq_opt_info *opts, size_t i)
+{
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(opts[j].component, opts[i].component) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int print_options(bool json)
+{
+	fq_opt_info *opts;
+	size_t n;
+	bool first_group = true;
+	char env[256];
+
+	if (load_options(&opts, &n) != 0) {
+		fprintf(stderr, "fq-info: out of memory\n");
+		return EXIT_FAILURE;
+	}
+	if (json) {
+		printf("{\n  \"version\": ");
+		json_string(stdout, fq_version());
+		printf(",\n  \"options\": {");
+	}
+	for (size_t g = 0; g < n; g++) {
+		const char *component = opts[g].component;
+		bool first = true;
+
+		if (seen_component_before(opts, g))
+			continue;
+		if (json) {
+			printf("%s\n    ", first_group ? "" : ",");
+			json_string(stdout, component);
+			printf(": [");
+		} else {
+			printf("%s%s:\n", first_group ? "" : "\n", component);
+		}
+		first_group = false;
+		for (size_t i = g; i < n; i++) {
+			const fq_opt_info *o = &opts[i];
+
+			if (strcmp(o->component, component) != 0)
+				continue;
+			env_name(env, sizeof(env), o->component, o->name);
+			if (json) {
+				printf("%s\n      {\"name\": ", first ? "" : ",");
+				json_string(stdout, o->name);
+				printf(", \"type\": ");
+				json_string(stdout, type_name(o->type));
+				printf(", \"default\": ");
+				json_string(stdout, o->default_value);
+				printf(", \"env\": ");
+				json_string(stdout, env);
+				printf(", \"help\": ");
+				json_string(stdout, o->help);
+				printf("}");
+			} else {
+				printf("    %s: %s%s, default \"%s\"\n", o->name,
+				       type_name(o->type), type_unit(o->type),
+				       o->default_value ? o->default_value : "");
+				printf("        environment: %s\n", env);
+				if (o->help != NULL && *o->help != '\0')
+					printf("        %s\n", o->help);
+			}
+			first = false;
+		}
+		if (json)
+			printf("\n    ]");
+	}
+	if (json)
+		printf("%s}\n}\n", first_group ? "" : "\n  ");
+	free(opts);
+	return EXIT_SUCCESS;
+}
+
+static int print_strerror(const char *arg, bool json)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (end == arg || *end != '\0' || errno == ERANGE || v < INT_MIN || v > INT_MAX) {
+		fprintf(stderr, "fq-info: --strerror needs an integer, got '%s'\n", arg);
+		return EXIT_USAGE;
+	}
+	if (json) {
+		printf("{\"code\": %ld, \"name\": ", v);
+		json_string(stdout, fq_err_name((int)v));
+		printf(", \"message\": ");
+		json_string(stdout, fq_strerror((int)v));
+		printf("}\n");
+	} else {
+		printf("%ld %s: %s\n", v, fq_err_name((int)v), fq_strerror((int)v));
+	}
+	return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+	bool json = false, options = false;
+	const char *strerror_arg = NULL;
+	int c;
+
+	/* "+": stop at the first non-option, and a leading ':' is not wanted (we print usage). */
+	while ((c = getopt_long(argc, argv, "+ojh", long_options, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			options = true;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case OPT_STRERROR:
+			strerror_arg = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_SUCCESS;
+		case OPT_VERSION:
+			printf("fq-info (fabriq) %s\n", fq_version());
+			return EXIT_SUCCESS;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "fq-info: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (options && strerror_arg != NULL) {
+		fprintf(stderr, "fq-info: --options and --strerror exclude each other\n");
+		return EXIT_USAGE;
+	}
+	if (strerror_arg != NULL)
+		return print_strerror(strerror_arg, json);
+	if (options)
+		return print_options(json);
+	print_transports(json);
+	return EXIT_SUCCESS;
+}
