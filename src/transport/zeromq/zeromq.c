@@ -61,8 +61,7 @@ typedef struct zt_acct {
 	_Atomic int64_t bytes;
 	_Atomic int64_t limit;
 	_Atomic int refs;
-	_Atomic int waiters;
-	int efd; /* written when bytes fall below the limit while someone waits */
+	int efd; /* written when the queued bytes fall below the limit */
 } zt_acct;
 
 typedef struct zt_tracked {
@@ -531,10 +530,13 @@ static int zevents_locked(zt_socket *z)
 		out |= FQ_POLLOUT;
 	if (z->pending != NULL)
 		out |= FQ_POLLIN;
-	/* Over the byte limit the socket is not writable, whatever libzmq says. */
-	if (z->acct != NULL && atomic_load(&z->acct->limit) > 0 &&
-	    atomic_load(&z->acct->bytes) >= atomic_load(&z->acct->limit))
-		out &= ~FQ_POLLOUT;
+	/* Over the byte limit the socket is not writable, whatever libzmq says. The drain keeps
+	 * the level-triggered fq_socket_fd from spinning on an old "below the limit" edge. */
+	if (atomic_load(&z->acct->limit) > 0) {
+		fd_drain(z->acct->efd);
+		if (atomic_load(&z->acct->bytes) >= atomic_load(&z->acct->limit))
+			out &= ~FQ_POLLOUT;
+	}
 	return out;
 }
 
@@ -584,7 +586,7 @@ static int zwait(fq_socket *s, int dir, int64_t deadline)
 	pfd[0] = (struct pollfd){.fd = z->zfd, .events = POLLIN};
 	pfd[1] = (struct pollfd){.fd = z->kick_fd, .events = POLLIN};
 	pfd[2] = (struct pollfd){.fd = z->intr_fd, .events = POLLIN};
-	if (dir == FQ_POLLOUT && z->acct != NULL) {
+	if (dir == FQ_POLLOUT && atomic_load(&z->acct->limit) > 0) {
 		pfd[3] = (struct pollfd){.fd = z->acct->efd, .events = POLLIN};
 		n = 4;
 	}
@@ -621,8 +623,9 @@ static void tracked_free(void *data, void *hint)
 	FQI_UNUSED(data);
 	if (!tr->cancelled) {
 		int64_t before = atomic_fetch_sub(&a->bytes, (int64_t)tr->size);
+		int64_t limit = atomic_load(&a->limit);
 
-		if (before >= atomic_load(&a->limit) && atomic_load(&a->waiters) > 0)
+		if (before >= limit && before - (int64_t)tr->size < limit)
 			fd_signal(a->efd);
 	}
 	zmq_msg_close(&tr->orig);
@@ -757,7 +760,7 @@ static int zt_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	if (FQI_UNLIKELY(!can_send(s->type)))
 		return FQ_ENOTSUP;
 	for (;;) {
-		int64_t limit = z->acct != NULL ? atomic_load(&z->acct->limit) : 0;
+		int64_t limit = atomic_load_explicit(&z->acct->limit, memory_order_relaxed);
 		int rc;
 
 		if (FQI_UNLIKELY(atomic_load_explicit(&z->interrupted, memory_order_relaxed)))
@@ -773,11 +776,7 @@ static int zt_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			return rc;
 		if (deadline == -2)
 			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
-		if (z->acct != NULL)
-			atomic_fetch_add(&z->acct->waiters, 1);
 		rc = zwait(s, FQ_POLLOUT, deadline);
-		if (z->acct != NULL)
-			atomic_fetch_sub(&z->acct->waiters, 1);
 		if (rc != 0)
 			return rc;
 	}
@@ -982,25 +981,8 @@ static int zt_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 	case FQI_SO_RCV_HWM:
 		return set_int(z, ZMQ_RCVHWM, clamp_int(v));
 	case FQI_SO_SND_HWM_BYTES:
-		if (v > 0 && z->acct == NULL) {
-			zt_acct *a = calloc(1, sizeof(*a));
-
-			if (a == NULL)
-				return FQ_ENOMEM;
-			a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-			if (a->efd < 0) {
-				free(a);
-				return fqi_syserr(errno);
-			}
-			atomic_init(&a->refs, 1);
-			pthread_mutex_lock(&z->lock);
-			z->acct = a;
-			pthread_mutex_unlock(&z->lock);
-		}
-		if (z->acct != NULL) {
-			atomic_store(&z->acct->limit, v);
-			fd_signal(z->kick_fd); /* a raised limit may unblock a sender */
-		}
+		atomic_store(&z->acct->limit, v);
+		fd_signal(z->acct->efd); /* a raised limit may unblock a sender */
 		return 0;
 	case FQI_SO_RCV_HWM_BYTES:
 		if (v != 0) {
@@ -1090,6 +1072,16 @@ static int zt_open(fq_socket *s)
 		goto sys_fail;
 	ev.data.fd = z->intr_fd;
 	if (epoll_ctl(z->ep_fd, EPOLL_CTL_ADD, z->intr_fd, &ev) != 0)
+		goto sys_fail;
+	z->acct = calloc(1, sizeof(*z->acct));
+	if (z->acct == NULL) {
+		socket_release(z);
+		return FQ_ENOMEM;
+	}
+	atomic_init(&z->acct->refs, 1);
+	z->acct->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ev.data.fd = z->acct->efd;
+	if (z->acct->efd < 0 || epoll_ctl(z->ep_fd, EPOLL_CTL_ADD, z->acct->efd, &ev) != 0)
 		goto sys_fail;
 	z->mon_id = atomic_fetch_add(&zt->mon_ids, 1) + 1;
 	snprintf(mon_name, sizeof(mon_name), "inproc://fq-zmon-%p-%lu", (void *)zt, z->mon_id);
