@@ -304,16 +304,19 @@ int fq_socket_endpoint(fq_socket *s, size_t i, char *buf, size_t len)
  */
 static int send_foreign(fq_socket *s, fq_msg **parts, size_t n, int flags)
 {
-	fq_msg *local_buf[16];
-	fq_msg **local = n <= FQI_ARRAY_LEN(local_buf) ? local_buf : calloc(n, sizeof(*local));
+	fq_msg *buf[32];
+	fq_msg **local = n <= FQI_ARRAY_LEN(buf) / 2 ? buf : calloc(2 * n, sizeof(*local));
+	fq_msg **copied; /* copied[i]: the original of a part that was copied, else NULL */
 	size_t made = 0;
 	int rc = 0;
 
 	if (local == NULL)
 		return FQ_ENOMEM;
+	copied = local + n;
 	for (; made < n; made++) {
 		fq_msg *m = parts[made];
 
+		copied[made] = NULL;
 		if (m->t == s->t) {
 			local[made] = m;
 			continue;
@@ -323,22 +326,24 @@ static int send_foreign(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			break;
 		if (m->size != 0)
 			memcpy(local[made]->data, m->data, m->size);
+		copied[made] = m;
 	}
 	if (rc == 0)
 		rc = s->ops->send(s, local, n, flags);
-	if (rc == 0) {
+	if (rc == 0 || (made == n && local[0] == NULL)) {
+		/* Sent (or dropped whole by the transport): the copies' originals are ours to
+		 * free, the caller owns nothing any more. */
 		for (size_t i = 0; i < n; i++) {
-			if (parts[i]->t != s->t)
-				fq_msg_free(parts[i]);
+			fq_msg_free(copied[i]);
 			parts[i] = NULL;
 		}
 	} else {
 		for (size_t i = 0; i < made; i++) {
-			if (local[i] != NULL && local[i] != parts[i])
+			if (copied[i] != NULL)
 				fq_msg_free(local[i]);
 		}
 	}
-	if (local != local_buf)
+	if (local != buf)
 		free(local);
 	return rc;
 }

@@ -45,7 +45,25 @@ typedef struct zt_transport {
 	pthread_mutex_t mon_lock;
 	void *mon_ctl;
 	_Atomic unsigned long mon_ids;
+	/* inproc names bound and connected in this instance (see inproc_rebound). */
+	pthread_mutex_t inproc_lock;
+	struct zt_inproc *inproc;
 } zt_transport;
+
+/*
+ * libzmq attaches an inproc connect made before the bind, but never re-attaches one whose
+ * binder closed: the connector would stay deaf after the peer restarts. Each name counts its
+ * binds (gen); a connection records the bind it is attached to, and a new bind re-connects
+ * every connection attached to an older one. Connections still pending in libzmq (made while
+ * nobody was bound) are left to libzmq, which attaches them itself.
+ */
+typedef struct zt_inproc {
+	struct zt_inproc *next;
+	fq_socket *s; /* the binder (is_bind) or a connector */
+	bool is_bind;
+	unsigned gen; /* binder: its bind generation; connector: the bind it is attached to */
+	char name[];
+} zt_inproc;
 
 typedef struct zt_msg {
 	fq_msg base;
@@ -127,10 +145,11 @@ static int zerr(int e)
 typedef struct mon_entry {
 	unsigned long id;
 	void *pair;
+	bool receives; /* a receiving socket: a closed connection may have been a drop */
 } mon_entry;
 
 /* Log one event read from a socket monitor (two frames: event id + value, endpoint). */
-static void mon_log(void *pair, unsigned long id)
+static void mon_log(void *pair, unsigned long id, bool receives)
 {
 	zmq_msg_t head, addr;
 	uint16_t event = 0;
@@ -154,11 +173,13 @@ static void mon_log(void *pair, unsigned long id)
 		break;
 	case ZMQ_EVENT_DISCONNECTED:
 		/* libzmq reports a peer that left and a peer it dropped (broken framing, a frame
-		 * above max_msg_size) alike, so this cannot be a warning: peers come and go. */
-		FQI_INFO(SUBSYS,
-		         "socket %lu: connection on %.*s closed: the peer left, or was dropped for "
-		         "breaking the protocol (e.g. a message above max_msg_size)",
-		         id, len, where);
+		 * above max_msg_size) alike. A receiving socket says so at warn level, so a drop
+		 * is never silent; a sending socket only loses a consumer, which libzmq's
+		 * reconnect and round robin handle. */
+		FQI_LOG(receives ? FQ_LOG_WARN : FQ_LOG_INFO, SUBSYS,
+		        "socket %lu: connection on %.*s closed: the peer left, or was dropped for "
+		        "breaking the protocol (e.g. a message above max_msg_size)",
+		        id, len, where);
 		break;
 	case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
 		FQI_WARN(SUBSYS,
@@ -210,22 +231,24 @@ static void *mon_main(void *arg)
 		}
 		for (size_t i = 0; i < n; i++) {
 			if (items[i + 1].revents & ZMQ_POLLIN)
-				mon_log(mons[i].pair, mons[i].id);
+				mon_log(mons[i].pair, mons[i].id, mons[i].receives);
 		}
 		if (items[0].revents & ZMQ_POLLIN) {
 			char cmd[32] = {0};
 			int len = zmq_recv(ctl, cmd, sizeof(cmd) - 1, 0);
 			unsigned long id;
+			int receives = 0;
 
 			if (len <= 0 || cmd[0] == 'Q') {
 				run = false;
-			} else if (cmd[0] == 'A' && sscanf(cmd + 1, "%lu", &id) == 1) {
+			} else if (cmd[0] == 'A' &&
+			           sscanf(cmd + 1, "%lu %d", &id, &receives) == 2) {
 				void *pair = zmq_socket(zt->ctx, ZMQ_PAIR);
 
 				snprintf(name, sizeof(name), "inproc://fq-zmon-%p-%lu", (void *)zt,
 				         id);
 				if (pair != NULL && zmq_connect(pair, name) == 0)
-					mons[n++] = (mon_entry){id, pair};
+					mons[n++] = (mon_entry){id, pair, receives != 0};
 				else if (pair != NULL)
 					zmq_close(pair);
 			} else if (cmd[0] == 'R' && sscanf(cmd + 1, "%lu", &id) == 1) {
@@ -247,10 +270,10 @@ static void *mon_main(void *arg)
 	return NULL;
 }
 
-static void mon_command(zt_transport *zt, char op, unsigned long id)
+static void mon_command(zt_transport *zt, char op, unsigned long id, bool receives)
 {
 	char cmd[32];
-	int len = snprintf(cmd, sizeof(cmd), "%c%lu", op, id);
+	int len = snprintf(cmd, sizeof(cmd), "%c%lu %d", op, id, receives ? 1 : 0);
 
 	pthread_mutex_lock(&zt->mon_lock);
 	zmq_send(zt->mon_ctl, cmd, (size_t)len, 0);
@@ -277,9 +300,11 @@ static int zt_init(fq_transport *t)
 		goto fail;
 	zmq_setsockopt(zt->mon_ctl, ZMQ_LINGER, &linger, sizeof(linger));
 	pthread_mutex_init(&zt->mon_lock, NULL);
+	pthread_mutex_init(&zt->inproc_lock, NULL);
 	rc = pthread_create(&zt->mon_thread, NULL, mon_main, zt);
 	if (rc != 0) {
 		pthread_mutex_destroy(&zt->mon_lock);
+		pthread_mutex_destroy(&zt->inproc_lock);
 		errno = rc;
 		goto fail;
 	}
@@ -296,10 +321,17 @@ static void zt_fini(fq_transport *t)
 {
 	zt_transport *zt = t->priv;
 
-	mon_command(zt, 'Q', 0);
+	mon_command(zt, 'Q', 0, false);
 	pthread_join(zt->mon_thread, NULL);
 	zmq_close(zt->mon_ctl);
 	pthread_mutex_destroy(&zt->mon_lock);
+	while (zt->inproc != NULL) {
+		zt_inproc *e = zt->inproc;
+
+		zt->inproc = e->next;
+		free(e);
+	}
+	pthread_mutex_destroy(&zt->inproc_lock);
 	while (zmq_ctx_term(zt->ctx) != 0 && errno == EINTR)
 		;
 }
@@ -1086,7 +1118,7 @@ static int zt_open(fq_socket *s)
 	z->mon_id = atomic_fetch_add(&zt->mon_ids, 1) + 1;
 	snprintf(mon_name, sizeof(mon_name), "inproc://fq-zmon-%p-%lu", (void *)zt, z->mon_id);
 	if (zmq_socket_monitor(z->zs, mon_name, MON_EVENTS) == 0)
-		mon_command(zt, 'A', z->mon_id);
+		mon_command(zt, 'A', z->mon_id, can_recv(s->type));
 	else
 		z->mon_id = 0;
 	return 0;
@@ -1096,6 +1128,92 @@ sys_fail : {
 	socket_release(z);
 	return rc;
 }
+}
+
+/* The binder entry of `name` (at most one: libzmq refuses a second live binder). */
+static zt_inproc *inproc_binder(zt_transport *zt, const char *name)
+{
+	for (zt_inproc *e = zt->inproc; e != NULL; e = e->next) {
+		if (e->is_bind && strcmp(e->name, name) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static void inproc_record(fq_socket *s, const char *name, bool is_bind)
+{
+	zt_transport *zt = s->t->priv;
+	char url[FQI_URL_MAX];
+	zt_inproc *b, *e = NULL;
+
+	pthread_mutex_lock(&zt->inproc_lock);
+	b = inproc_binder(zt, name);
+	if (b == NULL || !is_bind) {
+		e = calloc(1, sizeof(*e) + strlen(name) + 1);
+		if (e == NULL) {
+			pthread_mutex_unlock(&zt->inproc_lock);
+			FQI_WARN(SUBSYS,
+			         "out of memory: inproc://%s will not re-attach after a "
+			         "restart of its peer",
+			         name);
+			return;
+		}
+		strcpy(e->name, name);
+		e->s = s;
+		e->is_bind = is_bind;
+		e->next = zt->inproc;
+		zt->inproc = e;
+	}
+	if (!is_bind) {
+		/* Attached to the current binder, or pending until the next one binds. */
+		e->gen = b == NULL ? 1 : (b->s != NULL ? b->gen : b->gen + 1);
+		pthread_mutex_unlock(&zt->inproc_lock);
+		return;
+	}
+	if (b != NULL) {
+		b->s = s;
+		b->gen++;
+	} else {
+		b = e;
+		b->gen = 1;
+	}
+	/* Connections attached to an earlier binder of this name lost their peer. */
+	snprintf(url, sizeof(url), "inproc://%s", name);
+	for (zt_inproc *c = zt->inproc; c != NULL; c = c->next) {
+		zt_socket *cz;
+
+		if (c->is_bind || c->gen >= b->gen || c->s == s || strcmp(c->name, name) != 0)
+			continue;
+		cz = c->s->priv;
+		pthread_mutex_lock(&cz->lock);
+		if (zmq_connect(cz->zs, url) != 0)
+			FQI_WARN(SUBSYS, "re-attaching a connection to %s failed: %s", url,
+			         zmq_strerror(errno));
+		pthread_mutex_unlock(&cz->lock);
+		c->gen = b->gen;
+	}
+	pthread_mutex_unlock(&zt->inproc_lock);
+}
+
+/* A closing socket: its connections go; a binder entry stays, unowned, to keep its gen. */
+static void inproc_forget(fq_socket *s)
+{
+	zt_transport *zt = s->t->priv;
+
+	pthread_mutex_lock(&zt->inproc_lock);
+	for (zt_inproc **p = &zt->inproc; *p != NULL;) {
+		zt_inproc *e = *p;
+
+		if (e->s == s && e->is_bind) {
+			e->s = NULL;
+		} else if (e->s == s) {
+			*p = e->next;
+			free(e);
+			continue;
+		}
+		p = &e->next;
+	}
+	pthread_mutex_unlock(&zt->inproc_lock);
 }
 
 static void remember_ipc_file(zt_socket *z, const char *path)
@@ -1136,10 +1254,11 @@ static void zt_close(fq_socket *s)
 
 	if (z->mon_id != 0) {
 		zmq_socket_monitor(z->zs, NULL, 0);
-		mon_command(s->t->priv, 'R', z->mon_id);
+		mon_command(s->t->priv, 'R', z->mon_id, false);
 	}
 	if (z->pending != NULL)
 		fq_parts_free(z->pending);
+	inproc_forget(s);
 	remove_ipc_files(z);
 	socket_release(z);
 }
@@ -1165,6 +1284,8 @@ static int zt_attach(fq_socket *s, const fqi_url *url, char *resolved, bool bind
 	if (bind && strncmp(resolved, "ipc://", 6) == 0 && resolved[6] != '@')
 		remember_ipc_file(z, resolved + 6);
 	pthread_mutex_unlock(&z->lock);
+	if (strcmp(url->scheme, "inproc") == 0)
+		inproc_record(s, url->rest, bind);
 	return 0;
 }
 
