@@ -1,0 +1,112 @@
+#!/bin/sh
+# Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq
+# baseline; --json output must be one well-formed object per line with every documented key;
+# usage errors exit 2; nothing is left behind in TMPDIR. Speed is not checked.
+# Usage: smoke.sh /path/to/fq-bench
+set -u
+
+BENCH=$1
+FAILED=0
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fq-bench-smoke.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+# The ipc addresses fq-bench makes go here, so leftovers can be seen.
+export TMPDIR="$WORK/tmp"
+mkdir "$TMPDIR"
+
+KEYS="impl transport pattern url_scheme size parts count seconds msgs_per_s bytes_per_s
+lat_p50_us lat_p99_us cpu_s_sender cpu_s_receiver"
+
+fail() {
+	echo "FAIL: $*" >&2
+	FAILED=1
+}
+
+# check_json FILE LINES: FILE holds LINES JSON objects (at least, with "+N"), each with every
+# key.
+check_json() {
+	file=$1
+	want=$2
+	got=$(grep -c . "$file")
+	case $want in
+	+*) [ "$got" -ge "${want#+}" ] || fail "$file: $got result lines, expected $want" ;;
+	*) [ "$got" -eq "$want" ] || fail "$file: $got result lines, expected $want" ;;
+	esac
+	while IFS= read -r line; do
+		case $line in
+		"{"*"}") ;;
+		*) fail "not a JSON object: $line" ;;
+		esac
+		for key in $KEYS; do
+			echo "$line" | grep -q "\"$key\":" || fail "key $key missing: $line"
+		done
+		# No NaN or infinity: they are not JSON.
+		echo "$line" | grep -qiE 'nan|inf[,}]' && fail "non-JSON number: $line"
+	done <"$file"
+	# A strict parse where Debian's Python is there; the checks above stand alone.
+	if [ -x /usr/bin/python3 ]; then
+		/usr/bin/python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    json.loads(line)
+' "$file" || fail "$file does not parse as JSON lines"
+	fi
+}
+
+# run NAME EXPECTED_LINES ARGS...: run fq-bench with --json, expect exit 0.
+run() {
+	name=$1
+	lines=$2
+	shift 2
+	echo "== fq-bench $*"
+	"$BENCH" --json --timeout 20 "$@" >"$WORK/$name.out"
+	rc=$?
+	cat "$WORK/$name.out"
+	[ $rc -eq 0 ] || fail "$name: exit status $rc"
+	check_json "$WORK/$name.out" "$lines"
+}
+
+run thr_tcp 1 --transport zeromq --pattern thr --scheme tcp --size 64 --count 2000
+grep -q '"pattern":"thr"' "$WORK/thr_tcp.out" || fail "thr row missing"
+grep -q '"count":2000,' "$WORK/thr_tcp.out" || fail "thr count is not 2000"
+grep -q '"url_scheme":"tcp"' "$WORK/thr_tcp.out" || fail "thr scheme is not tcp"
+
+run lat_ipc 1 --transport zeromq --pattern lat --scheme ipc --size 1K --count 200
+grep -q '"lat_p50_us":[0-9]' "$WORK/lat_ipc.out" || fail "lat p50 missing"
+
+run parts 1 --transport zeromq --pattern thr --scheme ipc --size 4K --parts 3 --count 500
+grep -q '"parts":3,' "$WORK/parts.out" || fail "parts is not 3"
+
+run baseline 4 --transport zeromq --pattern thr,lat --scheme tcp --size 8K --count 300 \
+	--baseline zmq
+[ "$(grep -c '"impl":"zmq"' "$WORK/baseline.out")" -eq 2 ] || fail "baseline rows missing"
+[ "$(grep -c '"ratio_vs_raw":' "$WORK/baseline.out")" -eq 2 ] || fail "ratio missing"
+
+# No --transport: every usable transport compiled in, zeromq among them.
+run all +2 --sizes 64,4K --pattern thr --duration 0.2
+[ "$(grep -c '"transport":"zeromq"' "$WORK/all.out")" -eq 2 ] || fail "zeromq rows missing"
+
+echo "== table output"
+"$BENCH" --transport zeromq --pattern thr --size 1M --count 50 >"$WORK/table.out" ||
+	fail "table run failed"
+cat "$WORK/table.out"
+grep -q '^impl ' "$WORK/table.out" || fail "table header missing"
+grep -q '^fabriq ' "$WORK/table.out" || fail "table row missing"
+
+echo "== usage errors"
+for args in "--bogus" "--size 12Q" "--count 0" "--count 5 --duration 1" "--pattern x" \
+	"--role sender"; do
+	# shellcheck disable=SC2086 # split on purpose
+	"$BENCH" $args >/dev/null 2>&1
+	rc=$?
+	[ $rc -eq 2 ] || fail "'fq-bench $args' exited $rc, expected 2"
+done
+"$BENCH" --help | grep -q '^Usage: fq-bench' || fail "--help"
+
+echo "== leftovers"
+if [ -n "$(ls -A "$TMPDIR")" ]; then
+	ls -la "$TMPDIR" >&2
+	fail "files left in TMPDIR"
+fi
+
+[ $FAILED -eq 0 ] && echo "fq-bench smoke test passed"
+exit $FAILED

@@ -1,0 +1,574 @@
+/*
+ * fq_test: helpers shared by fabriq's Criterion tests (see fq_test.h).
+ */
+#include "fq_test.h"
+
+#include "core/transport.h" /* the scheme list of a transport: not in the public API */
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <limits.h>
+#include <signal.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TRACKED 64
+
+static fq_socket *tracked_sockets[MAX_TRACKED];
+static fq_transport *tracked_transports[MAX_TRACKED];
+static char scratch[128];
+static unsigned url_counter;
+static uint64_t probe_counter;
+
+/* Probes start with a byte no test payload starts with, then a tag and a counter. */
+static const char probe_magic[] = "\x7f"
+                                  "FQT-PROBE";
+#define PROBE_MAGIC_LEN (sizeof(probe_magic) - 1)
+#define PROBE_LEN       (PROBE_MAGIC_LEN + sizeof(uint64_t))
+
+/* ---- Misc ------------------------------------------------------------------------------- */
+
+int64_t fqt_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void fqt_pause(void)
+{
+	struct timespec ts = {0, 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+/* Remove a directory and the files in it (no subdirectories are made). */
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			char path[PATH_MAX];
+
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			unlink(path);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+/*
+ * A test that crashed could not remove its scratch directory: remove those of processes that
+ * no longer exist ("fqt-<pid>-XXXXXX", ours only).
+ */
+static void remove_stale(const char *base)
+{
+	DIR *d = opendir(base);
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char path[PATH_MAX];
+		struct stat st;
+		long pid;
+		char tail[8];
+
+		if (sscanf(e->d_name, "fqt-%ld-%7s", &pid, tail) != 2 || strlen(tail) != 6 ||
+		    pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid())
+			remove_dir(path);
+	}
+	closedir(d);
+}
+
+const char *fqt_scratch_dir(void)
+{
+	if (scratch[0] == '\0') {
+		const char *base = getenv("TMPDIR");
+
+		/* ipc paths must fit sockaddr_un.sun_path (108 bytes) with room for a name. */
+		if (base == NULL || base[0] == '\0' || strlen(base) > 60)
+			base = "/tmp";
+		remove_stale(base);
+		snprintf(scratch, sizeof(scratch), "%s/fqt-%ld-XXXXXX", base, (long)getpid());
+		cr_assert(mkdtemp(scratch) != NULL, "mkdtemp(%s): %s", scratch, strerror(errno));
+	}
+	return scratch;
+}
+
+/* Remove the scratch directory and whatever is left in it. */
+static void scratch_remove(void)
+{
+	if (scratch[0] != '\0')
+		remove_dir(scratch);
+	scratch[0] = '\0';
+}
+
+/* ---- Life cycle ------------------------------------------------------------------------- */
+
+void fqt_init(void)
+{
+	memset(tracked_sockets, 0, sizeof(tracked_sockets));
+	memset(tracked_transports, 0, sizeof(tracked_transports));
+	if (getenv("FQ_LOG_LEVEL") == NULL)
+		fq_log_set_level(FQ_LOG_ERROR);
+}
+
+void fqt_fini(void)
+{
+	for (size_t i = 0; i < MAX_TRACKED; i++) {
+		fq_socket_close(tracked_sockets[i]);
+		tracked_sockets[i] = NULL;
+	}
+	for (size_t i = 0; i < MAX_TRACKED; i++) {
+		fq_transport_close(tracked_transports[i]);
+		tracked_transports[i] = NULL;
+	}
+	scratch_remove();
+}
+
+static void track(void **table, void *obj)
+{
+	for (size_t i = 0; i < MAX_TRACKED; i++) {
+		if (table[i] == NULL) {
+			table[i] = obj;
+			return;
+		}
+	}
+	cr_assert_fail("fq_test: more than %d tracked objects", MAX_TRACKED);
+}
+
+static bool untrack(void **table, void *obj)
+{
+	for (size_t i = 0; i < MAX_TRACKED; i++) {
+		if (table[i] == obj) {
+			table[i] = NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
+fq_transport *fqt_transport_open(const char *name)
+{
+	fq_transport *t = NULL;
+
+	FQ_PASS(fq_transport_open(&t, name, NULL));
+	cr_assert(t != NULL);
+	track((void **)tracked_transports, t);
+	return t;
+}
+
+void fqt_transport_close(fq_transport *t)
+{
+	untrack((void **)tracked_transports, t);
+	fq_transport_close(t);
+}
+
+fq_socket *fqt_socket(fq_transport *t, fq_socket_type type)
+{
+	fq_socket *s = NULL;
+
+	FQ_PASS(fq_socket_open(&s, t, type));
+	cr_assert(s != NULL);
+	track((void **)tracked_sockets, s);
+	FQ_PASS(fq_socket_set_int(s, "linger", 0));
+	FQ_PASS(fq_socket_set_int(s, "snd_timeout", FQT_WAIT_MS));
+	FQ_PASS(fq_socket_set_int(s, "rcv_timeout", FQT_WAIT_MS));
+	return s;
+}
+
+void fqt_close(fq_socket *s)
+{
+	untrack((void **)tracked_sockets, s);
+	fq_socket_close(s);
+}
+
+/* ---- Addresses -------------------------------------------------------------------------- */
+
+static int free_tcp_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int port;
+
+	cr_assert(fd >= 0, "socket: %s", strerror(errno));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %s", strerror(errno));
+	cr_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static char *make_url(const char *scheme, char *buf, bool fixed)
+{
+	unsigned n = ++url_counter;
+
+	if (strcmp(scheme, "tcp") == 0) {
+		snprintf(buf, FQT_URL_MAX, "tcp://127.0.0.1:%d", fixed ? free_tcp_port() : 0);
+	} else if (strcmp(scheme, "ipc") == 0) {
+		int len = snprintf(buf, FQT_URL_MAX, "ipc://%s/s%u", fqt_scratch_dir(), n);
+
+		cr_assert(len - 6 < 100, "ipc path too long: %s", buf);
+	} else if (strcmp(scheme, "inproc") == 0) {
+		snprintf(buf, FQT_URL_MAX, "inproc://fqt-%ld-%u", (long)getpid(), n);
+	} else {
+		cr_assert_fail("fq_test: no address recipe for scheme '%s' (add one to "
+		               "tests/support/fq_test.c)",
+		               scheme);
+	}
+	return buf;
+}
+
+char *fqt_url(const char *scheme, char *buf)
+{
+	return make_url(scheme, buf, false);
+}
+
+char *fqt_url_fixed(const char *scheme, char *buf)
+{
+	return make_url(scheme, buf, true);
+}
+
+void fqt_bind(fq_socket *s, char *url)
+{
+	char resolved[FQT_URL_MAX];
+	size_t i;
+	int rc = 0;
+
+	FQ_PASS(fq_bind(s, url));
+	/* The new endpoint is the last one. */
+	for (i = 0; rc == 0; i++)
+		rc = fq_socket_endpoint(s, i, resolved, sizeof(resolved));
+	cr_assert(rc == FQ_ENOENT, "fq_socket_endpoint: %s", fq_err_name(rc));
+	cr_assert(i >= 2, "fq_socket_endpoint lists no endpoint after a successful bind");
+	FQ_PASS(fq_socket_endpoint(s, i - 2, resolved, sizeof(resolved)));
+	if (strncmp(url, "tcp://", 6) == 0) {
+		const char *colon = strrchr(resolved, ':');
+
+		cr_assert(colon != NULL && atoi(colon + 1) > 0,
+		          "endpoint of %s does not show the port: '%s'", url, resolved);
+	}
+	snprintf(url, FQT_URL_MAX, "%s", resolved);
+}
+
+void fqt_connect(fq_socket *s, const char *url)
+{
+	FQ_PASS(fq_connect(s, url));
+}
+
+void fqt_rebind(fq_socket *s, const char *url)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	int rc;
+
+	/* A closed socket may release its address asynchronously: retry, bounded. */
+	while ((rc = fq_bind(s, url)) == FQ_EADDRINUSE && fqt_now_ms() < deadline)
+		fqt_pause();
+	cr_assert(rc == 0, "fq_bind(%s) again: %s (%s)", url, fq_err_name(rc), fq_strerror(rc));
+}
+
+/* ---- Messages --------------------------------------------------------------------------- */
+
+void fqt_pattern_fill(void *data, size_t size, uint32_t seed)
+{
+	uint8_t *p = data;
+
+	for (size_t i = 0; i < size; i++)
+		p[i] = fqt_pattern_byte(seed, i);
+}
+
+size_t fqt_pattern_find(const void *data, size_t size, uint32_t seed)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < size; i++) {
+		if (p[i] != fqt_pattern_byte(seed, i))
+			return i;
+	}
+	return SIZE_MAX;
+}
+
+fq_msg *fqt_msg_pattern(fq_transport *t, size_t size, uint32_t seed)
+{
+	fq_msg *m = NULL;
+
+	FQ_PASS(fq_msg_alloc(t, size, &m));
+	cr_assert(m != NULL);
+	cr_assert(fq_msg_size(m) == size, "fq_msg_alloc(%zu) made %zu bytes", size, fq_msg_size(m));
+	if (size != 0)
+		fqt_pattern_fill(fq_msg_data(m), size, seed);
+	return m;
+}
+
+void fqt_msg_check(fq_msg *m, size_t size, uint32_t seed)
+{
+	size_t bad;
+
+	cr_assert(m != NULL, "no message");
+	cr_assert(fq_msg_size(m) == size, "message of %zu bytes, expected %zu (pattern %u)",
+	          fq_msg_size(m), size, (unsigned)seed);
+	if (size == 0)
+		return;
+	bad = fqt_pattern_find(fq_msg_data(m), size, seed);
+	cr_assert(bad == SIZE_MAX, "message of %zu bytes (pattern %u) differs at byte %zu", size,
+	          (unsigned)seed, bad);
+}
+
+fq_msg *fqt_msg_str(fq_transport *t, const char *str)
+{
+	size_t len = strlen(str);
+	fq_msg *m = NULL;
+
+	FQ_PASS(fq_msg_alloc(t, len, &m));
+	if (len != 0)
+		memcpy(fq_msg_data(m), str, len);
+	return m;
+}
+
+bool fqt_msg_is(fq_msg *m, const char *str)
+{
+	size_t len = strlen(str);
+
+	return m != NULL && fq_msg_size(m) == len &&
+	       (len == 0 || memcmp(fq_msg_data(m), str, len) == 0);
+}
+
+bool fqt_is_probe(fq_msg *m)
+{
+	return m != NULL && fq_msg_size(m) == PROBE_LEN &&
+	       memcmp(fq_msg_data(m), probe_magic, PROBE_MAGIC_LEN) == 0;
+}
+
+int fqt_recv(fq_socket *s, fq_msg **out, int flags)
+{
+	for (;;) {
+		int rc = fq_recv(s, out, flags);
+
+		if (rc < 0 || !fqt_is_probe(*out))
+			return rc;
+		fq_msg_free(*out);
+		*out = NULL;
+	}
+}
+
+int fqt_recvv(fq_socket *s, fq_parts **out, int flags)
+{
+	for (;;) {
+		int rc = fq_recvv(s, out, flags);
+
+		if (rc < 0 || fq_parts_count(*out) != 1 || !fqt_is_probe(fq_parts_at(*out, 0)))
+			return rc;
+		fq_parts_free(*out);
+		*out = NULL;
+	}
+}
+
+void fqt_send_str(fq_socket *s, const char *str)
+{
+	fq_msg *m = fqt_msg_str(fq_socket_transport(s), str);
+
+	FQ_PASS(fq_send(s, &m, 0));
+	cr_assert(m == NULL, "a successful fq_send must set the caller's pointer to NULL");
+}
+
+void fqt_recv_str(fq_socket *s, const char *expect)
+{
+	fq_msg *m = NULL;
+	int rc = fqt_recv(s, &m, 0);
+
+	cr_assert(rc >= 0, "receiving '%s': %s (%s)", expect, fq_err_name(rc), fq_strerror(rc));
+	cr_assert(fqt_msg_is(m, expect), "received %zu bytes '%.*s', expected '%s'", fq_msg_size(m),
+	          (int)(fq_msg_size(m) < 80 ? fq_msg_size(m) : 80), (const char *)fq_msg_data(m),
+	          expect);
+	fq_msg_free(m);
+}
+
+/* ---- Connecting ------------------------------------------------------------------------- */
+
+static fq_msg *probe_msg(fq_transport *t)
+{
+	fq_msg *m = NULL;
+	uint64_t n = ++probe_counter;
+
+	FQ_PASS(fq_msg_alloc(t, PROBE_LEN, &m));
+	memcpy(fq_msg_data(m), probe_magic, PROBE_MAGIC_LEN);
+	memcpy((char *)fq_msg_data(m) + PROBE_MAGIC_LEN, &n, sizeof(n));
+	return m;
+}
+
+/* Poll `s` for a probe until the deadline or `tries` attempts; data messages are an error. */
+static bool probe_arrived(fq_socket *s, int64_t until)
+{
+	do {
+		fq_msg *m = NULL;
+		int rc = fq_recv(s, &m, FQ_DONTWAIT);
+
+		if (rc == 0) {
+			bool probe = fqt_is_probe(m);
+
+			fq_msg_free(m);
+			cr_assert(probe, "fqt_sync: a data message arrived while connecting");
+			return true;
+		}
+		cr_assert(rc == FQ_EAGAIN, "fqt_sync: fq_recv: %s (%s)", fq_err_name(rc),
+		          fq_strerror(rc));
+		fqt_pause();
+	} while (fqt_now_ms() < until);
+	return false;
+}
+
+static void sync_req_rep(fq_socket *req, fq_socket *rep, int64_t deadline)
+{
+	fq_msg *m = probe_msg(fq_socket_transport(req));
+	int rc;
+
+	while ((rc = fq_send(req, &m, FQ_DONTWAIT)) == FQ_EAGAIN && fqt_now_ms() < deadline)
+		fqt_pause();
+	if (rc != 0)
+		fq_msg_free(m);
+	cr_assert(rc == 0, "fqt_sync: REQ could not send: %s", fq_err_name(rc));
+	cr_assert(probe_arrived(rep, deadline), "fqt_sync: no request reached the REP in %d ms",
+	          FQT_WAIT_MS);
+	m = probe_msg(fq_socket_transport(rep));
+	rc = fq_send(rep, &m, 0);
+	if (rc != 0)
+		fq_msg_free(m);
+	cr_assert(rc == 0, "fqt_sync: REP could not reply: %s", fq_err_name(rc));
+	cr_assert(probe_arrived(req, deadline), "fqt_sync: no reply reached the REQ in %d ms",
+	          FQT_WAIT_MS);
+}
+
+/*
+ * `single`: from and to are one fresh connection, so one probe is enough and none is left
+ * behind. Otherwise a probe goes out every 10 ms until one arrives: it may have been dropped
+ * (PUB without the subscription yet, a connection that was dying) or dealt to another peer.
+ */
+static void sync_probes(fq_socket *from, fq_socket *to, bool single)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	fq_socket_type tf = fq_socket_get_type(from), tt = fq_socket_get_type(to);
+	char sub[PROBE_MAGIC_LEN + 1];
+
+	if (tf == FQ_REQ && tt == FQ_REP) {
+		sync_req_rep(from, to, deadline);
+		return;
+	}
+	cr_assert((tf == FQ_PUSH && tt == FQ_PULL) || (tf == FQ_PUB && tt == FQ_SUB) ||
+	              (tf == FQ_PAIR && tt == FQ_PAIR),
+	          "fqt_sync: cannot probe from %s to %s", fq_socket_type_name(tf),
+	          fq_socket_type_name(tt));
+	memcpy(sub, probe_magic, PROBE_MAGIC_LEN);
+	sub[PROBE_MAGIC_LEN] = '\0';
+	if (tt == FQ_SUB) {
+		FQ_PASS(fq_socket_set(to, "subscribe", sub));
+		single = false;
+	}
+	for (bool sent = false;;) {
+		if (!single || !sent) {
+			fq_msg *m = probe_msg(fq_socket_transport(from));
+			int rc = fq_send(from, &m, FQ_DONTWAIT);
+
+			if (rc != 0)
+				fq_msg_free(m);
+			cr_assert(rc == 0 || rc == FQ_EAGAIN, "fqt_sync: probe send: %s (%s)",
+			          fq_err_name(rc), fq_strerror(rc));
+			sent = rc == 0;
+		}
+		if (probe_arrived(to, single && sent ? deadline : fqt_now_ms() + 10))
+			break;
+		cr_assert(fqt_now_ms() < deadline, "fqt_sync: %s and %s did not connect in %d ms",
+		          fq_socket_type_name(tf), fq_socket_type_name(tt), FQT_WAIT_MS);
+	}
+	if (tt == FQ_SUB)
+		FQ_PASS(fq_socket_set(to, "unsubscribe", sub));
+}
+
+void fqt_sync(fq_socket *from, fq_socket *to)
+{
+	sync_probes(from, to, false);
+}
+
+void fqt_marry_url(fq_socket *a, fq_socket *b, const char *scheme, char *url)
+{
+	fq_socket_type ta = fq_socket_get_type(a);
+
+	fqt_url(scheme, url);
+	fqt_bind(a, url);
+	fqt_connect(b, url);
+	if (ta == FQ_PUSH || ta == FQ_PUB || ta == FQ_REQ || ta == FQ_PAIR)
+		sync_probes(a, b, true);
+	else
+		sync_probes(b, a, true);
+}
+
+void fqt_marry(fq_socket *a, fq_socket *b, const char *scheme)
+{
+	char url[FQT_URL_MAX];
+
+	fqt_marry_url(a, b, scheme, url);
+}
+
+/* ---- Parameters ------------------------------------------------------------------------- */
+
+static bool in_list(const char *list, const char *word, size_t len)
+{
+	const char *p = list;
+
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+
+		if (n == len && strncmp(p, word, len) == 0)
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+static void free_params(struct criterion_test_params *p)
+{
+	cr_free(p->params);
+}
+
+struct criterion_test_params fqt_scheme_params(const char *name, const char *exclude)
+{
+	const fqi_transport_desc *d = fqi_transport_find(name);
+	const char *p = d ? d->schemes : "";
+	fqt_scheme_param *params = cr_calloc(8, sizeof(*params));
+	size_t n = 0;
+
+	while (params != NULL && *p != '\0' && n < 8) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (len > 0 && len < sizeof(params[n].scheme) &&
+		    (exclude == NULL || !in_list(exclude, p, len))) {
+			memcpy(params[n].scheme, p, len);
+			params[n].scheme[len] = '\0';
+			n++;
+		}
+		p = end ? end + 1 : p + len;
+	}
+	return cr_make_param_array(fqt_scheme_param, params, n, free_params);
+}

@@ -1,0 +1,162 @@
+/*
+ * fq_test: a thin layer over Criterion for fabriq tests (in the spirit of nng's NUTS).
+ *
+ * - FQ_PASS(expr) / FQ_FAIL(expr, code): assert a fabriq return code, printing its name and
+ *   message on mismatch.
+ * - Objects made through fqt_* (transports, sockets) are tracked and closed by fqt_fini(), and
+ *   scratch files (ipc sockets) live in a per-test directory that fqt_fini() removes. A suite
+ *   uses them with TestSuite(name, .init = fqt_init, .fini = fqt_fini).
+ * - Every wait in these helpers is bounded by FQT_WAIT_MS; nothing sleeps to synchronise.
+ *
+ * The helpers assert with Criterion and must be called from the test's main thread. The few
+ * functions marked "thread-safe" never assert and may be called from worker threads.
+ */
+#ifndef FQ_TEST_H
+#define FQ_TEST_H
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <criterion/parameterized.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fabriq/fabriq.h"
+
+/* Upper bound for anything that "should happen soon" (a connection, a delivery). */
+#define FQT_WAIT_MS 10000
+/* Room for any address the helpers make. */
+#define FQT_URL_MAX 256
+
+/* ---- Assertions on return codes --------------------------------------------------------- */
+
+#define FQ_PASS(expr)                                                                   \
+	do {                                                                            \
+		int fqt_rc_ = (expr);                                                   \
+		cr_assert(fqt_rc_ >= 0, "%s\n  failed with %d %s (%s)", #expr, fqt_rc_, \
+		          fq_err_name(fqt_rc_), fq_strerror(fqt_rc_));                  \
+	} while (0)
+
+#define FQ_FAIL(expr, code)                                                                 \
+	do {                                                                                \
+		int fqt_rc_ = (expr);                                                       \
+		int fqt_want_ = (code);                                                     \
+		cr_assert(fqt_rc_ == fqt_want_, "%s\n  expected %s, got %d %s (%s)", #expr, \
+		          fq_err_name(fqt_want_), fqt_rc_, fq_err_name(fqt_rc_),            \
+		          fq_strerror(fqt_rc_));                                            \
+	} while (0)
+
+/* ---- Per-test life cycle ---------------------------------------------------------------- */
+
+/* Suite .init: quiet library logging below WARN, reset the tracking tables. */
+void fqt_init(void);
+/*
+ * Suite .fini: close tracked sockets and transports, then remove the scratch directory and
+ * anything in it (whether the library cleans up its files is a test case of its own).
+ */
+void fqt_fini(void);
+
+/* Open a transport instance; closed by fqt_fini unless closed with fqt_transport_close. */
+fq_transport *fqt_transport_open(const char *name);
+void fqt_transport_close(fq_transport *t);
+
+/*
+ * Open a socket with test defaults: linger 0, snd_timeout and rcv_timeout FQT_WAIT_MS (so
+ * nothing blocks forever). Tests that need other values set them afterwards.
+ */
+fq_socket *fqt_socket(fq_transport *t, fq_socket_type type);
+/* Close a tracked socket now. */
+void fqt_close(fq_socket *s);
+
+/* ---- Addresses -------------------------------------------------------------------------- */
+
+/*
+ * A fresh address for `scheme` in buf (FQT_URL_MAX bytes), returned for convenience:
+ * ipc: a path in the per-test scratch directory; inproc: a process-unique name;
+ * tcp: "tcp://127.0.0.1:0" (bind it with fqt_bind to learn the port).
+ */
+char *fqt_url(const char *scheme, char *buf);
+/* Like fqt_url, but usable before anyone binds (tcp: a port that was free just now). */
+char *fqt_url_fixed(const char *scheme, char *buf);
+/* Bind and replace url (FQT_URL_MAX bytes) with the resolved address (the real tcp port). */
+void fqt_bind(fq_socket *s, char *url);
+void fqt_connect(fq_socket *s, const char *url);
+/* Bind, retrying while the address is still held by a socket closed just before (bounded). */
+void fqt_rebind(fq_socket *s, const char *url);
+
+/*
+ * Bind a to a fresh address of `scheme`, connect b to it, and wait (bounded) until a message
+ * can pass between them; no probe is left behind (except PUB/SUB, see fqt_sync). Both
+ * sockets must be fresh. fqt_marry_url also returns the address.
+ */
+void fqt_marry(fq_socket *a, fq_socket *b, const char *scheme);
+void fqt_marry_url(fq_socket *a, fq_socket *b, const char *scheme, char *url);
+/*
+ * Wait until a message passes from `from` to `to`, using probe messages that the fqt_recv*
+ * helpers skip (a few may be left in flight). Works for PUSH->PULL (also when `from` has other
+ * peers), PUB->SUB (subscribes to the probe prefix for the duration), PAIR, and REQ->REP (one
+ * full round trip).
+ */
+void fqt_sync(fq_socket *from, fq_socket *to);
+
+/* ---- Messages --------------------------------------------------------------------------- */
+
+/* Byte i of the test pattern for `seed`. Thread-safe. */
+static inline uint8_t fqt_pattern_byte(uint32_t seed, size_t i)
+{
+	return (uint8_t)((i * 7u) ^ (i >> 8) ^ (i >> 16) ^ (i >> 24) ^ (seed * 151u) ^ (seed >> 8));
+}
+/* Fill / check a buffer with the pattern. fqt_pattern_find returns the first bad offset or
+ * SIZE_MAX when all bytes match. Thread-safe. */
+void fqt_pattern_fill(void *data, size_t size, uint32_t seed);
+size_t fqt_pattern_find(const void *data, size_t size, uint32_t seed);
+
+/* A message of `size` bytes of the pattern for `seed`. */
+fq_msg *fqt_msg_pattern(fq_transport *t, size_t size, uint32_t seed);
+/* Assert that m has exactly `size` bytes of the pattern for `seed`. */
+void fqt_msg_check(fq_msg *m, size_t size, uint32_t seed);
+/* A message holding the bytes of str (without the NUL). */
+fq_msg *fqt_msg_str(fq_transport *t, const char *str);
+/* Does m hold exactly the bytes of str? */
+bool fqt_msg_is(fq_msg *m, const char *str);
+
+/* Is m a probe of fqt_sync? Thread-safe. */
+bool fqt_is_probe(fq_msg *m);
+
+/*
+ * fq_recv / fq_recvv that skip fqt_sync probes (same return codes). Thread-safe: they never
+ * assert.
+ */
+int fqt_recv(fq_socket *s, fq_msg **out, int flags);
+int fqt_recvv(fq_socket *s, fq_parts **out, int flags);
+
+/* Send str as one message (asserts success). */
+void fqt_send_str(fq_socket *s, const char *str);
+/* Receive one message (skipping probes) and assert it is exactly str. */
+void fqt_recv_str(fq_socket *s, const char *expect);
+
+/* ---- Misc ------------------------------------------------------------------------------- */
+
+/* Milliseconds on the monotonic clock. Thread-safe. */
+int64_t fqt_now_ms(void);
+/* Yield a little inside a bounded polling loop (about 1 ms). Thread-safe. */
+void fqt_pause(void);
+/* The per-test scratch directory (made on first use). */
+const char *fqt_scratch_dir(void);
+
+/*
+ * Parameters of tests that run once per URL scheme of a transport. Plain char arrays: Criterion
+ * copies parameters into the test process byte by byte.
+ */
+typedef struct fqt_scheme_param {
+	char scheme[16];
+} fqt_scheme_param;
+
+/*
+ * The URL schemes transport `name` serves, as a Criterion parameter array (cr_malloc'ed),
+ * optionally leaving out the schemes listed in `exclude` (comma-separated, or NULL).
+ */
+struct criterion_test_params fqt_scheme_params(const char *name, const char *exclude);
+
+#endif /* FQ_TEST_H */
