@@ -4,12 +4,18 @@
 set -euo pipefail
 build_dir=$1
 source_dir=$2
+# A sanitized library needs sanitized programs (the runtime must come first).
+sanitize=${3:-}
+cflags=""
+if [ -n "$sanitize" ]; then
+	cflags="-fsanitize=$sanitize"
+fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 cmake --install "$build_dir" --prefix "$scratch/prefix" >/dev/null
 cmake -S "$source_dir/examples/hello" -B "$scratch/cmake-build" \
-	-DCMAKE_PREFIX_PATH="$scratch/prefix" >/dev/null
+	-DCMAKE_PREFIX_PATH="$scratch/prefix" -DCMAKE_C_FLAGS="$cflags" >/dev/null
 cmake --build "$scratch/cmake-build" >/dev/null
 libdir=$(dirname "$(find "$scratch/prefix" -name 'libfabriq.so' | head -n 1)")
 [ -e "$libdir/libfabriq.so.0" ] || { echo "SONAME link libfabriq.so.0 missing"; exit 1; }
@@ -18,7 +24,7 @@ out=$(cd "$scratch" && LD_LIBRARY_PATH="$libdir" timeout 30 "$scratch/cmake-buil
 [ "$out" = "hello" ] || { echo "cmake-built example printed '$out'"; exit 1; }
 
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
-cc "$source_dir/examples/hello/hello.c" $(pkg-config --cflags --libs fabriq) -o "$scratch/hello-pc"
+cc $cflags "$source_dir/examples/hello/hello.c" $(pkg-config --cflags --libs fabriq) -o "$scratch/hello-pc"
 out=$(cd "$scratch" && LD_LIBRARY_PATH="$libdir" timeout 30 "$scratch/hello-pc")
 [ "$out" = "hello" ] || { echo "pkg-config-built example printed '$out'"; exit 1; }
 # Only the public API is exported.
