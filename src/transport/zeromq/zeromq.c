@@ -637,6 +637,24 @@ out:
 	return rc;
 }
 
+#define RETRY 1 /* from settle(): try the operation again; every real result is <= 0 */
+
+/*
+ * After one attempt that gave `rc`: the result to return, or RETRY once the direction may be
+ * possible again. The deadline starts at the first wait (-2: not started).
+ */
+static int settle(fq_socket *s, int rc, int flags, int dir, int64_t *deadline)
+{
+	fqi_sockopt_id timeout = dir == FQ_POLLIN ? FQI_SO_RCV_TIMEOUT : FQI_SO_SND_TIMEOUT;
+
+	if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
+		return rc;
+	if (*deadline == -2)
+		*deadline = fqi_deadline(atomic_load(&s->opt[timeout]));
+	rc = zwait(s, dir, *deadline);
+	return rc != 0 ? rc : RETRY;
+}
+
 /* ---- Sending ---------------------------------------------------------------------------- */
 
 static void acct_unref(zt_acct *a)
@@ -804,12 +822,8 @@ static int zt_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			rc = try_send(s, parts, n);
 		after_op(z);
 		pthread_mutex_unlock(&z->lock);
-		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
-			return rc;
-		if (deadline == -2)
-			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
-		rc = zwait(s, FQ_POLLOUT, deadline);
-		if (rc != 0)
+		rc = settle(s, rc, flags, FQ_POLLOUT, &deadline);
+		if (rc != RETRY)
 			return rc;
 	}
 }
@@ -955,12 +969,8 @@ static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_part
 		rc = try_recv(s, want_vector, msg_out, parts_out);
 		after_op(z);
 		pthread_mutex_unlock(&z->lock);
-		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
-			return rc;
-		if (deadline == -2)
-			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
-		rc = zwait(s, FQ_POLLIN, deadline);
-		if (rc != 0)
+		rc = settle(s, rc, flags, FQ_POLLIN, &deadline);
+		if (rc != RETRY)
 			return rc;
 	}
 }
