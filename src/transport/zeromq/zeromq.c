@@ -350,9 +350,54 @@ static int zt_probe(void)
 
 static const fqi_msg_ops zt_msg_ops;
 
+/*
+ * Message wrappers are recycled through a small per-thread stack: a sender frees the wrapper
+ * of every message it sends and allocates the next one on the same thread, a receiver does
+ * the same with the messages it consumes, so the hot path never reaches malloc. A thread's
+ * stack is emptied when the thread exits.
+ */
+#define WRAPPER_CACHE 64
+
+/* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call per message. */
+static _Thread_local struct wrapper_cache {
+	unsigned n;
+	bool armed; /* the thread-exit hook is set */
+	zt_msg *free[WRAPPER_CACHE];
+} wcache FQI_TLS_FAST;
+static pthread_key_t wcache_key;
+static pthread_once_t wcache_once = PTHREAD_ONCE_INIT;
+
+static void wcache_drain(void *arg)
+{
+	struct wrapper_cache *c = arg;
+
+	while (c->n > 0)
+		free(c->free[--c->n]);
+	c->armed = false;
+}
+
+static void wcache_init(void)
+{
+	(void)pthread_key_create(&wcache_key, wcache_drain);
+}
+
+static void msg_release(zt_msg *m)
+{
+	if (FQI_LIKELY(wcache.n < WRAPPER_CACHE)) {
+		if (FQI_UNLIKELY(!wcache.armed)) {
+			pthread_once(&wcache_once, wcache_init);
+			pthread_setspecific(wcache_key, &wcache);
+			wcache.armed = true;
+		}
+		wcache.free[wcache.n++] = m;
+	} else {
+		free(m);
+	}
+}
+
 static zt_msg *msg_new(fq_transport *t)
 {
-	zt_msg *m = malloc(sizeof(*m));
+	zt_msg *m = wcache.n > 0 ? wcache.free[--wcache.n] : malloc(sizeof(*m));
 
 	if (m != NULL) {
 		m->base.ops = &zt_msg_ops;
@@ -374,7 +419,7 @@ static int zt_msg_alloc(fq_transport *t, size_t size, fq_msg **out)
 	if (m == NULL)
 		return FQ_ENOMEM;
 	if (zmq_msg_init_size(&m->zm, size) != 0) {
-		free(m);
+		msg_release(m);
 		return FQ_ENOMEM;
 	}
 	msg_sync(m);
@@ -391,7 +436,7 @@ static int zt_msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn fr
 		return FQ_ENOMEM;
 	/* libzmq's free function has the same signature; NULL means constant memory. */
 	if (zmq_msg_init_data(&m->zm, data, size, free_fn, hint) != 0) {
-		free(m);
+		msg_release(m);
 		return FQ_ENOMEM;
 	}
 	msg_sync(m);
@@ -408,7 +453,7 @@ static int zt_msg_copy(const fq_msg *src, fq_msg **out)
 	zmq_msg_init(&m->zm);
 	if (zmq_msg_copy(&m->zm, &from->zm) != 0) {
 		zmq_msg_close(&m->zm);
-		free(m);
+		msg_release(m);
 		return FQ_ENOMEM;
 	}
 	m->base.data = zmq_msg_data(&m->zm);
@@ -440,7 +485,8 @@ static int zt_msg_shrink(fq_msg *base, size_t size)
 			return FQ_ENOMEM;
 		memcpy(zmq_msg_data(&fresh), base->data, size);
 		zmq_msg_close(&m->zm);
-		m->zm = fresh;
+		zmq_msg_init(&m->zm);
+		zmq_msg_move(&m->zm, &fresh);
 	} else {
 		zmq_msg_t *orig = malloc(sizeof(*orig));
 
@@ -463,7 +509,7 @@ static void zt_msg_free(fq_msg *base)
 	zt_msg *m = (zt_msg *)base;
 
 	zmq_msg_close(&m->zm);
-	free(m);
+	msg_release(m);
 }
 
 /* ---- Regions: process-local memory whose messages ack when libzmq lets them go ---------- */
@@ -588,7 +634,10 @@ static void after_op(zt_socket *z)
 
 /*
  * Sleep until `dir` may be possible, the deadline passes (FQ_ETIMEDOUT) or the socket is
- * interrupted (FQ_EINTR). 0 means: try again. Called without z->lock.
+ * interrupted (FQ_EINTR). 0 means: try again. Called without z->lock, by a caller that
+ * counted itself as a waiter (register_wait) under the lock of its failed attempt, so any
+ * later call into the socket by another thread sees it and kicks it. Uncounts the caller
+ * on return.
  */
 static int zwait(fq_socket *s, int dir, int64_t deadline)
 {
@@ -598,7 +647,8 @@ static int zwait(fq_socket *s, int dir, int64_t deadline)
 	nfds_t n = 3;
 	int ev, left, rc = 0;
 
-	atomic_fetch_add(waiters, 1);
+	/* A failed DONTWAIT call lets libzmq skip its command queue (throttling), which would
+	 * leave ZMQ_FD readable and this loop spinning; ZMQ_EVENTS processes it for real. */
 	pthread_mutex_lock(&z->lock);
 	ev = zevents_locked(z);
 	pthread_mutex_unlock(&z->lock);
@@ -638,6 +688,13 @@ out:
 }
 
 #define RETRY 1 /* from settle(): try the operation again; every real result is <= 0 */
+
+/* Under z->lock, right after a failed attempt: count the caller as a waiter if it waits. */
+static void register_wait(zt_socket *z, int rc, int flags, int dir)
+{
+	if (rc == FQ_EAGAIN && !(flags & FQ_DONTWAIT))
+		atomic_fetch_add(dir == FQ_POLLIN ? &z->waiters_in : &z->waiters_out, 1);
+}
 
 /*
  * After one attempt that gave `rc`: the result to return, or RETRY once the direction may be
@@ -760,7 +817,7 @@ static int try_send(fq_socket *s, fq_msg **parts, size_t n)
 					if (k >= i)
 						zt_msg_free(parts[k]);
 					else
-						free(parts[k]);
+						msg_release((zt_msg *)parts[k]);
 					parts[k] = NULL;
 				}
 				return zerr(e);
@@ -768,7 +825,7 @@ static int try_send(fq_socket *s, fq_msg **parts, size_t n)
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		free(parts[i]);
+		msg_release((zt_msg *)parts[i]);
 		parts[i] = NULL;
 	}
 	return 0;
@@ -821,6 +878,7 @@ static int zt_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 		else
 			rc = try_send(s, parts, n);
 		after_op(z);
+		register_wait(z, rc, flags, FQ_POLLOUT);
 		pthread_mutex_unlock(&z->lock);
 		rc = settle(s, rc, flags, FQ_POLLOUT, &deadline);
 		if (rc != RETRY)
@@ -921,7 +979,7 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 		int e = errno;
 
 		zmq_msg_close(&m->zm);
-		free(m);
+		msg_release(m);
 		return e == EAGAIN ? FQ_EAGAIN : zerr(e);
 	}
 	msg_sync(m);
@@ -968,6 +1026,7 @@ static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_part
 		pthread_mutex_lock(&z->lock);
 		rc = try_recv(s, want_vector, msg_out, parts_out);
 		after_op(z);
+		register_wait(z, rc, flags, FQ_POLLIN);
 		pthread_mutex_unlock(&z->lock);
 		rc = settle(s, rc, flags, FQ_POLLIN, &deadline);
 		if (rc != RETRY)
