@@ -26,7 +26,7 @@
 
 #define SUBSYS "zeromq"
 
-enum { OPT_IO_THREADS, OPT_MAX_SOCKETS, OPT_IPV6, OPT_COUNT };
+enum { OPT_IO_THREADS, OPT_MAX_SOCKETS, OPT_IPV6, OPT_BUFFER_CACHE, OPT_COUNT };
 
 static const fqi_option zmq_options[OPT_COUNT] = {
     [OPT_IO_THREADS] = {"io_threads", FQ_OPT_INT, "1", 1, 64,
@@ -35,10 +35,39 @@ static const fqi_option zmq_options[OPT_COUNT] = {
                          "most sockets one transport instance may open"},
     [OPT_IPV6] = {"ipv6", FQ_OPT_BOOL, "false", 0, 1,
                   "let tcp:// sockets use IPv6 as well as IPv4"},
+    [OPT_BUFFER_CACHE] = {"buffer_cache", FQ_OPT_SIZE, "128M", 0, INT64_MAX,
+                          "bytes of freed large message buffers (64 KiB to 64 MiB) kept for "
+                          "reuse, so big messages do not fault in fresh pages (0 = off)"},
 };
+
+/*
+ * Large message buffers are recycled: a buffer that libzmq (or the receiver) releases goes
+ * back to its size class, up to `buffer_cache` bytes in all, and the next fq_msg_alloc of
+ * that class reuses it, already mapped and warm. Releases come from any thread, possibly
+ * after the transport closed: the pool counts one reference per live buffer.
+ */
+#define POOL_MIN_SHIFT 16 /* 64 KiB */
+#define POOL_MAX_SHIFT 26 /* 64 MiB */
+#define POOL_CLASSES   (POOL_MAX_SHIFT - POOL_MIN_SHIFT + 1)
+#define POOL_HEADER    64 /* keeps the data 64-byte aligned */
+
+typedef struct pool_buf {
+	struct pool_buf *next;
+	struct zt_pool *pool;
+	unsigned cls;
+} pool_buf;
+
+typedef struct zt_pool {
+	pthread_mutex_t lock;
+	_Atomic long refs; /* the transport's + one per live buffer */
+	size_t cached, max;
+	bool closed;
+	pool_buf *free[POOL_CLASSES];
+} zt_pool;
 
 typedef struct zt_transport {
 	void *ctx;
+	zt_pool *pool;
 	/* The monitor thread logs connection events (drops, failed handshakes) of every socket;
 	 * sockets register with it through the control PAIR, guarded by mon_lock. */
 	pthread_t mon_thread;
@@ -130,6 +159,100 @@ static int zerr(int e)
 	default:
 		return fqi_syserr(e);
 	}
+}
+
+/* ---- Buffer pool ------------------------------------------------------------------------ */
+
+static void pool_drop_cached(zt_pool *p)
+{
+	for (unsigned c = 0; c < POOL_CLASSES; c++) {
+		while (p->free[c] != NULL) {
+			pool_buf *b = p->free[c];
+
+			p->free[c] = b->next;
+			free(b);
+		}
+	}
+	p->cached = 0;
+}
+
+static void pool_unref(zt_pool *p)
+{
+	if (atomic_fetch_sub(&p->refs, 1) == 1) {
+		pool_drop_cached(p);
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+	}
+}
+
+static zt_pool *pool_new(size_t max)
+{
+	zt_pool *p = calloc(1, sizeof(*p));
+
+	if (p != NULL) {
+		pthread_mutex_init(&p->lock, NULL);
+		atomic_init(&p->refs, 1);
+		p->max = max;
+	}
+	return p;
+}
+
+/* The transport goes: keep nothing more; live buffers finish the pool. */
+static void pool_close(zt_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	pool_drop_cached(p);
+	pthread_mutex_unlock(&p->lock);
+	pool_unref(p);
+}
+
+static void pool_put(void *data, void *hint)
+{
+	pool_buf *b = hint;
+	zt_pool *p = b->pool;
+	size_t bytes = (size_t)1 << (b->cls + POOL_MIN_SHIFT);
+
+	FQI_UNUSED(data);
+	pthread_mutex_lock(&p->lock);
+	if (!p->closed && p->cached + bytes <= p->max) {
+		b->next = p->free[b->cls];
+		p->free[b->cls] = b;
+		p->cached += bytes;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(b);
+	pool_unref(p);
+}
+
+/* A buffer of at least `size` bytes for a libzmq frame, or NULL (then allocate normally). */
+static pool_buf *pool_get(zt_pool *p, size_t size)
+{
+	unsigned cls = 0;
+	pool_buf *b;
+
+	if (p->max == 0 || size < ((size_t)1 << POOL_MIN_SHIFT) ||
+	    size > ((size_t)1 << POOL_MAX_SHIFT))
+		return NULL;
+	while (((size_t)1 << (cls + POOL_MIN_SHIFT)) < size)
+		cls++;
+	pthread_mutex_lock(&p->lock);
+	b = p->free[cls];
+	if (b != NULL) {
+		p->free[cls] = b->next;
+		p->cached -= (size_t)1 << (cls + POOL_MIN_SHIFT);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (b == NULL) {
+		b = aligned_alloc(POOL_HEADER, POOL_HEADER + ((size_t)1 << (cls + POOL_MIN_SHIFT)));
+		if (b == NULL)
+			return NULL;
+		b->pool = p;
+		b->cls = cls;
+	}
+	atomic_fetch_add(&p->refs, 1);
+	return b;
 }
 
 /* ---- Transport -------------------------------------------------------------------------- */
@@ -286,9 +409,14 @@ static int zt_init(fq_transport *t)
 	char name[64];
 	int rc, linger = 0;
 
+	zt->pool = pool_new((size_t)t->opt[OPT_BUFFER_CACHE]);
+	if (zt->pool == NULL)
+		return FQ_ENOMEM;
 	zt->ctx = zmq_ctx_new();
-	if (zt->ctx == NULL)
+	if (zt->ctx == NULL) {
+		pool_close(zt->pool);
 		return fqi_syserr(errno);
+	}
 	if (zmq_ctx_set(zt->ctx, ZMQ_IO_THREADS, (int)t->opt[OPT_IO_THREADS]) != 0 ||
 	    zmq_ctx_set(zt->ctx, ZMQ_MAX_SOCKETS,
 	                (int)t->opt[OPT_MAX_SOCKETS] * ZMQ_SOCKETS_PER_SOCKET + 2) != 0 ||
@@ -314,6 +442,7 @@ fail:
 	if (zt->mon_ctl != NULL)
 		zmq_close(zt->mon_ctl);
 	zmq_ctx_term(zt->ctx);
+	pool_close(zt->pool);
 	return rc;
 }
 
@@ -334,6 +463,7 @@ static void zt_fini(fq_transport *t)
 	pthread_mutex_destroy(&zt->inproc_lock);
 	while (zmq_ctx_term(zt->ctx) != 0 && errno == EINTR)
 		;
+	pool_close(zt->pool);
 }
 
 static int zt_probe(void)
@@ -415,10 +545,18 @@ static void msg_sync(zt_msg *m)
 static int zt_msg_alloc(fq_transport *t, size_t size, fq_msg **out)
 {
 	zt_msg *m = msg_new(t);
+	pool_buf *b;
 
 	if (m == NULL)
 		return FQ_ENOMEM;
-	if (zmq_msg_init_size(&m->zm, size) != 0) {
+	b = pool_get(((zt_transport *)t->priv)->pool, size);
+	if (b != NULL) {
+		if (zmq_msg_init_data(&m->zm, (char *)b + POOL_HEADER, size, pool_put, b) != 0) {
+			pool_put(NULL, b);
+			msg_release(m);
+			return FQ_ENOMEM;
+		}
+	} else if (zmq_msg_init_size(&m->zm, size) != 0) {
 		msg_release(m);
 		return FQ_ENOMEM;
 	}
