@@ -1,0 +1,216 @@
+/*
+ * shmem transport: the layouts that live in shared memory and the private state around them.
+ *
+ * Everything a peer can read or write sits in memory-backed files (memfd) that are mapped by
+ * the processes that need them and passed over the Unix-domain connection (SCM_RIGHTS):
+ *
+ *   segment  = header page (owner identity, free stack, user table) + blocks
+ *   block    = 64-byte header (holder word, free-stack link, kind) + data
+ *   ring     = single-producer/single-consumer queue of 32-byte entries, one per direction
+ *              and connection, created by its consumer
+ *
+ * Crash safety rests on one rule: who holds a block is written in the block's holder word
+ * (state | pid), and every change of holder is one compare-and-swap on that word. The owner
+ * (the only process that allocates from a segment) watches every process that mapped its
+ * segments (user table + pidfd) and, when one dies, takes back the blocks whose word names
+ * it. No cross-process lock exists anywhere. See docs/man/fabriq-shmem.7.md.
+ */
+#ifndef FQI_SHM_H
+#define FQI_SHM_H
+
+#include "core/core.h"
+#include "core/transport.h"
+
+#include <stdalign.h>
+#include <sys/types.h>
+
+#define SHM_SEG_MAGIC  0x3147455351465aULL /* "ZFQSEG1" */
+#define SHM_RING_MAGIC 0x31474e49525146ULL /* "FQRING1" */
+#define SHM_BLK_MAGIC  0xfab10c51u
+#define SHM_VERSION    1u
+#define SHM_HDR_BYTES  4096u /* segment header page */
+#define SHM_BLK_HDR    64u   /* block header */
+#define SHM_USERS      62u   /* processes that may map one segment */
+#define SHM_CACHE_LINE 64u
+#define SHM_MAX_PARTS  65535u
+
+/* Segment kinds. */
+enum { SHM_SEG_POOL = 1, SHM_SEG_REGION = 2 };
+
+/* Block kinds. */
+enum { SHM_BLK_DATA = 1, SHM_BLK_STUB = 2, SHM_BLK_REGION = 3 };
+
+/* Holder word: state in the high half, pid in the low half. */
+enum { SHM_FREE = 0, SHM_HELD = 1, SHM_FREEING = 2 };
+#define SHM_WORD(state, pid) (((uint64_t)(state) << 32) | (uint32_t)(pid))
+#define SHM_WORD_STATE(w)    ((uint32_t)((w) >> 32))
+#define SHM_WORD_PID(w)      ((pid_t)(uint32_t)(w))
+
+typedef struct shm_seg_hdr {
+	uint64_t magic;
+	uint32_t version, kind;
+	uint64_t owner_id; /* random id of the owning node (transport instance) */
+	uint32_t owner_pid, idx;
+	uint64_t size;                          /* bytes of the whole file */
+	alignas(64) _Atomic uint64_t free_head; /* stack of returned blocks (offset, 0 = empty) */
+	alignas(64) _Atomic uint64_t users[SHM_USERS]; /* pids that mapped the segment, 0 = free */
+	/* Owner-written figures for fq-shmmon. */
+	alignas(64) _Atomic uint64_t used_bytes;
+	_Atomic uint64_t blocks_out;
+} shm_seg_hdr;
+
+typedef struct shm_blk {
+	_Atomic uint64_t word; /* holder: SHM_WORD(state, pid) */
+	uint64_t next;         /* free-stack link (offset of the next block, 0 = end) */
+	uint32_t magic;
+	uint16_t kind, cls;  /* SHM_BLK_*; size class (owner) */
+	uint64_t a;          /* DATA: capacity; STUB: target (seg << 48 | off); REGION: region */
+	uint64_t b;          /* REGION: offset in the region */
+	uint64_t c;          /* REGION: size */
+	uint64_t d;          /* REGION: hint */
+	uint32_t local_refs; /* owner-private: stubs out + 1 while the owner holds the block */
+	uint32_t pad;
+} shm_blk;
+_Static_assert(sizeof(shm_blk) == SHM_BLK_HDR, "block header is one cache line");
+
+/* A ring entry: one part of a vector (the first entry of a vector carries the part count). */
+typedef struct shm_ent {
+	uint32_t seg;  /* connection index of the block's segment */
+	uint32_t dseg; /* connection index of the data's segment or region */
+	uint64_t blk;  /* block offset (low 48 bits) | parts in the vector << 48 (first entry) */
+	uint64_t doff; /* data offset in dseg */
+	uint64_t size; /* data bytes */
+} shm_ent;
+_Static_assert(sizeof(shm_ent) == 32, "ring entry is 32 bytes");
+
+typedef struct shm_ring {
+	/* Producer's line. */
+	alignas(64) _Atomic uint64_t head;
+	_Atomic uint64_t head_bytes;
+	_Atomic uint32_t prod_waiting; /* producer sleeps until tail moves */
+	/* Consumer's line. */
+	alignas(64) _Atomic uint64_t tail;
+	_Atomic uint64_t tail_bytes;
+	_Atomic uint32_t cons_sleeping; /* consumer sleeps until head moves */
+	/* Fixed at creation (consumer), or set by it. */
+	alignas(64) uint64_t magic;
+	uint32_t cap;               /* entries, a power of two */
+	uint32_t hwm;               /* most entries queued (the consumer's rcv_hwm) */
+	_Atomic uint64_t hwm_bytes; /* most bytes queued (rcv_hwm_bytes), 0 = no limit */
+	_Atomic uint32_t closed;    /* consumer closed: the producer stops */
+	alignas(64) shm_ent ent[];
+} shm_ring;
+
+/* ---- Private state ---------------------------------------------------------------------- */
+
+/*
+ * A mapping of one memfd (own or a peer's segment, a region, a ring). Reference counted:
+ * the node's table holds one, every live message into it one more.
+ */
+typedef struct shm_map {
+	_Atomic long refs;
+	int fd;
+	void *base;
+	size_t size;
+	uint64_t owner_id;
+	uint32_t owner_pid, idx, kind;
+	bool own;        /* created by this node */
+	bool dedicated;  /* one block only (messages larger than a pool segment) */
+	bool registered; /* our pid is in its user table */
+	/* Owner side: allocation state. */
+	size_t bump;                    /* next free offset */
+	bool cached;                    /* dedicated segment whose block is back, kept for reuse */
+	struct shm_region_priv *region; /* region segments: the region */
+	struct shm_node *node;          /* own maps: the owner node (holds a node reference) */
+} shm_map;
+
+/*
+ * A held block, shared by the wrappers that fq_msg_copy makes within the process. It lives
+ * inside the first wrapper (`host`), which is freed when the last wrapper goes.
+ */
+typedef struct shm_ref {
+	_Atomic long refs;
+	shm_map *map;  /* block's segment */
+	shm_map *dmap; /* data's segment or region (== map for DATA) */
+	shm_blk *blk;
+	struct shm_msg *host;
+	/* fq_msg_adopt: the user's buffer (copied into blk), given back when the copy goes. */
+	fqi_free_fn adopt_fn;
+	void *adopt_data, *adopt_hint;
+} shm_ref;
+
+typedef struct shm_msg {
+	fq_msg base;
+	shm_ref *ref;
+	shm_ref embedded;
+} shm_msg;
+
+/* Allocator size classes. */
+#define SHM_CLASSES 192
+
+typedef struct shm_region_priv shm_region_priv;
+
+/*
+ * A node is one transport instance: it owns segments and regions and allocates from them.
+ * It is freed when the transport is closed and no map of it is left (messages outlive it).
+ */
+typedef struct shm_node {
+	_Atomic long refs; /* the transport + one per own map */
+	_Atomic bool closed;
+	fq_transport *t;
+	uint64_t id;
+	pid_t pid;
+	/* Options. */
+	size_t seg_size, limit, align;
+	int64_t alloc_timeout_ms;
+	/* Allocator: only this process allocates from its segments. */
+	pthread_mutex_t alloc_lock;
+	shm_map **segs; /* own segments by index (NULL when retired) */
+	size_t nsegs, cap_segs;
+	size_t total;                   /* bytes of own segments */
+	shm_map *current;               /* pool segment being carved */
+	shm_blk *free_cls[SHM_CLASSES]; /* private free lists (linked through blk->next) */
+	_Atomic uint64_t outstanding_region_msgs;
+	/* Statistics (fq-shmmon, tests). */
+	_Atomic uint64_t reclaimed_blocks, dropped_entries;
+} shm_node;
+
+/* ---- shm_mem.c -------------------------------------------------------------------------- */
+
+extern const fqi_msg_ops shm_msg_ops;
+
+int shm_node_mem_init(shm_node *n);
+void shm_node_mem_fini(shm_node *n);
+/*
+ * Allocate a block of `kind` with `size` data bytes, held by this process; *map gets one
+ * reference. Waits up to alloc_timeout at the segment limit, then FQ_ENOMEM.
+ */
+int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
+/* A message over a held block (takes the map references; dmap may equal map). */
+int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
+                fq_msg **out);
+/* Drop a wrapper whose block was handed on (the only wrapper of its block). */
+void shm_msg_forget(fq_msg *m);
+/*
+ * A stub: a small own block that stands for one more reference to own block `target`, so
+ * that one block can be held by several processes at once (each holds its own stub).
+ */
+int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub);
+/* Give up a block we hold (holder word is ours): to the owner's free stack or our lists. */
+void shm_blk_release(shm_map *map, shm_blk *b);
+/* A new own segment / retire one (alloc_lock held). */
+int shm_seg_new(shm_node *n, size_t size, uint32_t kind, bool dedicated, shm_map **out);
+void shm_seg_retire(shm_node *n, shm_map *m);
+/* Process returned blocks of own segments; reclaim blocks of dead pids. */
+void shm_collect(shm_node *n);
+void shm_reclaim_pid(shm_node *n, pid_t dead);
+/* Map a peer's memfd (takes fd on success). */
+int shm_map_peer(int fd, shm_map **out);
+void shm_map_unref(shm_map *m);
+void shm_map_ref(shm_map *m);
+/* Register our pid in a foreign segment's user table. */
+bool shm_register_user(shm_map *m);
+/* Fault injection: SIGKILL this process when FQ_SHM_FAULT names `point`. */
+void shm_fault(const char *point);
+
+#endif /* FQI_SHM_H */

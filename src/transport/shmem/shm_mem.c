@@ -1,0 +1,765 @@
+/*
+ * shmem transport, memory: segments, the owner-local allocator, block holders, messages,
+ * and the reclaiming of blocks held by dead processes.
+ *
+ * Locks: n->alloc_lock (process-local) guards the allocator of one node. Nothing here takes
+ * a lock that another process can hold: blocks come back through a lock-free stack per
+ * segment (any process pushes, only the owner pops the whole stack at once, so there is no
+ * ABA), and the holder of a block changes with one compare-and-swap on its holder word.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "shm.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SUBSYS "shmem"
+
+/* ---- Fault injection -------------------------------------------------------------------- */
+
+void shm_fault(const char *point)
+{
+	static const char *want = (const char *)1;
+
+	if (want == (const char *)1)
+		want = getenv("FQ_SHM_FAULT");
+	if (FQI_UNLIKELY(want != NULL) && strcmp(want, point) == 0) {
+		static _Atomic long hits;
+		const char *after = getenv("FQ_SHM_FAULT_AFTER");
+		long skip = after ? atol(after) : 0;
+
+		if (atomic_fetch_add(&hits, 1) >= skip)
+			raise(SIGKILL);
+	}
+}
+
+/* ---- Maps ------------------------------------------------------------------------------- */
+
+void shm_map_ref(shm_map *m)
+{
+	atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+static void node_unref(shm_node *n);
+
+void shm_map_unref(shm_map *m)
+{
+	if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	if (m->registered && !m->own) {
+		shm_seg_hdr *h = m->base;
+		uint64_t me = (uint32_t)getpid();
+
+		for (unsigned i = 0; i < SHM_USERS; i++) {
+			uint64_t v = me;
+
+			if (atomic_compare_exchange_strong(&h->users[i], &v, 0))
+				break;
+		}
+	}
+	munmap(m->base, m->size);
+	close(m->fd);
+	if (m->node != NULL)
+		node_unref(m->node);
+	free(m);
+}
+
+int shm_map_peer(int fd, shm_map **out)
+{
+	struct stat st;
+	shm_map *m;
+	void *base;
+
+	if (fstat(fd, &st) != 0)
+		return fqi_syserr(errno);
+	if (st.st_uid != geteuid() || (size_t)st.st_size < SHM_HDR_BYTES)
+		return FQ_EPROTO;
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		return fqi_syserr(errno);
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		munmap(base, (size_t)st.st_size);
+		return FQ_ENOMEM;
+	}
+	atomic_init(&m->refs, 1);
+	m->fd = fd;
+	m->base = base;
+	m->size = (size_t)st.st_size;
+	*out = m;
+	return 0;
+}
+
+bool shm_register_user(shm_map *m)
+{
+	shm_seg_hdr *h = m->base;
+	uint64_t me = (uint32_t)getpid();
+	int free_slot = -1;
+
+	if (m->registered || m->own)
+		return true;
+	for (unsigned i = 0; i < SHM_USERS; i++) {
+		uint64_t v = atomic_load(&h->users[i]);
+
+		if (v == me) {
+			m->registered = true;
+			return true;
+		}
+		if (v == 0 && free_slot < 0)
+			free_slot = (int)i;
+	}
+	for (unsigned i = (unsigned)(free_slot < 0 ? 0 : free_slot); i < SHM_USERS; i++) {
+		uint64_t v = 0;
+
+		if (atomic_compare_exchange_strong(&h->users[i], &v, me)) {
+			m->registered = true;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* ---- Own segments ----------------------------------------------------------------------- */
+
+static void node_unref(shm_node *n)
+{
+	if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_destroy(&n->alloc_lock);
+	free(n->segs);
+	free(n);
+}
+
+/* Create and map a memfd of `size` bytes, sealed against resizing. */
+static int memfd_new(const char *name, size_t size, int *fd_out, void **base_out)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *base;
+
+	if (fd < 0)
+		return fqi_syserr(errno);
+	if (ftruncate(fd, (off_t)size) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		int rc = fqi_syserr(errno);
+
+		close(fd);
+		return rc;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		int rc = fqi_syserr(errno);
+
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	*base_out = base;
+	return 0;
+}
+
+/* Offset of a segment's first block: its data lands on an `align` boundary. */
+static size_t first_off(const shm_node *n)
+{
+	return SHM_HDR_BYTES + n->align - SHM_BLK_HDR;
+}
+
+/* A new own segment; alloc_lock held. */
+int shm_seg_new(shm_node *n, size_t size, uint32_t kind, bool dedicated, shm_map **out)
+{
+	shm_seg_hdr *h;
+	shm_map *m;
+	size_t idx;
+	int rc;
+
+	/* Indexes are never reused: peers know a segment by (owner, index). */
+	idx = n->nsegs;
+	if (idx == n->cap_segs) {
+		size_t cap = n->cap_segs ? 2 * n->cap_segs : 16;
+		shm_map **segs = realloc(n->segs, cap * sizeof(*segs));
+
+		if (segs == NULL)
+			return FQ_ENOMEM;
+		memset(segs + n->cap_segs, 0, (cap - n->cap_segs) * sizeof(*segs));
+		n->segs = segs;
+		n->cap_segs = cap;
+	}
+	if (idx >= (1u << 16))
+		return FQ_ENOMEM;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return FQ_ENOMEM;
+	shm_fault("segment_grow");
+	rc = memfd_new(kind == SHM_SEG_REGION ? "fabriq-region" : "fabriq-segment", size, &m->fd,
+	               &m->base);
+	if (rc != 0) {
+		free(m);
+		return rc;
+	}
+	h = m->base;
+	h->magic = SHM_SEG_MAGIC;
+	h->version = SHM_VERSION;
+	h->kind = kind;
+	h->owner_id = n->id;
+	h->owner_pid = (uint32_t)n->pid;
+	h->idx = (uint32_t)idx;
+	h->size = size;
+	atomic_init(&m->refs, 1);
+	m->size = size;
+	m->owner_id = n->id;
+	m->owner_pid = (uint32_t)n->pid;
+	m->idx = (uint32_t)idx;
+	m->kind = kind;
+	m->own = true;
+	m->dedicated = dedicated;
+	m->node = n;
+	atomic_fetch_add(&n->refs, 1);
+	m->bump = first_off(n);
+	n->segs[idx] = m;
+	if (idx >= n->nsegs)
+		n->nsegs = idx + 1;
+	n->total += size;
+	*out = m;
+	return 0;
+}
+
+void shm_seg_retire(shm_node *n, shm_map *m)
+{
+	if (m->idx < n->nsegs && n->segs[m->idx] == m) {
+		n->segs[m->idx] = NULL;
+		n->total -= m->size;
+		shm_map_unref(m);
+	}
+}
+
+/* ---- Size classes: 4 steps per power of two, in units of the alignment ------------------ */
+
+static unsigned class_of(size_t bytes)
+{
+	unsigned lg;
+	size_t base;
+
+	if (bytes <= 4 * SHM_CACHE_LINE)
+		return (unsigned)((bytes + SHM_CACHE_LINE - 1) / SHM_CACHE_LINE);
+	lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(bytes - 1)); /* 2^lg < bytes */
+	base = (size_t)1 << lg;
+	return 4 + (lg - 8) * 4 + (unsigned)((bytes - 1 - base) / (base / 4)) + 1;
+}
+
+static size_t class_bytes(unsigned cls)
+{
+	unsigned lg;
+
+	if (cls <= 4)
+		return (size_t)cls * SHM_CACHE_LINE;
+	lg = 8 + (cls - 5) / 4;
+	return ((size_t)1 << lg) + ((size_t)1 << lg) / 4 * ((cls - 5) % 4 + 1);
+}
+
+/* Bytes of a block (header + data) of class `cls` under alignment `align`. */
+static size_t block_bytes(const shm_node *n, unsigned cls)
+{
+	size_t b = class_bytes(cls);
+
+	return (b + n->align - 1) & ~(n->align - 1);
+}
+
+static size_t blk_footprint(const shm_node *n, const shm_map *m, const shm_blk *b)
+{
+	return m->dedicated ? m->size - SHM_HDR_BYTES : block_bytes(n, b->cls);
+}
+
+static shm_map *seg_of(shm_node *n, const shm_blk *b)
+{
+	return b->pad < n->nsegs ? n->segs[b->pad] : NULL;
+}
+
+/* Put a block that came back on its free list (or keep it while stubs point at it). */
+static void blk_returned(shm_node *n, shm_map *m, shm_blk *b);
+
+static void blk_to_list(shm_node *n, shm_map *m, shm_blk *b)
+{
+	atomic_store_explicit(&b->word, SHM_WORD(SHM_FREE, 0), memory_order_relaxed);
+	atomic_fetch_sub_explicit(&((shm_seg_hdr *)m->base)->blocks_out, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&((shm_seg_hdr *)m->base)->used_bytes, blk_footprint(n, m, b),
+	                          memory_order_relaxed);
+	if (m->dedicated) {
+		/* Give the pages back now; keep the segment (and its fd at the peers) for reuse. */
+		fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SHM_HDR_BYTES,
+		          (off_t)(m->size - SHM_HDR_BYTES));
+		m->cached = true;
+		return;
+	}
+	b->next = (uint64_t)(uintptr_t)n->free_cls[b->cls];
+	n->free_cls[b->cls] = b;
+}
+
+/* Region acknowledgements: implemented by shmem.c, called with alloc_lock held. */
+void shm_region_returned(shm_node *n, shm_blk *b);
+
+static void blk_returned(shm_node *n, shm_map *m, shm_blk *b)
+{
+	switch (b->kind) {
+	case SHM_BLK_STUB: {
+		uint64_t t = b->a;
+		shm_map *tm = (t >> 48) < n->nsegs ? n->segs[t >> 48] : NULL;
+
+		blk_to_list(n, m, b);
+		if (tm != NULL) {
+			shm_blk *target = (shm_blk *)((char *)tm->base + (t & ((1ULL << 48) - 1)));
+
+			if (--target->local_refs == 0)
+				blk_to_list(n, tm, target);
+		}
+		return;
+	}
+	case SHM_BLK_REGION:
+		shm_region_returned(n, b);
+		blk_to_list(n, m, b);
+		return;
+	default:
+		if (--b->local_refs == 0)
+			blk_to_list(n, m, b);
+		return;
+	}
+}
+
+/* Pop the returned blocks of every own segment; alloc_lock held. */
+static void collect_locked(shm_node *n)
+{
+	for (size_t i = 0; i < n->nsegs; i++) {
+		shm_map *m = n->segs[i];
+		uint64_t off;
+
+		if (m == NULL || m->kind != SHM_SEG_POOL)
+			continue;
+		off = atomic_exchange_explicit(&((shm_seg_hdr *)m->base)->free_head, 0,
+		                               memory_order_acquire);
+		while (off != 0) {
+			shm_blk *b;
+
+			if (off < SHM_HDR_BYTES || off > m->size - SHM_BLK_HDR) {
+				FQI_ERROR(SUBSYS,
+				          "segment %zu: returned block at %llu is outside "
+				          "the segment; rest of the stack dropped",
+				          i, (unsigned long long)off);
+				break;
+			}
+			b = (shm_blk *)((char *)m->base + off);
+			off = b->next;
+			if (b->magic != SHM_BLK_MAGIC)
+				continue;
+			blk_returned(n, m, b);
+		}
+	}
+}
+
+void shm_collect(shm_node *n)
+{
+	pthread_mutex_lock(&n->alloc_lock);
+	collect_locked(n);
+	pthread_mutex_unlock(&n->alloc_lock);
+}
+
+/* Take back what a dead process held: blocks it holds, or was pushing back. */
+void shm_reclaim_pid(shm_node *n, pid_t dead)
+{
+	uint64_t taken = 0;
+
+	pthread_mutex_lock(&n->alloc_lock);
+	collect_locked(n); /* the dead cannot push any more: what is on the stacks is counted */
+	for (size_t i = 0; i < n->nsegs; i++) {
+		shm_map *m = n->segs[i];
+		shm_seg_hdr *h;
+
+		if (m == NULL)
+			continue;
+		h = m->base;
+		for (unsigned u = 0; u < SHM_USERS; u++) {
+			uint64_t v = (uint32_t)dead;
+
+			atomic_compare_exchange_strong(&h->users[u], &v, 0);
+		}
+		if (m->kind != SHM_SEG_POOL)
+			continue;
+		for (size_t off = first_off(n); off + SHM_BLK_HDR <= m->bump;) {
+			shm_blk *b = (shm_blk *)((char *)m->base + off);
+			uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+			size_t step = m->dedicated ? m->size : block_bytes(n, b->cls);
+
+			if ((SHM_WORD_STATE(w) == SHM_HELD || SHM_WORD_STATE(w) == SHM_FREEING) &&
+			    SHM_WORD_PID(w) == dead &&
+			    atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0))) {
+				blk_returned(n, m, b);
+				taken++;
+			}
+			if (step == 0)
+				break;
+			off += step;
+		}
+	}
+	pthread_mutex_unlock(&n->alloc_lock);
+	if (taken != 0) {
+		atomic_fetch_add(&n->reclaimed_blocks, taken);
+		FQI_INFO(SUBSYS, "took back %llu blocks held by dead process %d",
+		         (unsigned long long)taken, (int)dead);
+	}
+}
+
+/* ---- Allocation ------------------------------------------------------------------------- */
+
+static size_t blk_footprint(const shm_node *n, const shm_map *m, const shm_blk *b);
+
+static void blk_init(shm_node *n, shm_map *m, shm_blk *b, unsigned cls, uint16_t kind, size_t cap)
+{
+	atomic_store_explicit(&b->word, SHM_WORD(SHM_HELD, n->pid), memory_order_relaxed);
+	b->next = 0;
+	b->magic = SHM_BLK_MAGIC;
+	b->kind = kind;
+	b->cls = (uint16_t)cls;
+	b->a = cap;
+	b->b = b->c = b->d = 0;
+	b->local_refs = 1;
+	b->pad = m->idx;
+	atomic_fetch_add_explicit(&((shm_seg_hdr *)m->base)->blocks_out, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&((shm_seg_hdr *)m->base)->used_bytes, blk_footprint(n, m, b),
+	                          memory_order_relaxed);
+}
+
+/* One attempt; alloc_lock held. FQ_ENOMEM when the limit is reached. */
+static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, unsigned *clso)
+{
+	unsigned cls;
+	shm_map *m;
+	int rc;
+
+	if (bytes > n->seg_size / 2) {
+		/* A segment of its own, reused when a returned one is big enough. */
+		size_t want = (SHM_HDR_BYTES + n->align + bytes + 4095) & ~(size_t)4095;
+
+		for (size_t i = 0; i < n->nsegs; i++) {
+			m = n->segs[i];
+			if (m != NULL && m->dedicated && m->cached && m->size >= want &&
+			    m->size / 2 <= want) {
+				m->cached = false;
+				*mo = m;
+				*bo = (shm_blk *)((char *)m->base + first_off(n));
+				*clso = 0;
+				return 0;
+			}
+		}
+		if (n->total + want > n->limit) {
+			/* Retire cached segments that do not fit, to make room. */
+			for (size_t i = 0; i < n->nsegs && n->total + want > n->limit; i++) {
+				m = n->segs[i];
+				if (m != NULL && m->dedicated && m->cached &&
+				    atomic_load(&m->refs) == 1) {
+					n->total -= m->size;
+					n->segs[i] = NULL;
+					shm_map_unref(m);
+				}
+			}
+			if (n->total + want > n->limit)
+				return FQ_ENOMEM;
+		}
+		rc = shm_seg_new(n, want, SHM_SEG_POOL, true, &m);
+		if (rc != 0)
+			return rc;
+		*mo = m;
+		*bo = (shm_blk *)((char *)m->base + first_off(n));
+		m->bump = m->size; /* carved: the reclaim scan looks at its one block */
+		*clso = 0;
+		return 0;
+	}
+	cls = class_of(bytes);
+	if (cls >= SHM_CLASSES)
+		return FQ_ENOMEM;
+	if (n->free_cls[cls] == NULL)
+		collect_locked(n);
+	if (n->free_cls[cls] != NULL) {
+		shm_blk *b = n->free_cls[cls];
+
+		n->free_cls[cls] = (shm_blk *)(uintptr_t)b->next;
+		*mo = seg_of(n, b);
+		*bo = b;
+		*clso = cls;
+		return 0;
+	}
+	m = n->current;
+	if (m == NULL || m->bump + block_bytes(n, cls) > m->size) {
+		if (n->total + n->seg_size > n->limit)
+			return FQ_ENOMEM;
+		rc = shm_seg_new(n, n->seg_size, SHM_SEG_POOL, false, &m);
+		if (rc != 0)
+			return rc;
+		n->current = m;
+		FQI_DEBUG(SUBSYS, "new segment %u (%zu bytes, %zu in all)", m->idx, m->size,
+		          n->total);
+	}
+	*mo = m;
+	*bo = (shm_blk *)((char *)m->base + m->bump);
+	*clso = cls;
+	m->bump += block_bytes(n, cls);
+	return 0;
+}
+
+int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+{
+	int64_t deadline = fqi_deadline(n->alloc_timeout_ms);
+	size_t bytes;
+	unsigned cls = 0;
+	shm_map *m = NULL;
+	shm_blk *b = NULL;
+	int rc;
+
+	if (size > SIZE_MAX / 2)
+		return FQ_ENOMEM;
+	bytes = SHM_BLK_HDR + (size ? size : 1);
+	for (;;) {
+		pthread_mutex_lock(&n->alloc_lock);
+		shm_fault("alloc");
+		rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
+		if (rc == 0) {
+			blk_init(n, m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
+			shm_map_ref(m);
+		}
+		pthread_mutex_unlock(&n->alloc_lock);
+		if (rc != FQ_ENOMEM || fqi_deadline_remaining(deadline) == 0)
+			break;
+		usleep(200); /* at the limit: wait for blocks to come back */
+	}
+	if (rc != 0) {
+		if (rc == FQ_ENOMEM)
+			FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes,
+			          n->limit);
+		return rc;
+	}
+	*map = m;
+	*blk = b;
+	return 0;
+}
+
+int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub)
+{
+	int rc = shm_alloc(n, SHM_BLK_STUB, 0, map, stub);
+
+	if (rc != 0)
+		return rc;
+	(*stub)->a = ((uint64_t)tmap->idx << 48) | (uint64_t)((char *)target - (char *)tmap->base);
+	pthread_mutex_lock(&n->alloc_lock);
+	shm_fault("refcount");
+	target->local_refs++;
+	pthread_mutex_unlock(&n->alloc_lock);
+	return 0;
+}
+
+/* ---- Releasing blocks ------------------------------------------------------------------- */
+
+void shm_blk_release(shm_map *m, shm_blk *b)
+{
+	pid_t me = getpid();
+	uint64_t w = SHM_WORD(SHM_HELD, me);
+
+	if (m->own && !atomic_load(&m->node->closed)) {
+		shm_node *n = m->node;
+
+		pthread_mutex_lock(&n->alloc_lock);
+		if (atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0))) {
+			shm_fault("free");
+			blk_returned(n, m, b);
+		}
+		pthread_mutex_unlock(&n->alloc_lock);
+		return;
+	}
+	/* Someone else's block (or a closed node's): back through its segment's stack. */
+	if (!atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREEING, me))) {
+		FQI_DEBUG(SUBSYS, "block at %p was taken back by its owner", (void *)b);
+		return;
+	}
+	shm_fault("free");
+	{
+		shm_seg_hdr *h = m->base;
+		uint64_t off = (uint64_t)((char *)b - (char *)m->base);
+		uint64_t head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
+
+		do {
+			b->next = head;
+		} while (!atomic_compare_exchange_weak_explicit(
+		    &h->free_head, &head, off, memory_order_release, memory_order_relaxed));
+	}
+}
+
+static void ref_adopted_done(shm_ref *r)
+{
+	if (r->adopt_fn != NULL) {
+		r->adopt_fn(r->adopt_data, r->adopt_hint);
+		r->adopt_fn = NULL;
+	}
+}
+
+static void ref_release(shm_ref *r)
+{
+	ref_adopted_done(r);
+	if (r->blk == NULL)
+		return; /* adopted user memory: no block */
+	shm_blk_release(r->map, r->blk);
+	if (r->dmap != r->map)
+		shm_map_unref(r->dmap);
+	shm_map_unref(r->map);
+}
+
+/* ---- Messages --------------------------------------------------------------------------- */
+
+int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
+                fq_msg **out)
+{
+	shm_msg *m = malloc(sizeof(*m));
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	m->base.ops = &shm_msg_ops;
+	m->base.t = t;
+	m->base.data = data;
+	m->base.size = size;
+	atomic_init(&m->embedded.refs, 1);
+	m->embedded.map = map;
+	m->embedded.dmap = dmap;
+	m->embedded.blk = blk;
+	m->embedded.host = m;
+	m->embedded.adopt_fn = NULL;
+	m->ref = &m->embedded;
+	*out = &m->base;
+	return 0;
+}
+
+void shm_msg_forget(fq_msg *msg)
+{
+	shm_msg *m = (shm_msg *)msg;
+	shm_ref *r = m->ref;
+	shm_msg *host = r->host;
+
+	ref_adopted_done(r);
+	if (r->dmap != r->map)
+		shm_map_unref(r->dmap);
+	shm_map_unref(r->map);
+	free(host);
+	if (host != m)
+		free(m);
+}
+
+/* The node of a transport instance (defined in shmem.c). */
+shm_node *shm_node_of(fq_transport *t);
+
+static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+{
+	shm_node *n = shm_node_of(t);
+	shm_map *map;
+	shm_blk *blk;
+	int rc = shm_alloc(n, SHM_BLK_DATA, size, &map, &blk);
+
+	if (rc != 0)
+		return rc;
+	rc = shm_msg_new(t, map, map, blk, (char *)blk + SHM_BLK_HDR, size, out);
+	if (rc != 0) {
+		shm_blk_release(map, blk);
+		shm_map_unref(map);
+	}
+	return rc;
+}
+
+/*
+ * Adopted memory stays where it is: the message points at the user's buffer, and a send on a
+ * shmem socket copies it once into a segment (user memory cannot be handed to another
+ * process after the fact). The buffer is given back when the last wrapper goes.
+ */
+static int msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn free_fn, void *hint,
+                     fq_msg **out)
+{
+	int rc = shm_msg_new(t, NULL, NULL, NULL, data, size, out);
+	shm_ref *r;
+
+	if (rc != 0)
+		return rc;
+	r = ((shm_msg *)*out)->ref;
+	r->adopt_fn = free_fn;
+	r->adopt_data = data;
+	r->adopt_hint = hint;
+	return 0;
+}
+
+static int msg_copy(const fq_msg *src, fq_msg **out)
+{
+	const shm_msg *s = (const shm_msg *)src;
+	shm_msg *m = malloc(sizeof(*m));
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	m->base = s->base;
+	m->ref = s->ref;
+	atomic_fetch_add_explicit(&s->ref->refs, 1, memory_order_relaxed);
+	*out = &m->base;
+	return 0;
+}
+
+static int msg_shrink(fq_msg *m, size_t size)
+{
+	m->size = size;
+	return 0;
+}
+
+static void msg_free(fq_msg *msg)
+{
+	shm_msg *m = (shm_msg *)msg;
+	shm_ref *r = m->ref;
+	shm_msg *host = r->host;
+
+	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+		ref_release(r);
+		free(host);
+	}
+	if (host != m)
+		free(m);
+}
+
+const fqi_msg_ops shm_msg_ops = {
+    .size = sizeof(fqi_msg_ops),
+    .alloc = msg_alloc,
+    .adopt = msg_adopt,
+    .copy = msg_copy,
+    .shrink = msg_shrink,
+    .free = msg_free,
+};
+
+/* ---- Node ------------------------------------------------------------------------------- */
+
+int shm_node_mem_init(shm_node *n)
+{
+	atomic_init(&n->refs, 1);
+	n->pid = getpid();
+	if (pthread_mutex_init(&n->alloc_lock, NULL) != 0)
+		return FQ_ENOMEM;
+	return 0;
+}
+
+/* The transport closes: own segments stay mapped while messages point into them. */
+void shm_node_mem_fini(shm_node *n)
+{
+	pthread_mutex_lock(&n->alloc_lock);
+	collect_locked(n);
+	atomic_store(&n->closed, true);
+	for (size_t i = 0; i < n->nsegs; i++) {
+		shm_map *m = n->segs[i];
+
+		n->segs[i] = NULL;
+		if (m != NULL)
+			shm_map_unref(m);
+	}
+	pthread_mutex_unlock(&n->alloc_lock);
+	node_unref(n);
+}

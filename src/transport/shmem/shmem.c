@@ -1,0 +1,2721 @@
+/*
+ * shmem transport: zero-copy messages between processes of one host.
+ *
+ * Connections are Unix-domain SOCK_SEQPACKET sockets (ipc:// paths; tcp://host:port is mapped
+ * onto a per-user directory after checking that the host is this one). They carry only
+ * control messages: the handshake (each side's ring and wake-up eventfds), segment
+ * announcements (memfds, SCM_RIGHTS) and subscriptions. Messages travel as 32-byte handles
+ * through one single-producer ring per direction, in shared memory.
+ *
+ * Threads and locks (all process-local):
+ * - sock->rlock serialises receivers, sock->slock senders; changing a socket's peer list takes
+ *   both (order: rlock, conn->ctl_lock, slock).
+ * - The I/O thread accepts, runs handshakes, reads control messages, reconnects, watches the
+ *   processes that map our segments (pidfd) and delivers region acknowledgements.
+ * - Waiting: a receiver sets cons_sleeping in its rings and sleeps on its socket's efd_in; a
+ *   producer writes that eventfd only when the flag is set, so nobody makes a system call
+ *   while the peer keeps up. Senders wait the same way on efd_out.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "shm.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUBSYS "shmem"
+
+/* ---- Options ---------------------------------------------------------------------------- */
+
+enum {
+	OPT_SEGMENT_SIZE,
+	OPT_SEGMENT_LIMIT,
+	OPT_ALIGNMENT,
+	OPT_ALLOC_TIMEOUT,
+	OPT_SPIN,
+	OPT_BUSY_POLL,
+	OPT_COUNT
+};
+
+static const fqi_option shm_options[OPT_COUNT] = {
+    [OPT_SEGMENT_SIZE] = {"segment_size", FQ_OPT_SIZE, "256M", 1 << 20, (int64_t)1 << 40,
+                          "bytes of one shared-memory segment; another is added when full"},
+    [OPT_SEGMENT_LIMIT] = {"segment_limit", FQ_OPT_SIZE, "16G", 1 << 20, (int64_t)1 << 46,
+                           "most bytes of segments one transport instance creates"},
+    [OPT_ALIGNMENT] = {"alignment", FQ_OPT_SIZE, "64", 64, 4096,
+                       "alignment of message data (a power of two)"},
+    [OPT_ALLOC_TIMEOUT] = {"alloc_timeout", FQ_OPT_INT, "1000", -1, INT32_MAX,
+                           "ms an allocation waits at segment_limit for memory to come back "
+                           "before FQ_ENOMEM (-1: forever)"},
+    [OPT_SPIN] = {"spin", FQ_OPT_INT, "20", 0, 1000000,
+                  "microseconds a waiting call polls the rings before it sleeps"},
+    [OPT_BUSY_POLL] = {"busy_poll", FQ_OPT_BOOL, "false", 0, 1,
+                       "never sleep: waiting calls poll the rings (lowest latency, one core "
+                       "busy per waiting thread)"},
+};
+
+/* ---- Control messages ------------------------------------------------------------------- */
+
+#define CTL_MAGIC 0x4c544346u /* "FCTL" */
+#define CTL_TEXT  1024
+
+enum { CTL_HELLO = 1, CTL_SEG, CTL_SUB, CTL_UNSUB, CTL_BYE };
+
+typedef struct ctl_msg {
+	uint32_t magic, type;
+	uint32_t version, sock_type;
+	uint64_t node_id;
+	uint32_t pid, rcv_hwm;
+	uint32_t idx, kind;
+	uint64_t owner_id;
+	uint32_t owner_pid, seg_idx;
+	uint64_t size;
+	uint32_t len, pad;
+	char text[CTL_TEXT];
+} ctl_msg;
+
+/* ---- Objects ---------------------------------------------------------------------------- */
+
+typedef struct shm_transport shm_transport;
+typedef struct shm_sock shm_sock;
+typedef struct shm_conn shm_conn;
+
+enum { SRC_WAKE = 1, SRC_LISTEN, SRC_TCP, SRC_CONN, SRC_PIDFD };
+
+typedef struct io_src {
+	int kind;
+} io_src;
+
+typedef struct listener {
+	io_src src;
+	io_src tcp_src; /* the TCP port that names a tcp:// endpoint */
+	int fd, tcp_fd;
+	shm_sock *ss;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t dev;
+	ino_t ino;
+	bool dead;
+	struct listener *next;
+} listener;
+
+typedef struct connecter {
+	shm_sock *ss;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int64_t next_ms, ivl;
+	shm_conn *conn; /* current connection, NULL while retrying */
+	struct connecter *next;
+} connecter;
+
+enum { CONN_HANDSHAKE, CONN_READY, CONN_GONE };
+
+typedef struct seg_slot {
+	uint64_t owner_id;
+	uint32_t idx, conn_idx; /* conn_idx + 1, 0 = empty */
+} seg_slot;
+
+struct shm_conn {
+	io_src src;
+	shm_transport *st;
+	shm_sock *ss;
+	int fd;
+	int state;
+	bool in_peers;       /* listed in ss->peers */
+	_Atomic bool broken; /* a data path found it unusable: the I/O thread ends it */
+	bool peer_closed;    /* BYE or hang-up seen */
+	bool refused;        /* not taken as a peer (PAIR has one already) */
+	pid_t peer_pid;
+	uint64_t peer_node;
+	uint32_t peer_type;
+	connecter *origin;
+	/* Rings. */
+	shm_map *in_map, *out_map;
+	shm_ring *in, *out;
+	uint64_t out_limit;     /* most entries queued on out */
+	uint64_t out_tail_seen; /* producer's cached copy of out->tail */
+	int peer_efd_in, peer_efd_out;
+	/* Segments the peer announced (by their index on this connection). */
+	pthread_mutex_t ctl_lock;
+	shm_map **in_maps;
+	size_t n_in, cap_in;
+	/* Segments we announced: index -> map, and (owner, idx) -> index. */
+	shm_map **out_maps;
+	size_t n_out, cap_out;
+	seg_slot *out_hash;
+	size_t hash_cap;
+	/* PUB side: the peer's subscriptions (guarded by ss->slock). */
+	char **subs;
+	size_t *sub_len;
+	size_t nsubs;
+	shm_conn *next; /* in the transport's list */
+};
+
+struct shm_sock {
+	fq_socket *s;
+	shm_transport *st;
+	pthread_mutex_t slock, rlock;
+	int efd_in, efd_out, pfd;
+	_Atomic bool intr;
+	_Atomic int waiters_in, waiters_out;
+	shm_conn **peers; /* ready connections (changed under rlock + slock) */
+	size_t npeers, cap_peers;
+	size_t rr_send, rr_recv;
+	bool armed_in, armed_out;
+	/* REQ / REP turns. */
+	bool awaiting; /* REQ: reply pending; REP: answer owed */
+	shm_conn *turn_conn;
+	/* SUB: our subscriptions (guarded by slock). */
+	char **subs;
+	size_t *sub_len;
+	size_t nsubs;
+	bool closing;
+};
+
+struct shm_transport {
+	shm_node *node;
+	pthread_t io;
+	bool io_started;
+	int ep;
+	io_src wake_src;
+	int wake_fd;
+	_Atomic bool stop;
+	pthread_mutex_t lock; /* conns, listeners, connecters, watches */
+	shm_conn *conns;
+	listener *listeners;
+	/*
+	 * Freed by the I/O thread at the top of its next round: an event for them may still be
+	 * in the batch it is working on when a socket closes.
+	 */
+	shm_conn *dead_conns;
+	listener *dead_listeners;
+	connecter *connecters;
+	struct watch {
+		io_src src;
+		pid_t pid;
+		int fd;
+	} * *watches;
+	size_t nwatch, cap_watch;
+	int64_t spin_us;
+	bool busy_poll;
+	int64_t last_scan_ms;
+	/* Regions with messages out: acks to deliver. */
+	pthread_mutex_t region_lock;
+	struct shm_region_priv *regions;
+};
+
+typedef struct shm_region_priv {
+	fq_region *r;
+	shm_map *map;
+	pthread_mutex_t lock;
+	fq_region_ack *pending;
+	size_t npending, cap_pending;
+	struct shm_region_priv *next;
+	shm_transport *st;
+} shm_region_priv;
+
+static shm_transport *st_of(fq_transport *t)
+{
+	return t->priv;
+}
+
+shm_node *shm_node_of(fq_transport *t)
+{
+	return st_of(t)->node;
+}
+
+static shm_sock *ss_of(fq_socket *s)
+{
+	return s->priv;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void kick(int fd)
+{
+	if (fd >= 0)
+		eventfd_write(fd, 1);
+}
+
+static void drain_fd(int fd)
+{
+	eventfd_t v;
+
+	(void)eventfd_read(fd, &v);
+}
+
+static bool type_receives(fq_socket_type t)
+{
+	return t == FQ_PULL || t == FQ_SUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
+}
+
+static bool type_sends(fq_socket_type t)
+{
+	return t == FQ_PUSH || t == FQ_PUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
+}
+
+static bool types_match(uint32_t a, uint32_t b)
+{
+	switch (a) {
+	case FQ_PUSH:
+		return b == FQ_PULL;
+	case FQ_PULL:
+		return b == FQ_PUSH;
+	case FQ_PUB:
+		return b == FQ_SUB;
+	case FQ_SUB:
+		return b == FQ_PUB;
+	case FQ_REQ:
+		return b == FQ_REP;
+	case FQ_REP:
+		return b == FQ_REQ;
+	case FQ_PAIR:
+		return b == FQ_PAIR;
+	default:
+		return false;
+	}
+}
+
+/* ---- Control channel -------------------------------------------------------------------- */
+
+/* Send one control message with up to 3 fds; waits briefly if the peer's buffer is full. */
+static int ctl_send(int fd, const ctl_msg *m, size_t len, const int *fds, int nfds)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+	} u;
+	struct iovec iov = {.iov_base = (void *)m, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	memset(&u, 0, sizeof(u));
+	if (nfds > 0) {
+		struct cmsghdr *c;
+
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	}
+	for (int tries = 0; tries < 200; tries++) {
+		if (sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR)
+			return fqi_syserr(errno);
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+		poll(&p, 1, 10);
+	}
+	return FQ_ETIMEDOUT;
+}
+
+static size_t ctl_len(const ctl_msg *m)
+{
+	return offsetof(ctl_msg, text) + m->len;
+}
+
+static void ctl_init(ctl_msg *m, uint32_t type)
+{
+	memset(m, 0, offsetof(ctl_msg, text));
+	m->magic = CTL_MAGIC;
+	m->type = type;
+	m->version = SHM_VERSION;
+}
+
+/* ---- Rings ------------------------------------------------------------------------------ */
+
+static uint32_t ring_cap_for(int64_t hwm)
+{
+	uint64_t want = (hwm > 0 ? (uint64_t)hwm : 65536) * 2 + 128;
+	uint32_t cap = 256;
+
+	while (cap < want && cap < (1u << 20))
+		cap <<= 1;
+	return cap;
+}
+
+static int ring_create(fq_socket *s, shm_map **out)
+{
+	uint32_t cap = ring_cap_for(atomic_load(&s->opt[FQI_SO_RCV_HWM]));
+	size_t size = sizeof(shm_ring) + (size_t)cap * sizeof(shm_ent);
+	int fd = memfd_create("fabriq-ring", MFD_CLOEXEC);
+	shm_ring *r;
+	shm_map *m;
+	int rc;
+
+	if (fd < 0)
+		return fqi_syserr(errno);
+	size = (size + 4095) & ~(size_t)4095;
+	if (size < SHM_HDR_BYTES)
+		size = SHM_HDR_BYTES;
+	if (ftruncate(fd, (off_t)size) != 0) {
+		rc = fqi_syserr(errno);
+		close(fd);
+		return rc;
+	}
+	rc = shm_map_peer(fd, &m);
+	if (rc != 0) {
+		close(fd);
+		return rc;
+	}
+	r = m->base;
+	r->magic = SHM_RING_MAGIC;
+	r->cap = cap;
+	r->hwm = (uint32_t)atomic_load(&s->opt[FQI_SO_RCV_HWM]);
+	atomic_store(&r->hwm_bytes, (uint64_t)atomic_load(&s->opt[FQI_SO_RCV_HWM_BYTES]));
+	*out = m;
+	return 0;
+}
+
+/* ---- Connections ------------------------------------------------------------------------ */
+
+static void io_wake(shm_transport *st)
+{
+	kick(st->wake_fd);
+}
+
+/* Map conn index -> peer segment (ctl_lock held). */
+static int conn_add_in_map(shm_conn *c, uint32_t idx, shm_map *m)
+{
+	if (idx >= (1u << 24))
+		return FQ_EPROTO;
+	if (idx >= c->cap_in) {
+		size_t cap = c->cap_in ? c->cap_in : 16;
+		shm_map **v;
+
+		while (cap <= idx)
+			cap *= 2;
+		v = realloc(c->in_maps, cap * sizeof(*v));
+		if (v == NULL)
+			return FQ_ENOMEM;
+		memset(v + c->cap_in, 0, (cap - c->cap_in) * sizeof(*v));
+		c->in_maps = v;
+		c->cap_in = cap;
+	}
+	if (c->in_maps[idx] != NULL)
+		return FQ_EPROTO;
+	c->in_maps[idx] = m;
+	if (idx >= c->n_in)
+		c->n_in = idx + 1;
+	return 0;
+}
+
+static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds);
+static void sock_add_peer(shm_sock *ss, shm_conn *c);
+static int sub_list_change(char ***subs, size_t **lens, size_t *n, const char *text, size_t len,
+                           bool add);
+
+/*
+ * Read and handle every queued control message. Called by the I/O thread and by receivers
+ * that meet a segment index they do not know yet (its announcement is queued before the ring
+ * entry is published). Returns FQ_ECLOSED at end of stream, FQ_EPROTO for bad input.
+ */
+static int conn_drain_ctl(shm_conn *c)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->ctl_lock);
+	while (rc == 0 && c->fd >= 0) {
+		ctl_msg m;
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(4 * sizeof(int))];
+		} u;
+		struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+		struct msghdr mh = {.msg_iov = &iov,
+		                    .msg_iovlen = 1,
+		                    .msg_control = u.buf,
+		                    .msg_controllen = sizeof(u.buf)};
+		int fds[4], nfds = 0;
+		ssize_t got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+		if (got < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			rc = FQ_ECLOSED;
+			break;
+		}
+		if (got == 0) {
+			rc = FQ_ECLOSED;
+			break;
+		}
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
+			if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+				int k = (int)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+				for (int i = 0; i < k; i++) {
+					int fd;
+
+					memcpy(&fd, CMSG_DATA(h) + (size_t)i * sizeof(int),
+					       sizeof(fd));
+					if (nfds < 4)
+						fds[nfds++] = fd;
+					else
+						close(fd);
+				}
+			}
+		}
+		if ((size_t)got < offsetof(ctl_msg, text) || m.magic != CTL_MAGIC ||
+		    m.version != SHM_VERSION || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+		    m.len > CTL_TEXT || (size_t)got != offsetof(ctl_msg, text) + m.len) {
+			FQI_WARN(SUBSYS,
+			         "peer pid %d sent a malformed control message (%zd bytes); "
+			         "dropping it",
+			         (int)c->peer_pid, got);
+			rc = FQ_EPROTO;
+		} else {
+			switch (m.type) {
+			case CTL_HELLO:
+				rc = conn_handle_hello(c, &m, fds, nfds);
+				nfds = 0; /* taken */
+				break;
+			case CTL_SEG: {
+				shm_map *map = NULL;
+
+				if (nfds != 1 || c->state != CONN_READY) {
+					rc = FQ_EPROTO;
+					break;
+				}
+				rc = shm_map_peer(fds[0], &map);
+				if (rc != 0)
+					break;
+				nfds = 0;
+				{
+					shm_seg_hdr *h = map->base;
+
+					if (h->magic != SHM_SEG_MAGIC || h->size != map->size ||
+					    h->owner_id != m.owner_id || h->idx != m.seg_idx) {
+						shm_map_unref(map);
+						rc = FQ_EPROTO;
+						break;
+					}
+					map->owner_id = h->owner_id;
+					map->owner_pid = h->owner_pid;
+					map->idx = h->idx;
+					map->kind = h->kind;
+				}
+				if (map->owner_id == c->st->node->id) {
+					/* Our own segment came back: use our mapping. */
+					shm_map *own = NULL;
+					shm_node *n = c->st->node;
+
+					pthread_mutex_lock(&n->alloc_lock);
+					if (map->idx < n->nsegs && n->segs[map->idx] != NULL) {
+						own = n->segs[map->idx];
+						shm_map_ref(own);
+					}
+					pthread_mutex_unlock(&n->alloc_lock);
+					if (own != NULL) {
+						shm_map_unref(map);
+						map = own;
+					}
+				} else if (!shm_register_user(map)) {
+					FQI_WARN(
+					    SUBSYS,
+					    "segment %u of pid %u has %u users already; "
+					    "its blocks are not reclaimed if this process dies",
+					    map->idx, map->owner_pid, SHM_USERS);
+				}
+				rc = conn_add_in_map(c, m.idx, map);
+				if (rc != 0)
+					shm_map_unref(map);
+				break;
+			}
+			case CTL_SUB:
+			case CTL_UNSUB:
+				pthread_mutex_lock(&c->ss->slock);
+				rc = sub_list_change(&c->subs, &c->sub_len, &c->nsubs, m.text,
+				                     m.len, m.type == CTL_SUB);
+				pthread_mutex_unlock(&c->ss->slock);
+				break;
+			case CTL_BYE:
+				c->peer_closed = true;
+				break;
+			default:
+				rc = FQ_EPROTO;
+			}
+			if (rc == FQ_EPROTO)
+				FQI_WARN(SUBSYS,
+				         "peer pid %d: bad control message of type %u; dropping "
+				         "the connection",
+				         (int)c->peer_pid, m.type);
+		}
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+	}
+	pthread_mutex_unlock(&c->ctl_lock);
+	return rc;
+}
+
+static int conn_send_hello(shm_conn *c)
+{
+	fq_socket *s = c->ss->s;
+	ctl_msg m;
+	int fds[3];
+	int rc = ring_create(s, &c->in_map);
+
+	if (rc != 0)
+		return rc;
+	c->in = c->in_map->base;
+	ctl_init(&m, CTL_HELLO);
+	m.sock_type = (uint32_t)s->type;
+	m.node_id = c->st->node->id;
+	m.pid = (uint32_t)getpid();
+	m.rcv_hwm = (uint32_t)atomic_load(&s->opt[FQI_SO_RCV_HWM]);
+	fds[0] = c->in_map->fd;
+	fds[1] = c->ss->efd_in;
+	fds[2] = c->ss->efd_out;
+	return ctl_send(c->fd, &m, ctl_len(&m), fds, 3);
+}
+
+static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds)
+{
+	shm_map *ring = NULL;
+	int64_t snd_hwm = atomic_load(&c->ss->s->opt[FQI_SO_SND_HWM]);
+	int rc;
+
+	if (c->state != CONN_HANDSHAKE || nfds != 3) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return FQ_EPROTO;
+	}
+	if (!types_match((uint32_t)c->ss->s->type, m->sock_type)) {
+		FQI_WARN(SUBSYS,
+		         "peer pid %u is a %s socket, which cannot talk to a %s socket; "
+		         "dropping it",
+		         m->pid, fq_socket_type_name((fq_socket_type)m->sock_type),
+		         fq_socket_type_name(c->ss->s->type));
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return FQ_EMISMATCH;
+	}
+	rc = shm_map_peer(fds[0], &ring);
+	if (rc != 0 || ((shm_ring *)ring->base)->magic != SHM_RING_MAGIC ||
+	    ((shm_ring *)ring->base)->cap == 0 ||
+	    (((shm_ring *)ring->base)->cap & (((shm_ring *)ring->base)->cap - 1)) != 0 ||
+	    sizeof(shm_ring) + (size_t)((shm_ring *)ring->base)->cap * sizeof(shm_ent) >
+	        ring->size) {
+		if (ring != NULL)
+			shm_map_unref(ring);
+		else
+			close(fds[0]);
+		close(fds[1]);
+		close(fds[2]);
+		return FQ_EPROTO;
+	}
+	c->out_map = ring;
+	c->out = ring->base;
+	c->peer_efd_in = fds[1];
+	c->peer_efd_out = fds[2];
+	c->peer_node = m->node_id;
+	c->peer_type = m->sock_type;
+	c->out_limit = c->out->cap;
+	if (c->out->hwm != 0 && snd_hwm != 0 &&
+	    (uint64_t)c->out->hwm + (uint64_t)snd_hwm < c->out_limit)
+		c->out_limit = (uint64_t)c->out->hwm + (uint64_t)snd_hwm;
+	c->out_tail_seen = atomic_load(&c->out->tail);
+	c->state = CONN_READY; /* the I/O thread adds it to the socket's peers */
+	return 0;
+}
+
+/* ---- Sockets: peers ---------------------------------------------------------------------- */
+
+static int send_subs(shm_sock *ss, shm_conn *c);
+
+static void sock_add_peer(shm_sock *ss, shm_conn *c)
+{
+	pthread_mutex_lock(&ss->rlock);
+	pthread_mutex_lock(&ss->slock);
+	if (ss->npeers == ss->cap_peers) {
+		size_t cap = ss->cap_peers ? 2 * ss->cap_peers : 8;
+		shm_conn **v = realloc(ss->peers, cap * sizeof(*v));
+
+		if (v == NULL) {
+			pthread_mutex_unlock(&ss->slock);
+			pthread_mutex_unlock(&ss->rlock);
+			return;
+		}
+		ss->peers = v;
+		ss->cap_peers = cap;
+	}
+	if (ss->s->type == FQ_PAIR && ss->npeers > 0) {
+		pthread_mutex_unlock(&ss->slock);
+		pthread_mutex_unlock(&ss->rlock);
+		FQI_INFO(SUBSYS, "PAIR socket has a peer already; refusing pid %d",
+		         (int)c->peer_pid);
+		c->refused = true;
+		shutdown(c->fd, SHUT_RDWR);
+		return;
+	}
+	ss->peers[ss->npeers++] = c;
+	c->in_peers = true;
+	if (ss->s->type == FQ_SUB)
+		send_subs(ss, c);
+	pthread_mutex_unlock(&ss->slock);
+	pthread_mutex_unlock(&ss->rlock);
+	kick(ss->efd_in);
+	kick(ss->efd_out);
+}
+
+/* Release what we published to a ring that nobody will read any more. slock held. */
+static void conn_release_out(shm_conn *c)
+{
+	uint64_t head, tail;
+
+	if (c->out == NULL)
+		return;
+	head = atomic_load(&c->out->head);
+	tail = atomic_load(&c->out->tail);
+	if (head - tail > c->out->cap)
+		return; /* the peer wrote nonsense into the tail: leave it to the owners */
+	for (uint64_t pos = tail; pos != head; pos++) {
+		shm_ent e = c->out->ent[pos & (c->out->cap - 1)];
+		uint64_t off = e.blk & ((1ULL << 48) - 1);
+
+		if (e.seg < c->n_out && c->out_maps[e.seg] != NULL &&
+		    off + SHM_BLK_HDR <= c->out_maps[e.seg]->size)
+			shm_blk_release(c->out_maps[e.seg],
+			                (shm_blk *)((char *)c->out_maps[e.seg]->base + off));
+	}
+	atomic_store(&c->out->tail, head);
+}
+
+static void conn_free(shm_conn *c)
+{
+	for (size_t i = 0; i < c->n_in; i++)
+		shm_map_unref(c->in_maps[i]);
+	for (size_t i = 0; i < c->n_out; i++)
+		shm_map_unref(c->out_maps[i]);
+	for (size_t i = 0; i < c->nsubs; i++)
+		free(c->subs[i]);
+	free(c->subs);
+	free(c->sub_len);
+	free(c->in_maps);
+	free(c->out_maps);
+	free(c->out_hash);
+	shm_map_unref(c->in_map);
+	shm_map_unref(c->out_map);
+	if (c->peer_efd_in >= 0)
+		close(c->peer_efd_in);
+	if (c->peer_efd_out >= 0)
+		close(c->peer_efd_out);
+	if (c->fd >= 0)
+		close(c->fd);
+	pthread_mutex_destroy(&c->ctl_lock);
+	free(c);
+}
+
+static bool ring_empty(const shm_ring *r)
+{
+	return r == NULL || atomic_load_explicit(&r->head, memory_order_acquire) ==
+	                        atomic_load_explicit(&r->tail, memory_order_relaxed);
+}
+
+static void watch_pid(shm_transport *st, pid_t pid);
+
+/*
+ * The connection ended (peer closed, died, or sent garbage). Called by the I/O thread with
+ * st->lock held. Sending stops at once; what the peer published stays readable until a
+ * receiver has drained it (conn_reap).
+ */
+static void conn_gone(shm_conn *c, const char *why)
+{
+	shm_sock *ss = c->ss;
+
+	if (c->state == CONN_GONE)
+		return;
+	if (why != NULL)
+		FQI_LOG(ss->s->type == FQ_PUSH || ss->s->type == FQ_PUB ? FQ_LOG_INFO : FQ_LOG_WARN,
+		        SUBSYS, "connection to pid %d ended: %s", (int)c->peer_pid, why);
+	pthread_mutex_lock(&ss->rlock);
+	pthread_mutex_lock(&ss->slock);
+	c->state = CONN_GONE;
+	c->peer_closed = true;
+	conn_release_out(c);
+	if (c->in != NULL)
+		atomic_store(&c->in->closed, 1);
+	pthread_mutex_unlock(&ss->slock);
+	pthread_mutex_unlock(&ss->rlock);
+	epoll_ctl(c->st->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->peer_pid > 0 && c->peer_pid != getpid())
+		watch_pid(c->st, c->peer_pid);
+	if (c->origin != NULL) {
+		c->origin->conn = NULL;
+		c->origin->next_ms = fqi_clock_ms() + c->origin->ivl;
+		c->origin = NULL;
+	}
+	kick(ss->efd_in);
+	kick(ss->efd_out);
+}
+
+static void listener_free(listener *l)
+{
+	close(l->fd);
+	if (l->tcp_fd >= 0)
+		close(l->tcp_fd);
+	free(l);
+}
+
+/* Free what closed sockets left (I/O thread before it waits, or fini). st->lock held. */
+static void free_dead(shm_transport *st)
+{
+	while (st->dead_conns != NULL) {
+		shm_conn *c = st->dead_conns;
+
+		st->dead_conns = c->next;
+		conn_free(c);
+	}
+	while (st->dead_listeners != NULL) {
+		listener *l = st->dead_listeners;
+
+		st->dead_listeners = l->next;
+		listener_free(l);
+	}
+}
+
+/*
+ * Unlink gone connections whose inbound ring is drained. st->lock held. `defer`: called
+ * outside the I/O thread, which may still hold an event for them.
+ */
+static void conn_reap(shm_transport *st, bool all, bool defer)
+{
+	for (shm_conn **pp = &st->conns; *pp != NULL;) {
+		shm_conn *c = *pp;
+		shm_sock *ss = c->ss;
+		bool done;
+
+		if (c->state != CONN_GONE) {
+			pp = &c->next;
+			continue;
+		}
+		pthread_mutex_lock(&ss->rlock);
+		pthread_mutex_lock(&ss->slock);
+		done = all || ss->closing || ring_empty(c->in) || !type_receives(ss->s->type);
+		if (done && c->in_peers) {
+			for (size_t i = 0; i < ss->npeers; i++) {
+				if (ss->peers[i] == c) {
+					ss->peers[i] = ss->peers[--ss->npeers];
+					break;
+				}
+			}
+			c->in_peers = false;
+			if (ss->turn_conn == c)
+				ss->turn_conn = NULL;
+		}
+		pthread_mutex_unlock(&ss->slock);
+		pthread_mutex_unlock(&ss->rlock);
+		if (!done) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		if (defer) {
+			c->next = st->dead_conns;
+			st->dead_conns = c;
+		} else {
+			conn_free(c);
+		}
+	}
+}
+
+static shm_conn *conn_new(shm_transport *st, shm_sock *ss, int fd)
+{
+	shm_conn *c = calloc(1, sizeof(*c));
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
+
+	if (c == NULL) {
+		close(fd);
+		return NULL;
+	}
+	c->src.kind = SRC_CONN;
+	c->st = st;
+	c->ss = ss;
+	c->fd = fd;
+	c->peer_efd_in = c->peer_efd_out = -1;
+	pthread_mutex_init(&c->ctl_lock, NULL);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
+		FQI_WARN(SUBSYS,
+		         "refusing a connection from uid %d (pid %d): only uid %d may "
+		         "attach",
+		         (int)cred.uid, (int)cred.pid, (int)geteuid());
+		conn_free(c);
+		return NULL;
+	}
+	c->peer_pid = cred.pid;
+	if (conn_send_hello(c) != 0) {
+		conn_free(c);
+		return NULL;
+	}
+	ev.data.ptr = &c->src;
+	if (epoll_ctl(st->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		conn_free(c);
+		return NULL;
+	}
+	c->next = st->conns;
+	st->conns = c;
+	return c;
+}
+
+/* ---- Addresses -------------------------------------------------------------------------- */
+
+/* The per-user directory that holds the Unix sockets behind tcp:// addresses. */
+static int tcp_dir(char *buf, size_t len)
+{
+	struct stat st;
+
+	snprintf(buf, len, "/tmp/fabriq-shmem-%u", (unsigned)geteuid());
+	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		return fqi_syserr(errno);
+	if (lstat(buf, &st) != 0)
+		return fqi_syserr(errno);
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		FQI_ERROR(SUBSYS, "%s is not a private directory of uid %u; refusing to use it",
+		          buf, (unsigned)geteuid());
+		return FQ_EPERM;
+	}
+	return 0;
+}
+
+/* Split "host:port". */
+static int split_host_port(const char *rest, char *host, size_t hlen, long *port)
+{
+	const char *colon = strrchr(rest, ':');
+	char *end;
+
+	if (colon == NULL || (size_t)(colon - rest) >= hlen || colon == rest)
+		return FQ_EADDRINVAL;
+	memcpy(host, rest, (size_t)(colon - rest));
+	host[colon - rest] = '\0';
+	errno = 0;
+	*port = strtol(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || end == colon + 1 || *port < 0 || *port > 65535)
+		return FQ_EADDRINVAL;
+	return 0;
+}
+
+/* Is `host` an address of this machine? (binding a UDP socket to it succeeds) */
+static int host_is_local(const char *host, struct sockaddr_storage *ss_out, socklen_t *len_out)
+{
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai = NULL;
+	int rc, fd;
+
+	if (strcmp(host, "*") == 0)
+		host = "0.0.0.0";
+	if (getaddrinfo(host, NULL, &hints, &ai) != 0 || ai == NULL)
+		return FQ_EADDRINVAL;
+	memcpy(ss_out, ai->ai_addr, ai->ai_addrlen);
+	*len_out = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fqi_syserr(errno);
+	((struct sockaddr_in *)ss_out)->sin_port = 0;
+	rc = bind(fd, (struct sockaddr *)ss_out, *len_out) == 0 ? 0 : FQ_EMISMATCH;
+	close(fd);
+	return rc;
+}
+
+/* ---- Socket operations: bind / connect ---------------------------------------------------- */
+
+static int unix_listen(const char *path, int *fd_out)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return FQ_EADDRINVAL;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fqi_syserr(errno);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int probe;
+		bool alive;
+
+		if (errno != EADDRINUSE) {
+			rc =
+			    errno == ENOENT || errno == ENOTDIR ? FQ_EADDRINVAL : fqi_syserr(errno);
+			close(fd);
+			return rc;
+		}
+		/* A file is there: in use if somebody answers, stale otherwise. */
+		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		alive = probe >= 0 && (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 ||
+		                       errno == EAGAIN || errno == EPROTOTYPE);
+		if (probe >= 0)
+			close(probe);
+		if (alive) {
+			close(fd);
+			return FQ_EADDRINUSE;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+			rc = errno == EADDRINUSE ? FQ_EADDRINUSE : fqi_syserr(errno);
+			close(fd);
+			return rc;
+		}
+	}
+	chmod(path, 0600);
+	if (listen(fd, 128) != 0) {
+		rc = fqi_syserr(errno);
+		close(fd);
+		unlink(path);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	shm_sock *ss = ss_of(s);
+	shm_transport *st = ss->st;
+	listener *l = calloc(1, sizeof(*l));
+	struct epoll_event ev = {.events = EPOLLIN};
+	struct stat sb;
+	int rc;
+
+	if (l == NULL)
+		return FQ_ENOMEM;
+	l->src.kind = SRC_LISTEN;
+	l->ss = ss;
+	l->tcp_fd = -1;
+	if (strcmp(url->scheme, "ipc") == 0) {
+		if (strlen(url->rest) == 0 || strlen(url->rest) >= sizeof(l->path)) {
+			free(l);
+			return FQ_EADDRINVAL;
+		}
+		strcpy(l->path, url->rest);
+		snprintf(resolved, FQI_URL_MAX, "ipc://%s", url->rest);
+	} else {
+		/* tcp://host:port on this machine: a real TCP listener holds the port (so that
+		 * port 0 resolves and nobody else takes it), the data path is a Unix socket. */
+		char host[256], dir[64];
+		long port;
+		struct sockaddr_storage sa;
+		socklen_t salen;
+		int one = 1;
+
+		rc = split_host_port(url->rest, host, sizeof(host), &port);
+		if (rc == 0)
+			rc = host_is_local(host, &sa, &salen);
+		if (rc == FQ_EMISMATCH)
+			rc = FQ_EADDRINVAL;
+		if (rc == 0)
+			rc = tcp_dir(dir, sizeof(dir));
+		if (rc != 0) {
+			free(l);
+			return rc;
+		}
+		((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
+		l->tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (l->tcp_fd < 0) {
+			free(l);
+			return fqi_syserr(errno);
+		}
+		setsockopt(l->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(l->tcp_fd, (struct sockaddr *)&sa, salen) != 0 ||
+		    listen(l->tcp_fd, 16) != 0) {
+			rc = errno == EADDRINUSE ? FQ_EADDRINUSE : fqi_syserr(errno);
+			close(l->tcp_fd);
+			free(l);
+			return rc;
+		}
+		salen = sizeof(sa);
+		getsockname(l->tcp_fd, (struct sockaddr *)&sa, &salen);
+		port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+		snprintf(l->path, sizeof(l->path), "%s/tcp-%ld", dir, port);
+		snprintf(resolved, FQI_URL_MAX, "tcp://%s:%ld", host, port);
+	}
+	rc = unix_listen(l->path, &l->fd);
+	if (rc != 0) {
+		if (l->tcp_fd >= 0)
+			close(l->tcp_fd);
+		free(l);
+		return rc;
+	}
+	if (stat(l->path, &sb) == 0) {
+		l->dev = sb.st_dev;
+		l->ino = sb.st_ino;
+	}
+	pthread_mutex_lock(&st->lock);
+	l->next = st->listeners;
+	st->listeners = l;
+	ev.data.ptr = &l->src;
+	epoll_ctl(st->ep, EPOLL_CTL_ADD, l->fd, &ev);
+	if (l->tcp_fd >= 0) {
+		/* The TCP port only names the endpoint: connections to it are closed at once. */
+		struct epoll_event tev = {.events = EPOLLIN, .data.ptr = &l->tcp_src};
+
+		l->tcp_src.kind = SRC_TCP;
+		epoll_ctl(st->ep, EPOLL_CTL_ADD, l->tcp_fd, &tev);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return 0;
+}
+
+/* One connection attempt; st->lock held. FQ_EMISMATCH if the endpoint is not shmem. */
+static int connect_once(shm_transport *st, connecter *k)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return fqi_syserr(errno);
+	strcpy(sa.sun_path, k->path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int e = errno;
+
+		close(fd);
+		if (e == EPROTOTYPE)
+			return FQ_EMISMATCH;
+		return FQ_ECONNREFUSED;
+	}
+	k->conn = conn_new(st, k->ss, fd);
+	if (k->conn == NULL)
+		return FQ_ECONNREFUSED;
+	k->conn->origin = k;
+	return 0;
+}
+
+static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	shm_sock *ss = ss_of(s);
+	shm_transport *st = ss->st;
+	connecter *k = calloc(1, sizeof(*k));
+	int rc;
+
+	if (k == NULL)
+		return FQ_ENOMEM;
+	k->ss = ss;
+	k->ivl = atomic_load(&s->opt[FQI_SO_RECONNECT_IVL]);
+	if (k->ivl <= 0)
+		k->ivl = 100;
+	if (strcmp(url->scheme, "ipc") == 0) {
+		if (strlen(url->rest) == 0 || strlen(url->rest) >= sizeof(k->path)) {
+			free(k);
+			return FQ_EADDRINVAL;
+		}
+		strcpy(k->path, url->rest);
+	} else {
+		char host[256], dir[64];
+		long port;
+		struct sockaddr_storage sa;
+		socklen_t salen;
+
+		rc = split_host_port(url->rest, host, sizeof(host), &port);
+		if (rc == 0 && (port == 0 || strcmp(host, "*") == 0))
+			rc = FQ_EADDRINVAL;
+		if (rc == 0) {
+			rc = host_is_local(host, &sa, &salen);
+			if (rc == FQ_EMISMATCH)
+				FQI_WARN(SUBSYS,
+				         "%s is not an address of this host: shmem cannot "
+				         "cross hosts (use zeromq or ofi for that channel)",
+				         url->text);
+		}
+		if (rc == 0)
+			rc = tcp_dir(dir, sizeof(dir));
+		if (rc != 0) {
+			free(k);
+			return rc;
+		}
+		snprintf(k->path, sizeof(k->path), "%s/tcp-%ld", dir, port);
+		/* A TCP listener on that port without our Unix socket is another transport. */
+		if (access(k->path, F_OK) != 0) {
+			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+			((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
+			if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, salen) == 0) {
+				close(fd);
+				FQI_WARN(SUBSYS, "%s is served, but not by a shmem socket",
+				         url->text);
+				free(k);
+				return FQ_EMISMATCH;
+			}
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	snprintf(resolved, FQI_URL_MAX, "%s", url->text);
+	pthread_mutex_lock(&st->lock);
+	rc = connect_once(st, k);
+	if (rc == FQ_EMISMATCH) {
+		pthread_mutex_unlock(&st->lock);
+		FQI_WARN(SUBSYS, "%s is not a shmem endpoint (another transport listens there)",
+		         url->text);
+		free(k);
+		return rc;
+	}
+	if (rc != 0)
+		k->next_ms = fqi_clock_ms() + k->ivl;
+	k->next = st->connecters;
+	st->connecters = k;
+	pthread_mutex_unlock(&st->lock);
+	io_wake(st);
+	return 0;
+}
+
+/* ---- Subscriptions ------------------------------------------------------------------------ */
+
+static int sub_list_change(char ***subs, size_t **lens, size_t *n, const char *text, size_t len,
+                           bool add)
+{
+	for (size_t i = 0; i < *n; i++) {
+		if ((*lens)[i] == len && memcmp((*subs)[i], text, len) == 0) {
+			if (!add) {
+				free((*subs)[i]);
+				(*subs)[i] = (*subs)[*n - 1];
+				(*lens)[i] = (*lens)[*n - 1];
+				(*n)--;
+				return 0;
+			}
+			break; /* duplicates are kept: zeromq counts them */
+		}
+	}
+	if (!add)
+		return 0;
+	{
+		char **v = realloc(*subs, (*n + 1) * sizeof(*v));
+		size_t *l;
+		char *copy = malloc(len + 1);
+
+		if (v == NULL || copy == NULL) {
+			free(copy);
+			if (v != NULL)
+				*subs = v;
+			return FQ_ENOMEM;
+		}
+		*subs = v;
+		l = realloc(*lens, (*n + 1) * sizeof(*l));
+		if (l == NULL) {
+			free(copy);
+			return FQ_ENOMEM;
+		}
+		*lens = l;
+		memcpy(copy, text, len);
+		copy[len] = '\0';
+		v[*n] = copy;
+		l[*n] = len;
+		(*n)++;
+	}
+	return 0;
+}
+
+/* Tell one PUB peer all our subscriptions (slock held). */
+static int send_subs(shm_sock *ss, shm_conn *c)
+{
+	for (size_t i = 0; i < ss->nsubs; i++) {
+		ctl_msg m;
+
+		ctl_init(&m, CTL_SUB);
+		m.len = (uint32_t)ss->sub_len[i];
+		memcpy(m.text, ss->subs[i], ss->sub_len[i]);
+		if (ctl_send(c->fd, &m, ctl_len(&m), NULL, 0) != 0)
+			return FQ_ECLOSED;
+	}
+	return 0;
+}
+
+static bool sub_match(const shm_conn *c, const void *data, size_t size)
+{
+	for (size_t i = 0; i < c->nsubs; i++) {
+		if (c->sub_len[i] <= size && memcmp(c->subs[i], data, c->sub_len[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- Sending ------------------------------------------------------------------------------ */
+
+/* Index of `m` on connection c, announcing the segment first if needed. slock held. */
+static int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
+{
+	uint64_t key = m->owner_id ^ ((uint64_t)m->idx * 0x9e3779b97f4a7c15ULL);
+	size_t mask, i;
+	ctl_msg msg;
+	int rc;
+
+	if (c->hash_cap != 0) {
+		mask = c->hash_cap - 1;
+		for (i = key & mask;; i = (i + 1) & mask) {
+			seg_slot *sl = &c->out_hash[i];
+
+			if (sl->conn_idx == 0)
+				break;
+			if (sl->owner_id == m->owner_id && sl->idx == m->idx) {
+				*idx = sl->conn_idx - 1;
+				return 0;
+			}
+		}
+	}
+	/* New on this connection: grow the tables, announce, remember. */
+	if (2 * (c->n_out + 1) > c->hash_cap) {
+		size_t cap = c->hash_cap ? 2 * c->hash_cap : 64;
+		seg_slot *h = calloc(cap, sizeof(*h));
+
+		if (h == NULL)
+			return FQ_ENOMEM;
+		for (size_t j = 0; j < c->hash_cap; j++) {
+			seg_slot *sl = &c->out_hash[j];
+
+			if (sl->conn_idx == 0)
+				continue;
+			for (i = (sl->owner_id ^ ((uint64_t)sl->idx * 0x9e3779b97f4a7c15ULL)) &
+			         (cap - 1);
+			     h[i].conn_idx != 0; i = (i + 1) & (cap - 1))
+				;
+			h[i] = *sl;
+		}
+		free(c->out_hash);
+		c->out_hash = h;
+		c->hash_cap = cap;
+	}
+	if (c->n_out == c->cap_out) {
+		size_t cap = c->cap_out ? 2 * c->cap_out : 16;
+		shm_map **v = realloc(c->out_maps, cap * sizeof(*v));
+
+		if (v == NULL)
+			return FQ_ENOMEM;
+		c->out_maps = v;
+		c->cap_out = cap;
+	}
+	ctl_init(&msg, CTL_SEG);
+	msg.idx = (uint32_t)c->n_out;
+	msg.owner_id = m->owner_id;
+	msg.owner_pid = m->owner_pid;
+	msg.seg_idx = m->idx;
+	msg.kind = m->kind;
+	msg.size = m->size;
+	rc = ctl_send(c->fd, &msg, ctl_len(&msg), &m->fd, 1);
+	if (rc != 0)
+		return rc;
+	shm_map_ref(m);
+	c->out_maps[c->n_out] = m;
+	mask = c->hash_cap - 1;
+	for (i = key & mask; c->out_hash[i].conn_idx != 0; i = (i + 1) & mask)
+		;
+	c->out_hash[i].owner_id = m->owner_id;
+	c->out_hash[i].idx = m->idx;
+	c->out_hash[i].conn_idx = (uint32_t)++c->n_out;
+	*idx = (uint32_t)(c->n_out - 1);
+	return 0;
+}
+
+/* Entries free on c's ring for n parts and `bytes` (checks hwm and byte limits). */
+static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
+{
+	shm_ring *r = c->out;
+	uint64_t head, queued, qbytes, lim;
+	int64_t snd_bytes;
+
+	if (c->state != CONN_READY || atomic_load_explicit(&c->broken, memory_order_relaxed) ||
+	    atomic_load_explicit(&r->closed, memory_order_relaxed))
+		return false;
+	head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	queued = head - c->out_tail_seen;
+	if (queued + n > c->out_limit || queued + n > r->cap) {
+		c->out_tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+		queued = head - c->out_tail_seen;
+		if (queued > r->cap)
+			return false; /* corrupt tail: treat as full */
+		if (queued != 0 && queued + n > c->out_limit)
+			return false;
+		if (queued + n > r->cap)
+			return false;
+	}
+	if (queued == 0)
+		return true; /* one message always fits an empty ring */
+	lim = atomic_load_explicit(&r->hwm_bytes, memory_order_relaxed);
+	snd_bytes =
+	    atomic_load_explicit(&c->ss->s->opt[FQI_SO_SND_HWM_BYTES], memory_order_relaxed);
+	if (lim == 0 && snd_bytes == 0)
+		return true;
+	qbytes = atomic_load_explicit(&r->head_bytes, memory_order_relaxed) -
+	         atomic_load_explicit(&r->tail_bytes, memory_order_acquire);
+	if (lim != 0 && qbytes + bytes > lim)
+		return false;
+	if (snd_bytes != 0 && qbytes + bytes > (uint64_t)snd_bytes)
+		return false;
+	return true;
+}
+
+/* A part ready to go: the block we hand over and where its data is. */
+typedef struct out_part {
+	shm_map *map, *dmap;
+	shm_blk *blk;
+	uint64_t doff, size;
+	fq_msg *made; /* a stub or copy made for this send (freed if the send fails) */
+} out_part;
+
+/*
+ * Decide how part m travels: as itself (the only wrapper of its block), as a stub of an own
+ * block shared with others, or as a copy of a foreign shared block.
+ */
+static int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
+{
+	shm_msg *sm = (shm_msg *)m;
+	shm_ref *r = sm->ref;
+	shm_node *n = ss->st->node;
+	int rc;
+
+	op->made = NULL;
+	op->size = m->size;
+	if (r->blk != NULL && exclusive &&
+	    atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
+		op->map = r->map;
+		op->dmap = r->dmap;
+		op->blk = r->blk;
+		op->doff = (uint64_t)((char *)m->data - (char *)r->dmap->base);
+		return 0;
+	}
+	if (r->blk != NULL && r->map->own && r->map->node == n && r->blk->kind == SHM_BLK_DATA) {
+		shm_map *smap;
+		shm_blk *stub;
+
+		rc = shm_make_stub(n, r->map, r->blk, &smap, &stub);
+		if (rc != 0)
+			return rc;
+		rc = shm_msg_new(m->t, smap, r->map, stub, m->data, m->size, &op->made);
+		if (rc != 0) {
+			shm_blk_release(smap, stub);
+			shm_map_unref(smap);
+			return rc;
+		}
+		if (r->map != smap)
+			shm_map_ref(r->map); /* the stub's message holds both maps */
+		op->map = smap;
+		op->dmap = r->map;
+		op->blk = stub;
+		op->doff = (uint64_t)((char *)m->data - (char *)r->map->base);
+		return 0;
+	}
+	/* Adopted user memory, or a shared block of another owner (or a shared region
+	 * message): one copy into an own block. */
+	rc = shm_msg_ops.alloc(m->t, m->size, &op->made);
+	if (rc != 0)
+		return rc;
+	if (m->size != 0)
+		memcpy(op->made->data, m->data, m->size);
+	r = ((shm_msg *)op->made)->ref;
+	op->map = r->map;
+	op->dmap = r->map;
+	op->blk = r->blk;
+	op->doff = (uint64_t)((char *)op->made->data - (char *)r->map->base);
+	return 0;
+}
+
+static void unprepare(out_part *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].made != NULL)
+			fq_msg_free(ops[i].made);
+	}
+}
+
+/* Publish prepared parts on c (room checked, slock held). */
+static int publish(shm_conn *c, out_part *ops, size_t n)
+{
+	shm_ring *r = c->out;
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t bytes = 0;
+	uint32_t seg, dseg;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		rc = conn_seg_index(c, ops[i].map, &seg);
+		if (rc == 0)
+			rc = conn_seg_index(c, ops[i].dmap, &dseg);
+		if (rc != 0)
+			return rc;
+		{
+			shm_ent *e = &r->ent[(head + i) & (r->cap - 1)];
+
+			e->seg = seg;
+			e->dseg = dseg;
+			e->blk = (uint64_t)((char *)ops[i].blk - (char *)ops[i].map->base) |
+			         (i == 0 ? (uint64_t)n << 48 : 0);
+			e->doff = ops[i].doff;
+			e->size = ops[i].size;
+			bytes += ops[i].size;
+		}
+	}
+	shm_fault("ring_push");
+	atomic_store_explicit(&r->head_bytes,
+	                      atomic_load_explicit(&r->head_bytes, memory_order_relaxed) + bytes,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&r->head, head + n, memory_order_release);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&r->cons_sleeping, memory_order_relaxed))
+		kick(c->peer_efd_in);
+	return 0;
+}
+
+/* After a successful publish: the wrappers of the handed-over blocks go, the rest is freed. */
+static void finish_sent(fq_msg **parts, out_part *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].made != NULL) {
+			shm_msg_forget(ops[i].made);
+			fq_msg_free(parts[i]);
+		} else {
+			shm_msg_forget(parts[i]);
+		}
+		parts[i] = NULL;
+	}
+}
+
+static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline);
+
+static int check_intr(shm_sock *ss)
+{
+	return atomic_load_explicit(&ss->intr, memory_order_acquire) ? FQ_EINTR : 0;
+}
+
+/* Set or clear prod_waiting on every out ring (slock held). */
+static void arm_out(shm_sock *ss, bool on)
+{
+	for (size_t i = 0; i < ss->npeers; i++) {
+		if (ss->peers[i]->out != NULL)
+			atomic_store_explicit(&ss->peers[i]->out->prod_waiting, on,
+			                      memory_order_relaxed);
+	}
+	ss->armed_out = on;
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static int send_pub(shm_sock *ss, fq_msg **parts, size_t n)
+{
+	out_part stack_ops[8];
+	out_part *ops = n <= 8 ? stack_ops : calloc(n, sizeof(*ops));
+	uint64_t bytes = 0;
+	size_t matched = 0;
+	shm_conn *last = NULL;
+
+	if (ops == NULL)
+		return FQ_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		bytes += parts[i]->size;
+	/* Every matching subscriber but the last gets stubs (or copies); the last gets the
+	 * blocks themselves. A subscriber without room misses the message (PUB drops). */
+	for (size_t k = 0; k < ss->npeers; k++) {
+		shm_conn *c = ss->peers[k];
+
+		if (!sub_match(c, parts[0]->data, parts[0]->size) || !conn_has_room(c, n, bytes))
+			continue;
+		if (last != NULL) {
+			size_t i;
+			int rc = 0;
+
+			for (i = 0; i < n && rc == 0; i++)
+				rc = prepare_part(ss, parts[i], false, &ops[i]);
+			if (rc != 0 || publish(last, ops, n) != 0) {
+				unprepare(ops, rc != 0 ? i - 1 : n);
+			} else {
+				for (i = 0; i < n; i++)
+					shm_msg_forget(ops[i].made);
+				matched++;
+			}
+		}
+		last = c;
+	}
+	if (last != NULL) {
+		size_t i;
+		int rc = 0;
+
+		for (i = 0; i < n && rc == 0; i++)
+			rc = prepare_part(ss, parts[i], true, &ops[i]);
+		if (rc == 0 && publish(last, ops, n) == 0) {
+			finish_sent(parts, ops, n);
+			matched++;
+		} else {
+			unprepare(ops, rc != 0 ? i - 1 : n);
+		}
+	}
+	if (ops != stack_ops)
+		free(ops);
+	/* Sent to nobody (or failed): the message is dropped, which counts as sent for PUB. */
+	for (size_t i = 0; i < n; i++) {
+		if (parts[i] != NULL) {
+			fq_msg_free(parts[i]);
+			parts[i] = NULL;
+		}
+	}
+	return 0;
+}
+
+static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
+{
+	shm_sock *ss = ss_of(s);
+	int64_t deadline = -2;
+	uint64_t bytes = 0;
+	int64_t spin_until = 0;
+	int rc;
+
+	if (!type_sends(s->type))
+		return FQ_ENOTSUP;
+	if (n > SHM_MAX_PARTS)
+		return FQ_EMSGSIZE;
+	for (size_t i = 0; i < n; i++)
+		bytes += parts[i]->size;
+	pthread_mutex_lock(&ss->slock);
+	if ((s->type == FQ_REQ && ss->awaiting) || (s->type == FQ_REP && !ss->awaiting)) {
+		pthread_mutex_unlock(&ss->slock);
+		return FQ_ESTATE;
+	}
+	if (s->type == FQ_PUB) {
+		rc = send_pub(ss, parts, n);
+		pthread_mutex_unlock(&ss->slock);
+		return rc;
+	}
+	for (;;) {
+		shm_conn *c = NULL;
+
+		rc = check_intr(ss);
+		if (rc != 0)
+			break;
+		if (s->type == FQ_REP) {
+			c = ss->turn_conn;
+			if (c == NULL || c->state != CONN_READY) {
+				/* The requester is gone: the answer is dropped (as zeromq does). */
+				for (size_t i = 0; i < n; i++) {
+					fq_msg_free(parts[i]);
+					parts[i] = NULL;
+				}
+				ss->awaiting = false;
+				ss->turn_conn = NULL;
+				rc = 0;
+				break;
+			}
+			if (!conn_has_room(c, n, bytes))
+				c = NULL;
+		} else {
+			for (size_t k = 0; k < ss->npeers; k++) {
+				shm_conn *cand = ss->peers[(ss->rr_send + k) % ss->npeers];
+
+				if (conn_has_room(cand, n, bytes)) {
+					c = cand;
+					ss->rr_send = (ss->rr_send + k + 1) % ss->npeers;
+					break;
+				}
+			}
+		}
+		if (c != NULL) {
+			out_part stack_ops[8];
+			out_part *ops = n <= 8 ? stack_ops : calloc(n, sizeof(*ops));
+			size_t i;
+
+			if (ops == NULL) {
+				rc = FQ_ENOMEM;
+				break;
+			}
+			rc = 0;
+			for (i = 0; i < n && rc == 0; i++)
+				rc = prepare_part(ss, parts[i], true, &ops[i]);
+			if (rc == 0)
+				rc = publish(c, ops, n);
+			if (rc == 0) {
+				finish_sent(parts, ops, n);
+				if (s->type == FQ_REQ) {
+					ss->awaiting = true;
+					ss->turn_conn = c;
+				} else if (s->type == FQ_REP) {
+					ss->awaiting = false;
+					ss->turn_conn = NULL;
+				}
+			} else {
+				unprepare(ops, i);
+			}
+			if (ops != stack_ops)
+				free(ops);
+			if (rc != 0 && rc != FQ_ENOMEM) {
+				/* The announcement failed: the peer is going away. Try again. */
+				atomic_store(&c->broken, true);
+				io_wake(ss->st);
+				continue;
+			}
+			break;
+		}
+		if (flags & FQ_DONTWAIT) {
+			rc = FQ_EAGAIN;
+			break;
+		}
+		if (deadline == -2) {
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
+			spin_until = now_us() + ss->st->spin_us;
+		}
+		if (ss->st->busy_poll || now_us() < spin_until) {
+			pthread_mutex_unlock(&ss->slock);
+			if (fqi_deadline_remaining(deadline) == 0) {
+				pthread_mutex_lock(&ss->slock);
+				rc = FQ_ETIMEDOUT;
+				break;
+			}
+			sched_yield();
+			pthread_mutex_lock(&ss->slock);
+			continue;
+		}
+		arm_out(ss, true);
+		/* Re-check after arming (a consumer may have made room just before). */
+		{
+			bool room = false;
+
+			for (size_t k = 0; k < ss->npeers && !room; k++)
+				room = conn_has_room(ss->peers[k], n, bytes);
+			if (room)
+				continue;
+		}
+		pthread_mutex_unlock(&ss->slock);
+		rc = wait_fd(ss, ss->efd_out, &ss->waiters_out, deadline);
+		pthread_mutex_lock(&ss->slock);
+		if (rc != 0)
+			break;
+	}
+	if (ss->armed_out)
+		arm_out(ss, false);
+	pthread_mutex_unlock(&ss->slock);
+	if (atomic_load_explicit(&ss->waiters_out, memory_order_relaxed) > 0)
+		kick(ss->efd_out);
+	return rc;
+}
+
+/* ---- Receiving ---------------------------------------------------------------------------- */
+
+static shm_map *conn_in_map(shm_conn *c, uint32_t idx)
+{
+	if (idx < c->n_in && c->in_maps[idx] != NULL)
+		return c->in_maps[idx];
+	/* Its announcement was sent before the entry: read it now. */
+	conn_drain_ctl(c);
+	if (idx < c->n_in && c->in_maps[idx] != NULL)
+		return c->in_maps[idx];
+	return NULL;
+}
+
+/* Bytes [off, off + len) inside a map of `size` bytes, past its header? */
+static bool in_bounds(uint64_t off, uint64_t len, size_t size)
+{
+	return off >= SHM_HDR_BYTES && off <= size && len <= size - off;
+}
+
+/*
+ * Take one vector from c's ring into msgs[] (at most max parts). Returns the part count, 0
+ * if the ring is empty, FQ_EPARTS if it has more than max parts, FQ_EPROTO if the peer sent
+ * garbage (the connection is then dropped), or a negative error. rlock held.
+ */
+static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, size_t *total)
+{
+	shm_ring *r = c->in;
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
+	pid_t me = getpid();
+	size_t n;
+	bool lost = false, too_big = false;
+	long rc;
+
+	if (head == tail)
+		return 0;
+	if (head - tail > r->cap)
+		goto bad;
+	n = (size_t)(r->ent[tail & (r->cap - 1)].blk >> 48);
+	if (n == 0 || n > head - tail)
+		goto bad;
+	if (n > max)
+		return FQ_EPARTS;
+	for (size_t i = 0; i < n; i++) {
+		shm_ent e = r->ent[(tail + i) & (r->cap - 1)];
+		uint64_t off = e.blk & ((1ULL << 48) - 1);
+		shm_map *map = conn_in_map(c, e.seg), *dmap = conn_in_map(c, e.dseg);
+		shm_blk *b;
+		uint64_t w;
+
+		if (i > 0 && (e.blk >> 48) != 0)
+			goto bad_release;
+		if (map == NULL || dmap == NULL || !in_bounds(off, SHM_BLK_HDR, map->size) ||
+		    !in_bounds(e.doff, e.size, dmap->size) || map->kind != SHM_SEG_POOL) {
+			FQI_WARN(SUBSYS,
+			         "peer pid %d sent a handle outside its segments; dropping "
+			         "the connection",
+			         (int)c->peer_pid);
+			goto bad_release;
+		}
+		b = (shm_blk *)((char *)map->base + off);
+		/* Take the block over: one CAS from the sender to us. */
+		w = SHM_WORD(SHM_HELD, c->peer_pid);
+		if (b->magic != SHM_BLK_MAGIC || !atomic_compare_exchange_strong_explicit(
+		                                     &b->word, &w, SHM_WORD(SHM_HELD, me),
+		                                     memory_order_acq_rel, memory_order_acquire)) {
+			/* Taken back by its owner (the sender died) or not the sender's. */
+			lost = true;
+			msgs[i] = NULL;
+			continue;
+		}
+		shm_map_ref(map);
+		if (dmap != map)
+			shm_map_ref(dmap);
+		if (shm_msg_new(ss->s->t, map, dmap, b, (char *)dmap->base + e.doff, e.size,
+		                &msgs[i]) != 0) {
+			shm_blk_release(map, b);
+			if (dmap != map)
+				shm_map_unref(dmap);
+			shm_map_unref(map);
+			msgs[i] = NULL;
+			lost = true;
+			continue;
+		}
+		bytes += e.size;
+		if (max_size != 0 && e.size > max_size)
+			too_big = true;
+	}
+	shm_fault("ring_pop");
+	atomic_store_explicit(&r->tail_bytes,
+	                      atomic_load_explicit(&r->tail_bytes, memory_order_relaxed) + bytes,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&r->tail, tail + n, memory_order_release);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&r->prod_waiting, memory_order_relaxed))
+		kick(c->peer_efd_out);
+	if (lost || too_big) {
+		for (size_t i = 0; i < n; i++) {
+			fq_msg_free(msgs[i]);
+			msgs[i] = NULL;
+		}
+		if (too_big)
+			FQI_WARN(SUBSYS,
+			         "pid %d sent a message of %llu bytes, above max_msg_size "
+			         "%llu; dropped",
+			         (int)c->peer_pid, (unsigned long long)bytes,
+			         (unsigned long long)max_size);
+		else
+			atomic_fetch_add(&ss->st->node->dropped_entries, n);
+		return FQ_EAGAIN; /* try the next one */
+	}
+	*total = bytes;
+	return (long)n;
+
+bad_release:
+	/* Nothing was taken from the ring; release what this call took over. */
+	rc = FQ_EPROTO;
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i] != NULL)
+			fq_msg_free(msgs[i]);
+		msgs[i] = NULL;
+	}
+	goto drop;
+bad:
+	rc = FQ_EPROTO;
+	FQI_WARN(SUBSYS, "peer pid %d corrupted its ring; dropping the connection",
+	         (int)c->peer_pid);
+drop:
+	atomic_store(&r->closed, 1);
+	atomic_store(&r->tail, head); /* never read it again */
+	atomic_store(&c->broken, true);
+	io_wake(ss->st);
+	return rc;
+}
+
+static void arm_in(shm_sock *ss, bool on)
+{
+	for (size_t i = 0; i < ss->npeers; i++) {
+		if (ss->peers[i]->in != NULL)
+			atomic_store_explicit(&ss->peers[i]->in->cons_sleeping, on,
+			                      memory_order_relaxed);
+	}
+	ss->armed_in = on;
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static bool any_input(shm_sock *ss)
+{
+	if (ss->s->type == FQ_REQ)
+		return ss->turn_conn != NULL && !ring_empty(ss->turn_conn->in);
+	for (size_t i = 0; i < ss->npeers; i++) {
+		if (!ring_empty(ss->peers[i]->in))
+			return true;
+	}
+	return false;
+}
+
+/* Receive one vector; *parts_out gets msgs (malloc'd by the caller's choice). */
+static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
+{
+	shm_sock *ss = ss_of(s);
+	int64_t deadline = -2, spin_until = 0;
+	fq_msg *stack_msgs[64];
+	int rc;
+
+	if (!type_receives(s->type))
+		return FQ_ENOTSUP;
+	pthread_mutex_lock(&ss->rlock);
+	if ((s->type == FQ_REQ && !ss->awaiting) || (s->type == FQ_REP && ss->awaiting)) {
+		pthread_mutex_unlock(&ss->rlock);
+		return FQ_ESTATE;
+	}
+	for (;;) {
+		bool progress = false;
+
+		rc = check_intr(ss);
+		if (rc != 0)
+			break;
+		for (size_t k = 0; k < ss->npeers; k++) {
+			size_t at = (ss->rr_recv + k) % ss->npeers;
+			shm_conn *c = ss->peers[at];
+			size_t total = 0;
+			long got;
+
+			if (s->type == FQ_REQ && c != ss->turn_conn)
+				continue;
+			if (c->in == NULL || atomic_load_explicit(&c->broken, memory_order_relaxed))
+				continue;
+			if (one != NULL) {
+				got = pop_vector(ss, c, stack_msgs, 1, &total);
+				if (got == 1)
+					*one = stack_msgs[0];
+			} else {
+				shm_ring *r = c->in;
+				uint64_t tail = atomic_load(&r->tail),
+				         head =
+				             atomic_load_explicit(&r->head, memory_order_acquire);
+				size_t want = head != tail
+				                  ? (size_t)(r->ent[tail & (r->cap - 1)].blk >> 48)
+				                  : 0;
+				fq_parts *p = NULL;
+
+				if (want == 0 || want > SHM_MAX_PARTS) {
+					got = head == tail
+					          ? 0
+					          : pop_vector(ss, c, stack_msgs, 64, &total);
+				} else if (fqi_parts_new(want, &p) != 0) {
+					got = FQ_ENOMEM;
+				} else {
+					got = pop_vector(ss, c, p->msgs, want, &total);
+					if (got > 0) {
+						p->bytes = total;
+						*vec = p;
+					} else {
+						free(p);
+					}
+				}
+			}
+			if (got == FQ_EPARTS) {
+				rc = FQ_EPARTS;
+				goto out;
+			}
+			if (got == FQ_EAGAIN) {
+				progress = true; /* dropped one; look again */
+				continue;
+			}
+			if (got < 0) {
+				if (got == FQ_ENOMEM) {
+					rc = FQ_ENOMEM;
+					goto out;
+				}
+				continue; /* that peer was dropped */
+			}
+			if (got > 0) {
+				ss->rr_recv = (at + 1) % ss->npeers;
+				if (s->type == FQ_REP) {
+					ss->awaiting = true;
+					ss->turn_conn = c;
+				} else if (s->type == FQ_REQ) {
+					ss->awaiting = false;
+					ss->turn_conn = NULL;
+				}
+				rc = 0;
+				goto out;
+			}
+		}
+		if (progress)
+			continue;
+		if (flags & FQ_DONTWAIT) {
+			rc = FQ_EAGAIN;
+			break;
+		}
+		if (deadline == -2) {
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
+			spin_until = now_us() + ss->st->spin_us;
+		}
+		if (ss->st->busy_poll || now_us() < spin_until) {
+			if (fqi_deadline_remaining(deadline) == 0) {
+				rc = FQ_ETIMEDOUT;
+				break;
+			}
+			pthread_mutex_unlock(&ss->rlock);
+			sched_yield();
+			pthread_mutex_lock(&ss->rlock);
+			continue;
+		}
+		arm_in(ss, true);
+		if (any_input(ss))
+			continue;
+		pthread_mutex_unlock(&ss->rlock);
+		rc = wait_fd(ss, ss->efd_in, &ss->waiters_in, deadline);
+		pthread_mutex_lock(&ss->rlock);
+		if (rc != 0)
+			break;
+	}
+out:
+	if (ss->armed_in)
+		arm_in(ss, false);
+	pthread_mutex_unlock(&ss->rlock);
+	if (rc == 0 && atomic_load_explicit(&ss->waiters_in, memory_order_relaxed) > 0)
+		kick(ss->efd_in);
+	return rc;
+}
+
+static int shm_recv(fq_socket *s, fq_msg **out, int flags)
+{
+	return recv_common(s, out, NULL, flags);
+}
+
+static int shm_recvv(fq_socket *s, fq_parts **out, int flags)
+{
+	return recv_common(s, NULL, out, flags);
+}
+
+/* Sleep on efd until kicked, interrupted or the deadline. */
+static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline)
+{
+	struct pollfd p = {.fd = efd, .events = POLLIN};
+	int ms = fqi_deadline_remaining(deadline);
+	int rc;
+
+	if (ms == 0)
+		return FQ_ETIMEDOUT;
+	atomic_fetch_add(waiters, 1);
+	if (check_intr(ss) != 0) {
+		atomic_fetch_sub(waiters, 1);
+		return FQ_EINTR;
+	}
+	rc = poll(&p, 1, ms < 0 || ms > 100 ? 100 : ms);
+	atomic_fetch_sub(waiters, 1);
+	if (rc > 0)
+		drain_fd(efd);
+	if (check_intr(ss) != 0)
+		return FQ_EINTR;
+	if (fqi_deadline_remaining(deadline) == 0)
+		return FQ_ETIMEDOUT;
+	return 0;
+}
+
+/* ---- Poll support ------------------------------------------------------------------------- */
+
+static int shm_events(fq_socket *s)
+{
+	shm_sock *ss = ss_of(s);
+	int ev = 0;
+
+	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
+		pthread_mutex_lock(&ss->rlock);
+		if (atomic_load(&ss->waiters_in) == 0)
+			drain_fd(ss->efd_in);
+		if (any_input(ss)) {
+			ev |= FQ_POLLIN;
+		} else {
+			arm_in(ss, true);
+			if (any_input(ss))
+				ev |= FQ_POLLIN;
+		}
+		pthread_mutex_unlock(&ss->rlock);
+	}
+	if (type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)) {
+		pthread_mutex_lock(&ss->slock);
+		if (atomic_load(&ss->waiters_out) == 0)
+			drain_fd(ss->efd_out);
+		if (s->type == FQ_PUB || (s->type == FQ_REP && ss->awaiting)) {
+			ev |= FQ_POLLOUT;
+		} else {
+			for (size_t k = 0; k < ss->npeers && !(ev & FQ_POLLOUT); k++) {
+				if (conn_has_room(ss->peers[k], 1, 0))
+					ev |= FQ_POLLOUT;
+			}
+			if (!(ev & FQ_POLLOUT))
+				arm_out(ss, true);
+		}
+		pthread_mutex_unlock(&ss->slock);
+	}
+	return ev;
+}
+
+static int shm_fd(fq_socket *s, int *fd)
+{
+	*fd = ss_of(s)->pfd;
+	return 0;
+}
+
+static void shm_interrupt(fq_socket *s, bool on)
+{
+	shm_sock *ss = ss_of(s);
+
+	atomic_store(&ss->intr, on);
+	kick(ss->efd_in);
+	kick(ss->efd_out);
+}
+
+/* ---- Socket life -------------------------------------------------------------------------- */
+
+static int shm_sock_open(fq_socket *s)
+{
+	shm_sock *ss = ss_of(s);
+	struct epoll_event ev = {.events = EPOLLIN};
+
+	ss->s = s;
+	ss->st = st_of(s->t);
+	pthread_mutex_init(&ss->slock, NULL);
+	pthread_mutex_init(&ss->rlock, NULL);
+	ss->efd_in = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ss->efd_out = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ss->pfd = epoll_create1(EPOLL_CLOEXEC);
+	if (ss->efd_in < 0 || ss->efd_out < 0 || ss->pfd < 0 ||
+	    epoll_ctl(ss->pfd, EPOLL_CTL_ADD, ss->efd_in, &ev) != 0 ||
+	    epoll_ctl(ss->pfd, EPOLL_CTL_ADD, ss->efd_out, &ev) != 0) {
+		int rc = fqi_syserr(errno);
+
+		if (ss->efd_in >= 0)
+			close(ss->efd_in);
+		if (ss->efd_out >= 0)
+			close(ss->efd_out);
+		if (ss->pfd >= 0)
+			close(ss->pfd);
+		return rc;
+	}
+	return 0;
+}
+
+static int shm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
+{
+	shm_sock *ss = ss_of(s);
+	int rc = 0;
+
+	switch (id) {
+	case FQI_SO_SUBSCRIBE:
+	case FQI_SO_UNSUBSCRIBE: {
+		size_t len = text ? strlen(text) : 0;
+
+		if (s->type != FQ_SUB)
+			return id == FQI_SO_SUBSCRIBE && text == NULL ? 0 : FQ_ENOTSUP;
+		if (len > CTL_TEXT)
+			return FQ_EINVAL;
+		pthread_mutex_lock(&ss->slock);
+		rc = sub_list_change(&ss->subs, &ss->sub_len, &ss->nsubs, text ? text : "", len,
+		                     id == FQI_SO_SUBSCRIBE);
+		for (size_t i = 0; rc == 0 && i < ss->npeers; i++) {
+			ctl_msg m;
+
+			ctl_init(&m, id == FQI_SO_SUBSCRIBE ? CTL_SUB : CTL_UNSUB);
+			m.len = (uint32_t)len;
+			memcpy(m.text, text ? text : "", len);
+			ctl_send(ss->peers[i]->fd, &m, ctl_len(&m), NULL, 0);
+		}
+		pthread_mutex_unlock(&ss->slock);
+		return rc;
+	}
+	case FQI_SO_RCV_HWM_BYTES:
+		pthread_mutex_lock(&ss->rlock);
+		for (size_t i = 0; i < ss->npeers; i++) {
+			if (ss->peers[i]->in != NULL)
+				atomic_store(&ss->peers[i]->in->hwm_bytes,
+				             (uint64_t)atomic_load(&s->opt[id]));
+		}
+		pthread_mutex_unlock(&ss->rlock);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Wait (up to linger) until every peer has read what we published. */
+static void linger_wait(shm_sock *ss)
+{
+	int64_t linger = atomic_load(&ss->s->opt[FQI_SO_LINGER]);
+	int64_t deadline = fqi_deadline(linger);
+
+	for (;;) {
+		bool pending = false;
+
+		pthread_mutex_lock(&ss->slock);
+		for (size_t i = 0; i < ss->npeers; i++) {
+			shm_conn *c = ss->peers[i];
+
+			if (c->state == CONN_READY && c->out != NULL &&
+			    !atomic_load(&c->out->closed) && !ring_empty(c->out))
+				pending = true;
+		}
+		if (pending)
+			arm_out(ss, true);
+		pthread_mutex_unlock(&ss->slock);
+		if (!pending || fqi_deadline_remaining(deadline) == 0)
+			return;
+		{
+			struct pollfd p = {.fd = ss->efd_out, .events = POLLIN};
+			int ms = fqi_deadline_remaining(deadline);
+
+			if (poll(&p, 1, ms < 0 || ms > 20 ? 20 : ms) > 0)
+				drain_fd(ss->efd_out);
+		}
+	}
+}
+
+static void shm_close(fq_socket *s)
+{
+	shm_sock *ss = ss_of(s);
+	shm_transport *st = ss->st;
+
+	if (type_sends(s->type))
+		linger_wait(ss);
+	pthread_mutex_lock(&st->lock);
+	ss->closing = true;
+	for (listener **pp = &st->listeners; *pp != NULL;) {
+		listener *l = *pp;
+		struct stat sb;
+
+		if (l->ss != ss) {
+			pp = &l->next;
+			continue;
+		}
+		*pp = l->next;
+		epoll_ctl(st->ep, EPOLL_CTL_DEL, l->fd, NULL);
+		if (l->tcp_fd >= 0)
+			epoll_ctl(st->ep, EPOLL_CTL_DEL, l->tcp_fd, NULL);
+		if (stat(l->path, &sb) == 0 && sb.st_dev == l->dev && sb.st_ino == l->ino)
+			unlink(l->path);
+		l->dead = true;
+		l->next = st->dead_listeners;
+		st->dead_listeners = l;
+	}
+	for (connecter **pp = &st->connecters; *pp != NULL;) {
+		connecter *k = *pp;
+
+		if (k->ss != ss) {
+			pp = &k->next;
+			continue;
+		}
+		*pp = k->next;
+		if (k->conn != NULL)
+			k->conn->origin = NULL;
+		free(k);
+	}
+	for (shm_conn *c = st->conns; c != NULL; c = c->next) {
+		if (c->ss != ss)
+			continue;
+		if (c->state != CONN_GONE) {
+			ctl_msg m;
+
+			ctl_init(&m, CTL_BYE);
+			ctl_send(c->fd, &m, ctl_len(&m), NULL, 0);
+		}
+		conn_gone(c, NULL);
+	}
+	conn_reap(st, false, true);
+	pthread_mutex_unlock(&st->lock);
+	io_wake(st);
+	for (size_t i = 0; i < ss->nsubs; i++)
+		free(ss->subs[i]);
+	free(ss->subs);
+	free(ss->sub_len);
+	free(ss->peers);
+	close(ss->efd_in);
+	close(ss->efd_out);
+	close(ss->pfd);
+	pthread_mutex_destroy(&ss->slock);
+	pthread_mutex_destroy(&ss->rlock);
+}
+
+/* ---- I/O thread ----------------------------------------------------------------------------- */
+
+static void watch_pid(shm_transport *st, pid_t pid)
+{
+	struct watch *w;
+	struct epoll_event ev = {.events = EPOLLIN};
+	int fd;
+
+	for (size_t i = 0; i < st->nwatch; i++) {
+		if (st->watches[i]->pid == pid)
+			return;
+	}
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0) {
+		if (errno == ESRCH)
+			shm_reclaim_pid(st->node, pid); /* gone already */
+		return;
+	}
+	if (st->nwatch == st->cap_watch) {
+		size_t cap = st->cap_watch ? 2 * st->cap_watch : 16;
+		struct watch **v = realloc(st->watches, cap * sizeof(*v));
+
+		if (v == NULL) {
+			close(fd);
+			return;
+		}
+		st->watches = v;
+		st->cap_watch = cap;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		close(fd);
+		return;
+	}
+	w->src.kind = SRC_PIDFD;
+	w->pid = pid;
+	w->fd = fd;
+	ev.data.ptr = &w->src;
+	epoll_ctl(st->ep, EPOLL_CTL_ADD, fd, &ev);
+	st->watches[st->nwatch++] = w;
+}
+
+static void watch_fired(shm_transport *st, struct watch *w)
+{
+	epoll_ctl(st->ep, EPOLL_CTL_DEL, w->fd, NULL);
+	close(w->fd);
+	for (size_t i = 0; i < st->nwatch; i++) {
+		if (st->watches[i] == w) {
+			st->watches[i] = st->watches[--st->nwatch];
+			break;
+		}
+	}
+	FQI_INFO(SUBSYS, "process %d is gone; taking back its blocks", (int)w->pid);
+	shm_reclaim_pid(st->node, w->pid);
+	free(w);
+}
+
+/* Watch every process named in the user tables of our segments. st->lock held. */
+static void scan_users(shm_transport *st)
+{
+	shm_node *n = st->node;
+	pid_t pids[SHM_USERS * 4];
+	size_t np = 0;
+
+	pthread_mutex_lock(&n->alloc_lock);
+	for (size_t i = 0; i < n->nsegs && np + SHM_USERS <= FQI_ARRAY_LEN(pids); i++) {
+		shm_seg_hdr *h = n->segs[i] ? n->segs[i]->base : NULL;
+
+		for (unsigned u = 0; h != NULL && u < SHM_USERS; u++) {
+			pid_t p = (pid_t)atomic_load_explicit(&h->users[u], memory_order_relaxed);
+			bool seen = false;
+
+			for (size_t j = 0; j < np && !seen; j++)
+				seen = pids[j] == p;
+			if (p > 0 && !seen)
+				pids[np++] = p;
+		}
+	}
+	pthread_mutex_unlock(&n->alloc_lock);
+	for (size_t i = 0; i < np; i++) {
+		if (pids[i] != getpid())
+			watch_pid(st, pids[i]);
+	}
+}
+
+void shm_region_returned(shm_node *n, shm_blk *b)
+{
+	shm_map *m = b->a < n->nsegs ? n->segs[b->a] : NULL;
+	shm_region_priv *rp = m != NULL ? m->region : NULL;
+
+	if (rp == NULL)
+		return;
+	pthread_mutex_lock(&rp->lock);
+	if (rp->npending == rp->cap_pending) {
+		size_t cap = rp->cap_pending ? 2 * rp->cap_pending : 64;
+		fq_region_ack *v = realloc(rp->pending, cap * sizeof(*v));
+
+		if (v == NULL) {
+			pthread_mutex_unlock(&rp->lock);
+			return;
+		}
+		rp->pending = v;
+		rp->cap_pending = cap;
+	}
+	rp->pending[rp->npending].data = (char *)rp->r->data + b->b;
+	rp->pending[rp->npending].size = b->c;
+	rp->pending[rp->npending].hint = (void *)(uintptr_t)b->d;
+	rp->npending++;
+	pthread_mutex_unlock(&rp->lock);
+}
+
+/* Deliver queued region acknowledgements (I/O thread, no lock held). */
+static void flush_acks(shm_transport *st)
+{
+	pthread_mutex_lock(&st->region_lock);
+	for (shm_region_priv *rp = st->regions; rp != NULL; rp = rp->next) {
+		fq_region_ack *acks;
+		size_t n;
+
+		pthread_mutex_lock(&rp->lock);
+		acks = rp->pending;
+		n = rp->npending;
+		rp->pending = NULL;
+		rp->npending = rp->cap_pending = 0;
+		pthread_mutex_unlock(&rp->lock);
+		if (n == 0)
+			continue;
+		shm_fault("region_ack");
+		if (rp->r->ack_fn != NULL)
+			rp->r->ack_fn(acks, n, rp->r->arg);
+		atomic_fetch_sub(&st->node->outstanding_region_msgs, n);
+		free(acks);
+		/* Each message held a region reference (the region may close now). */
+		for (size_t i = 0; i < n; i++)
+			fqi_region_unref(rp->r);
+	}
+	pthread_mutex_unlock(&st->region_lock);
+}
+
+static void io_accept(shm_transport *st, listener *l)
+{
+	while (!l->dead) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return;
+		if (l->dead || l->ss->closing) {
+			close(fd);
+			continue;
+		}
+		conn_new(st, l->ss, fd);
+	}
+}
+
+static void *io_main(void *arg)
+{
+	shm_transport *st = arg;
+	struct epoll_event evs[32];
+
+	while (!atomic_load(&st->stop)) {
+		int64_t now = fqi_clock_ms(), next = now + 50;
+		int timeout, k;
+
+		pthread_mutex_lock(&st->lock);
+		free_dead(st);
+		for (connecter *c = st->connecters; c != NULL; c = c->next) {
+			if (c->conn != NULL)
+				continue;
+			if (c->next_ms <= now && connect_once(st, c) != 0) {
+				int64_t max = atomic_load(&c->ss->s->opt[FQI_SO_RECONNECT_IVL_MAX]);
+
+				if (max > c->ivl) {
+					c->ivl *= 2;
+					if (c->ivl > max)
+						c->ivl = max;
+				}
+				c->next_ms = now + c->ivl;
+			}
+			if (c->conn == NULL && c->next_ms < next)
+				next = c->next_ms;
+		}
+		if (now - st->last_scan_ms >= 50) {
+			st->last_scan_ms = now;
+			scan_users(st);
+			conn_reap(st, false, false);
+		}
+		pthread_mutex_unlock(&st->lock);
+		if (atomic_load(&st->node->outstanding_region_msgs) != 0) {
+			shm_collect(st->node);
+			flush_acks(st);
+			if (next > now + 2)
+				next = now + 2;
+		}
+		timeout = (int)(next > now ? next - now : 0);
+		k = epoll_wait(st->ep, evs, (int)FQI_ARRAY_LEN(evs), timeout);
+		pthread_mutex_lock(&st->lock);
+		for (int i = 0; i < k; i++) {
+			io_src *src = evs[i].data.ptr;
+
+			switch (src->kind) {
+			case SRC_WAKE:
+				drain_fd(st->wake_fd);
+				break;
+			case SRC_LISTEN:
+				io_accept(st, (listener *)src);
+				break;
+			case SRC_TCP: {
+				listener *l =
+				    (listener *)((char *)src - offsetof(listener, tcp_src));
+				int fd;
+
+				while (!l->dead &&
+				       (fd = accept4(l->tcp_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+					close(fd);
+				break;
+			}
+			case SRC_CONN: {
+				shm_conn *c = (shm_conn *)src;
+				int rc;
+
+				if (c->state == CONN_GONE)
+					break;
+				rc = conn_drain_ctl(c);
+				if (rc == FQ_ECLOSED)
+					conn_gone(c, c->peer_closed ? NULL : "the peer hung up");
+				else if (rc == FQ_EMISMATCH)
+					conn_gone(c, "socket types do not match");
+				else if (rc != 0)
+					conn_gone(c, fq_strerror(rc));
+				break;
+			}
+			case SRC_PIDFD:
+				watch_fired(st, (struct watch *)src);
+				break;
+			default:
+				break;
+			}
+		}
+		/* Handshakes that completed, and connections a data path found broken. */
+		for (shm_conn *c = st->conns; c != NULL; c = c->next) {
+			if (c->state == CONN_READY && !c->in_peers && !c->refused)
+				sock_add_peer(c->ss, c);
+			if (c->state != CONN_GONE && atomic_load(&c->broken))
+				conn_gone(c, "it sent bad data or went away");
+		}
+		pthread_mutex_unlock(&st->lock);
+	}
+	return NULL;
+}
+
+/* ---- Transport ---------------------------------------------------------------------------- */
+
+static int shm_init(fq_transport *t)
+{
+	shm_transport *st = st_of(t);
+	shm_node *n = calloc(1, sizeof(*n));
+	struct epoll_event ev = {.events = EPOLLIN};
+	int rc;
+
+	if (n == NULL)
+		return FQ_ENOMEM;
+	if ((t->opt[OPT_ALIGNMENT] & (t->opt[OPT_ALIGNMENT] - 1)) != 0) {
+		FQI_ERROR(SUBSYS, "alignment %lld is not a power of two",
+		          (long long)t->opt[OPT_ALIGNMENT]);
+		free(n);
+		return FQ_EINVAL;
+	}
+	rc = shm_node_mem_init(n);
+	if (rc != 0) {
+		free(n);
+		return rc;
+	}
+	n->t = t;
+	if (getrandom(&n->id, sizeof(n->id), 0) != sizeof(n->id) || n->id == 0)
+		n->id =
+		    ((uint64_t)getpid() << 32) ^ (uint64_t)fqi_clock_ms() ^ (uint64_t)(uintptr_t)n;
+	n->seg_size = (size_t)t->opt[OPT_SEGMENT_SIZE];
+	n->limit = (size_t)t->opt[OPT_SEGMENT_LIMIT];
+	n->align = (size_t)t->opt[OPT_ALIGNMENT];
+	n->alloc_timeout_ms = t->opt[OPT_ALLOC_TIMEOUT];
+	st->node = n;
+	st->spin_us = t->opt[OPT_SPIN];
+	st->busy_poll = t->opt[OPT_BUSY_POLL] != 0;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->region_lock, NULL);
+	st->ep = epoll_create1(EPOLL_CLOEXEC);
+	st->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	st->wake_src.kind = SRC_WAKE;
+	ev.data.ptr = &st->wake_src;
+	if (st->ep < 0 || st->wake_fd < 0 ||
+	    epoll_ctl(st->ep, EPOLL_CTL_ADD, st->wake_fd, &ev) != 0 ||
+	    pthread_create(&st->io, NULL, io_main, st) != 0) {
+		rc = fqi_syserr(errno);
+		if (st->ep >= 0)
+			close(st->ep);
+		if (st->wake_fd >= 0)
+			close(st->wake_fd);
+		shm_node_mem_fini(n);
+		return rc;
+	}
+	st->io_started = true;
+	return 0;
+}
+
+static void shm_fini(fq_transport *t)
+{
+	shm_transport *st = st_of(t);
+
+	atomic_store(&st->stop, true);
+	io_wake(st);
+	pthread_join(st->io, NULL);
+	pthread_mutex_lock(&st->lock);
+	free_dead(st);
+	conn_reap(st, true, false);
+	for (size_t i = 0; i < st->nwatch; i++) {
+		close(st->watches[i]->fd);
+		free(st->watches[i]);
+	}
+	free(st->watches);
+	pthread_mutex_unlock(&st->lock);
+	shm_collect(st->node);
+	flush_acks(st);
+	close(st->ep);
+	close(st->wake_fd);
+	shm_node_mem_fini(st->node);
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->region_lock);
+}
+
+static int shm_probe(void)
+{
+	int fd = memfd_create("fabriq-probe", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return FQ_EUNAVAIL;
+	close(fd);
+	return 0;
+}
+
+/* ---- Regions ------------------------------------------------------------------------------ */
+
+static int shm_region_open(fq_region *r)
+{
+	shm_transport *st = st_of(r->t);
+	shm_node *n = st->node;
+	shm_region_priv *rp = r->priv;
+	size_t size;
+	shm_map *m = NULL;
+	int rc;
+
+	if (r->size > SIZE_MAX - 2 * SHM_HDR_BYTES)
+		return FQ_ENOMEM;
+	size = (SHM_HDR_BYTES + r->size + 4095) & ~(size_t)4095;
+	pthread_mutex_lock(&n->alloc_lock);
+	rc = n->total + size > n->limit ? FQ_ENOMEM : 0;
+	if (rc == 0)
+		rc = shm_seg_new(n, size, SHM_SEG_REGION, false, &m);
+	if (rc == 0)
+		m->region = rp;
+	pthread_mutex_unlock(&n->alloc_lock);
+	if (rc != 0)
+		return rc;
+	rp->r = r;
+	rp->map = m;
+	rp->st = st;
+	pthread_mutex_init(&rp->lock, NULL);
+	r->data = (char *)m->base + SHM_HDR_BYTES;
+	pthread_mutex_lock(&st->region_lock);
+	rp->next = st->regions;
+	st->regions = rp;
+	pthread_mutex_unlock(&st->region_lock);
+	return 0;
+}
+
+static void shm_region_close(fq_region *r)
+{
+	shm_region_priv *rp = r->priv;
+	shm_transport *st = rp->st;
+
+	pthread_mutex_lock(&st->region_lock);
+	for (shm_region_priv **pp = &st->regions; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == rp) {
+			*pp = rp->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->region_lock);
+	/* Retire the segment (peers that mapped it keep their mapping until they let go). */
+	pthread_mutex_lock(&st->node->alloc_lock);
+	rp->map->region = NULL;
+	shm_seg_retire(st->node, rp->map);
+	pthread_mutex_unlock(&st->node->alloc_lock);
+	free(rp->pending);
+	pthread_mutex_destroy(&rp->lock);
+}
+
+static int shm_region_msg(fq_region *r, void *data, size_t size, void *hint, fq_msg **out)
+{
+	shm_region_priv *rp = r->priv;
+	shm_node *n = rp->st->node;
+	shm_map *smap;
+	shm_blk *stub;
+	int rc = shm_alloc(n, SHM_BLK_REGION, 0, &smap, &stub);
+
+	if (rc != 0)
+		return rc;
+	stub->a = rp->map->idx;
+	stub->b = (uint64_t)((char *)data - (char *)r->data);
+	stub->c = size;
+	stub->d = (uint64_t)(uintptr_t)hint;
+	shm_map_ref(rp->map);
+	rc = shm_msg_new(r->t, smap, rp->map, stub, data, size, out);
+	if (rc != 0) {
+		stub->kind = SHM_BLK_STUB; /* no ack for a message that never existed */
+		stub->a = ~0ULL;
+		shm_blk_release(smap, stub);
+		shm_map_unref(rp->map);
+		shm_map_unref(smap);
+		return rc;
+	}
+	fqi_region_ref(r);
+	atomic_fetch_add(&n->outstanding_region_msgs, 1);
+	return 0;
+}
+
+/* ---- Descriptor --------------------------------------------------------------------------- */
+
+static const fqi_transport_ops shm_transport_ops = {
+    .size = sizeof(fqi_transport_ops),
+    .priv_size = sizeof(shm_transport),
+    .init = shm_init,
+    .fini = shm_fini,
+    .probe = shm_probe,
+};
+
+static const fqi_socket_ops shm_socket_ops = {
+    .size = sizeof(fqi_socket_ops),
+    .priv_size = sizeof(shm_sock),
+    .open = shm_sock_open,
+    .close = shm_close,
+    .setopt = shm_setopt,
+    .bind = shm_bind,
+    .connect = shm_connect,
+    .send = shm_send,
+    .recv = shm_recv,
+    .recvv = shm_recvv,
+    .events = shm_events,
+    .fd = shm_fd,
+    .interrupt = shm_interrupt,
+};
+
+static const fqi_region_ops shm_region_ops = {
+    .size = sizeof(fqi_region_ops),
+    .priv_size = sizeof(shm_region_priv),
+    .open = shm_region_open,
+    .close = shm_region_close,
+    .msg = shm_region_msg,
+};
+
+const fqi_transport_desc fqi_shmem_transport = {
+    .name = "shmem",
+    .schemes = "ipc,tcp",
+    .caps = FQI_CAP_REGIONS | FQI_CAP_POLL_FD | FQI_CAP_RCV_HWM_BYTES,
+    .options = shm_options,
+    .option_count = OPT_COUNT,
+    .transport_ops = &shm_transport_ops,
+    .msg_ops = &shm_msg_ops,
+    .socket_ops = &shm_socket_ops,
+    .region_ops = &shm_region_ops,
+};
