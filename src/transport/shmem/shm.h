@@ -51,13 +51,19 @@ typedef struct shm_seg_hdr {
 	uint32_t version, kind;
 	uint64_t owner_id; /* random id of the owning node (transport instance) */
 	uint32_t owner_pid, idx;
-	uint64_t size;                          /* bytes of the whole file */
+	uint64_t size;         /* bytes of the whole file */
+	uint32_t align;        /* data alignment: block sizes follow shm_block_bytes() */
+	uint32_t dedicated;    /* one block only */
+	uint64_t first_off;    /* offset of the first block */
+	_Atomic uint64_t bump; /* end of the carved blocks (owner-written, for monitors) */
+	char session[32];      /* the transport's session label (fq-shmmon groups by it) */
 	alignas(64) _Atomic uint64_t free_head; /* stack of returned blocks (offset, 0 = empty) */
 	alignas(64) _Atomic uint64_t users[SHM_USERS]; /* pids that mapped the segment, 0 = free */
 	/* Owner-written figures for fq-shmmon. */
 	alignas(64) _Atomic uint64_t used_bytes;
 	_Atomic uint64_t blocks_out;
 } shm_seg_hdr;
+_Static_assert(sizeof(shm_seg_hdr) <= SHM_HDR_BYTES, "segment header fits its page");
 
 typedef struct shm_blk {
 	_Atomic uint64_t word; /* holder: SHM_WORD(state, pid) */
@@ -145,8 +151,36 @@ typedef struct shm_msg {
 	shm_ref embedded;
 } shm_msg;
 
-/* Allocator size classes. */
+/* Allocator size classes: 4 steps per power of two above 256 bytes. */
 #define SHM_CLASSES 192
+
+static inline unsigned shm_class_of(size_t bytes)
+{
+	unsigned lg;
+	size_t base;
+
+	if (bytes <= 4 * SHM_CACHE_LINE)
+		return (unsigned)((bytes + SHM_CACHE_LINE - 1) / SHM_CACHE_LINE);
+	lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(bytes - 1)); /* 2^lg < bytes */
+	base = (size_t)1 << lg;
+	return 4 + (lg - 8) * 4 + (unsigned)((bytes - 1 - base) / (base / 4)) + 1;
+}
+
+static inline size_t shm_class_bytes(unsigned cls)
+{
+	unsigned lg;
+
+	if (cls <= 4)
+		return (size_t)cls * SHM_CACHE_LINE;
+	lg = 8 + (cls - 5) / 4;
+	return ((size_t)1 << lg) + ((size_t)1 << lg) / 4 * ((cls - 5) % 4 + 1);
+}
+
+/* Bytes a block of class `cls` takes in a pool segment with data alignment `align`. */
+static inline size_t shm_block_bytes(size_t align, unsigned cls)
+{
+	return (shm_class_bytes(cls) + align - 1) & ~(align - 1);
+}
 
 typedef struct shm_region_priv shm_region_priv;
 
@@ -162,6 +196,7 @@ typedef struct shm_node {
 	pid_t pid;
 	/* Options. */
 	size_t seg_size, limit, align;
+	char session[32];
 	int64_t alloc_timeout_ms;
 	/* Allocator: only this process allocates from its segments. */
 	pthread_mutex_t alloc_lock;

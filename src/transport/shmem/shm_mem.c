@@ -210,6 +210,11 @@ int shm_seg_new(shm_node *n, size_t size, uint32_t kind, bool dedicated, shm_map
 	h->owner_pid = (uint32_t)n->pid;
 	h->idx = (uint32_t)idx;
 	h->size = size;
+	h->align = (uint32_t)n->align;
+	h->dedicated = dedicated;
+	h->first_off = first_off(n);
+	atomic_init(&h->bump, first_off(n));
+	memcpy(h->session, n->session, sizeof(h->session));
 	atomic_init(&m->refs, 1);
 	m->size = size;
 	m->owner_id = n->id;
@@ -238,36 +243,10 @@ void shm_seg_retire(shm_node *n, shm_map *m)
 	}
 }
 
-/* ---- Size classes: 4 steps per power of two, in units of the alignment ------------------ */
-
-static unsigned class_of(size_t bytes)
-{
-	unsigned lg;
-	size_t base;
-
-	if (bytes <= 4 * SHM_CACHE_LINE)
-		return (unsigned)((bytes + SHM_CACHE_LINE - 1) / SHM_CACHE_LINE);
-	lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(bytes - 1)); /* 2^lg < bytes */
-	base = (size_t)1 << lg;
-	return 4 + (lg - 8) * 4 + (unsigned)((bytes - 1 - base) / (base / 4)) + 1;
-}
-
-static size_t class_bytes(unsigned cls)
-{
-	unsigned lg;
-
-	if (cls <= 4)
-		return (size_t)cls * SHM_CACHE_LINE;
-	lg = 8 + (cls - 5) / 4;
-	return ((size_t)1 << lg) + ((size_t)1 << lg) / 4 * ((cls - 5) % 4 + 1);
-}
-
-/* Bytes of a block (header + data) of class `cls` under alignment `align`. */
+/* Bytes of a block (header + data) of class `cls` under the node's alignment. */
 static size_t block_bytes(const shm_node *n, unsigned cls)
 {
-	size_t b = class_bytes(cls);
-
-	return (b + n->align - 1) & ~(n->align - 1);
+	return shm_block_bytes(n->align, cls);
 }
 
 static size_t blk_footprint(const shm_node *n, const shm_map *m, const shm_blk *b)
@@ -474,10 +453,12 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 		*mo = m;
 		*bo = (shm_blk *)((char *)m->base + first_off(n));
 		m->bump = m->size; /* carved: the reclaim scan looks at its one block */
+		atomic_store_explicit(&((shm_seg_hdr *)m->base)->bump, m->bump,
+		                      memory_order_relaxed);
 		*clso = 0;
 		return 0;
 	}
-	cls = class_of(bytes);
+	cls = shm_class_of(bytes);
 	if (cls >= SHM_CLASSES)
 		return FQ_ENOMEM;
 	if (n->free_cls[cls] == NULL)
@@ -506,6 +487,7 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 	*bo = (shm_blk *)((char *)m->base + m->bump);
 	*clso = cls;
 	m->bump += block_bytes(n, cls);
+	atomic_store_explicit(&((shm_seg_hdr *)m->base)->bump, m->bump, memory_order_relaxed);
 	return 0;
 }
 

@@ -50,6 +50,7 @@ enum {
 	OPT_ALLOC_TIMEOUT,
 	OPT_SPIN,
 	OPT_BUSY_POLL,
+	OPT_SESSION,
 	OPT_COUNT
 };
 
@@ -68,6 +69,8 @@ static const fqi_option shm_options[OPT_COUNT] = {
     [OPT_BUSY_POLL] = {"busy_poll", FQ_OPT_BOOL, "false", 0, 1,
                        "never sleep: waiting calls poll the rings (lowest latency, one core "
                        "busy per waiting thread)"},
+    [OPT_SESSION] = {"session", FQ_OPT_STRING, "default", 0, 0,
+                     "label of the segments (as FairMQ's --session), shown by fq-shmmon"},
 };
 
 /* ---- Control messages ------------------------------------------------------------------- */
@@ -2529,6 +2532,8 @@ static int shm_init(fq_transport *t)
 	n->limit = (size_t)t->opt[OPT_SEGMENT_LIMIT];
 	n->align = (size_t)t->opt[OPT_ALIGNMENT];
 	n->alloc_timeout_ms = t->opt[OPT_ALLOC_TIMEOUT];
+	snprintf(n->session, sizeof(n->session), "%s",
+	         t->opt_str[OPT_SESSION] ? t->opt_str[OPT_SESSION] : "default");
 	st->node = n;
 	st->spin_us = t->opt[OPT_SPIN];
 	st->busy_poll = t->opt[OPT_BUSY_POLL] != 0;
