@@ -245,7 +245,24 @@ void shm_map_unref(shm_map *m);
 void shm_map_ref(shm_map *m);
 /* Register our pid in a foreign segment's user table. */
 bool shm_register_user(shm_map *m);
-/* Fault injection: SIGKILL this process when FQ_SHM_FAULT names `point`. */
-void shm_fault(const char *point);
+/* This process's pid (cached; reset in a forked child). */
+pid_t shm_self(void);
+void shm_self_atfork(void);
+/* Push this thread's batches of returned blocks to their owners (before sleeping). */
+void shm_flush_frees(void);
+/* Blocks up to this many data bytes go back to their owner in batches. */
+#define SHM_BATCH_MAX_BYTES 65536
+/*
+ * Fault injection for tests: SIGKILL this process at `point` when the environment variable
+ * FQ_SHM_FAULT names it (after FQ_SHM_FAULT_AFTER earlier hits). Points: alloc, free,
+ * ring_push, ring_pop, refcount, region_ack, segment_grow.
+ */
+extern const char *shm_fault_point; /* (const char *)1 until the environment was read */
+void shm_fault_hit(const char *point);
+static inline void shm_fault(const char *point)
+{
+	if (FQI_UNLIKELY(shm_fault_point != NULL))
+		shm_fault_hit(point);
+}
 
 #endif /* FQI_SHM_H */

@@ -24,20 +24,91 @@
 
 /* ---- Fault injection -------------------------------------------------------------------- */
 
-void shm_fault(const char *point)
-{
-	static const char *want = (const char *)1;
+const char *shm_fault_point = (const char *)1;
 
-	if (want == (const char *)1)
-		want = getenv("FQ_SHM_FAULT");
-	if (FQI_UNLIKELY(want != NULL) && strcmp(want, point) == 0) {
+void shm_fault_hit(const char *point)
+{
+	if (shm_fault_point == (const char *)1)
+		shm_fault_point = getenv("FQ_SHM_FAULT");
+	if (shm_fault_point != NULL && strcmp(shm_fault_point, point) == 0) {
 		static _Atomic long hits;
 		const char *after = getenv("FQ_SHM_FAULT_AFTER");
 		long skip = after ? atol(after) : 0;
 
-		if (atomic_fetch_add(&hits, 1) >= skip)
+		if (atomic_fetch_add(&hits, 1) >= skip) {
+			FQI_INFO(SUBSYS, "fault injection: killing pid %d at '%s'", (int)getpid(),
+			         point);
 			raise(SIGKILL);
+		}
 	}
+}
+
+/* ---- Process identity ------------------------------------------------------------------ */
+
+/* glibc does not cache getpid(); the hot path asks for it on every block it takes over. */
+static _Atomic pid_t self_pid;
+
+static void self_forget(void)
+{
+	atomic_store(&self_pid, 0);
+}
+
+pid_t shm_self(void)
+{
+	pid_t p = atomic_load_explicit(&self_pid, memory_order_relaxed);
+
+	if (FQI_UNLIKELY(p == 0)) {
+		static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+		pthread_once(&once, shm_self_atfork);
+		p = getpid();
+		atomic_store(&self_pid, p);
+	}
+	return p;
+}
+
+void shm_self_atfork(void)
+{
+	pthread_atfork(NULL, NULL, self_forget);
+}
+
+/* ---- Wrapper cache: message wrappers are recycled per thread --------------------------- */
+
+#define WRAP_CACHE 64
+
+static _Thread_local FQI_TLS_FAST shm_msg *wrap_cache[WRAP_CACHE];
+static _Thread_local FQI_TLS_FAST unsigned wrap_count;
+static pthread_key_t wrap_key;
+static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
+
+static void wrap_thread_exit(void *arg)
+{
+	FQI_UNUSED(arg);
+	while (wrap_count > 0)
+		free(wrap_cache[--wrap_count]);
+	shm_flush_frees();
+}
+
+static void wrap_key_init(void)
+{
+	pthread_key_create(&wrap_key, wrap_thread_exit);
+}
+
+static shm_msg *wrap_get(void)
+{
+	if (FQI_LIKELY(wrap_count > 0))
+		return wrap_cache[--wrap_count];
+	pthread_once(&wrap_once, wrap_key_init);
+	pthread_setspecific(wrap_key, (void *)1); /* run the destructor at thread exit */
+	return malloc(sizeof(shm_msg));
+}
+
+static void wrap_put(shm_msg *m)
+{
+	if (FQI_LIKELY(wrap_count < WRAP_CACHE))
+		wrap_cache[wrap_count++] = m;
+	else
+		free(m);
 }
 
 /* ---- Maps ------------------------------------------------------------------------------- */
@@ -55,7 +126,7 @@ void shm_map_unref(shm_map *m)
 		return;
 	if (m->registered && !m->own) {
 		shm_seg_hdr *h = m->base;
-		uint64_t me = (uint32_t)getpid();
+		uint64_t me = (uint32_t)shm_self();
 
 		for (unsigned i = 0; i < SHM_USERS; i++) {
 			uint64_t v = me;
@@ -100,7 +171,7 @@ int shm_map_peer(int fd, shm_map **out)
 bool shm_register_user(shm_map *m)
 {
 	shm_seg_hdr *h = m->base;
-	uint64_t me = (uint32_t)getpid();
+	uint64_t me = (uint32_t)shm_self();
 	int free_slot = -1;
 
 	if (m->registered || m->own)
@@ -493,7 +564,7 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 
 int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 {
-	int64_t deadline = fqi_deadline(n->alloc_timeout_ms);
+	int64_t deadline = -2; /* computed when the limit is first hit */
 	size_t bytes;
 	unsigned cls = 0;
 	shm_map *m = NULL;
@@ -512,9 +583,14 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 			shm_map_ref(m);
 		}
 		pthread_mutex_unlock(&n->alloc_lock);
-		if (rc != FQ_ENOMEM || fqi_deadline_remaining(deadline) == 0)
+		if (rc != FQ_ENOMEM)
 			break;
-		usleep(200); /* at the limit: wait for blocks to come back */
+		if (deadline == -2)
+			deadline = fqi_deadline(n->alloc_timeout_ms);
+		if (fqi_deadline_remaining(deadline) == 0)
+			break;
+		shm_flush_frees(); /* our own returns may be what is missing */
+		usleep(200);       /* at the limit: wait for blocks to come back */
 	}
 	if (rc != 0) {
 		if (rc == FQ_ENOMEM)
@@ -543,9 +619,86 @@ int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, sh
 
 /* ---- Releasing blocks ------------------------------------------------------------------- */
 
+/* Push the chain first..last (linked through next) onto m's stack of returned blocks. */
+static void push_chain(shm_map *m, shm_blk *first, shm_blk *last)
+{
+	shm_seg_hdr *h = m->base;
+	uint64_t off = (uint64_t)((char *)first - (char *)m->base);
+	uint64_t head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
+
+	do {
+		last->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &h->free_head, &head, off, memory_order_release, memory_order_relaxed));
+}
+
+/*
+ * Small blocks of other owners go back in batches: one CAS on the owner's stack per batch
+ * instead of one per message. A batch is pushed when it is full, when its thread is about
+ * to sleep in a fabriq call, and when the thread exits. Blocks waiting in a batch are
+ * FREEING by this process: if it dies, the owner takes them back like any other.
+ */
+#define SHM_BATCH       32
+#define SHM_BATCH_SLOTS 4
+
+typedef struct free_batch {
+	shm_map *map;
+	shm_blk *first, *last;
+	unsigned n;
+} free_batch;
+
+static _Thread_local FQI_TLS_FAST free_batch batches[SHM_BATCH_SLOTS];
+
+static void batch_flush(free_batch *fb)
+{
+	if (fb->map == NULL)
+		return;
+	push_chain(fb->map, fb->first, fb->last);
+	shm_map_unref(fb->map);
+	fb->map = NULL;
+	fb->n = 0;
+}
+
+void shm_flush_frees(void)
+{
+	for (unsigned i = 0; i < SHM_BATCH_SLOTS; i++)
+		batch_flush(&batches[i]);
+}
+
+static void batch_add(shm_map *m, shm_blk *b)
+{
+	free_batch *fb = NULL;
+
+	for (unsigned i = 0; i < SHM_BATCH_SLOTS; i++) {
+		if (batches[i].map == m) {
+			fb = &batches[i];
+			break;
+		}
+		if (batches[i].map == NULL && fb == NULL)
+			fb = &batches[i];
+	}
+	if (fb == NULL) {
+		fb = &batches[0];
+		batch_flush(fb);
+	}
+	if (fb->map == NULL) {
+		pthread_once(&wrap_once, wrap_key_init);
+		pthread_setspecific(wrap_key, (void *)1);
+		shm_map_ref(m);
+		fb->map = m;
+		fb->last = b;
+		b->next = 0;
+	} else {
+		b->next = (uint64_t)((char *)fb->first - (char *)m->base);
+	}
+	fb->first = b;
+	if (++fb->n >= SHM_BATCH)
+		batch_flush(fb);
+}
+
 void shm_blk_release(shm_map *m, shm_blk *b)
 {
-	pid_t me = getpid();
+	pid_t me = shm_self();
 	uint64_t w = SHM_WORD(SHM_HELD, me);
 
 	if (m->own && !atomic_load(&m->node->closed)) {
@@ -565,16 +718,10 @@ void shm_blk_release(shm_map *m, shm_blk *b)
 		return;
 	}
 	shm_fault("free");
-	{
-		shm_seg_hdr *h = m->base;
-		uint64_t off = (uint64_t)((char *)b - (char *)m->base);
-		uint64_t head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
-
-		do {
-			b->next = head;
-		} while (!atomic_compare_exchange_weak_explicit(
-		    &h->free_head, &head, off, memory_order_release, memory_order_relaxed));
-	}
+	if (!m->dedicated && (b->kind != SHM_BLK_DATA || b->a <= SHM_BATCH_MAX_BYTES))
+		batch_add(m, b);
+	else
+		push_chain(m, b, b);
 }
 
 static void ref_adopted_done(shm_ref *r)
@@ -601,7 +748,7 @@ static void ref_release(shm_ref *r)
 int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
                 fq_msg **out)
 {
-	shm_msg *m = malloc(sizeof(*m));
+	shm_msg *m = wrap_get();
 
 	if (m == NULL)
 		return FQ_ENOMEM;
@@ -630,9 +777,9 @@ void shm_msg_forget(fq_msg *msg)
 	if (r->dmap != r->map)
 		shm_map_unref(r->dmap);
 	shm_map_unref(r->map);
-	free(host);
+	wrap_put(host);
 	if (host != m)
-		free(m);
+		wrap_put(m);
 }
 
 /* The node of a transport instance (defined in shmem.c). */
@@ -678,7 +825,7 @@ static int msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn free_
 static int msg_copy(const fq_msg *src, fq_msg **out)
 {
 	const shm_msg *s = (const shm_msg *)src;
-	shm_msg *m = malloc(sizeof(*m));
+	shm_msg *m = wrap_get();
 
 	if (m == NULL)
 		return FQ_ENOMEM;
@@ -703,10 +850,10 @@ static void msg_free(fq_msg *msg)
 
 	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
 		ref_release(r);
-		free(host);
+		wrap_put(host);
 	}
 	if (host != m)
-		free(m);
+		wrap_put(m);
 }
 
 const fqi_msg_ops shm_msg_ops = {
@@ -723,7 +870,7 @@ const fqi_msg_ops shm_msg_ops = {
 int shm_node_mem_init(shm_node *n)
 {
 	atomic_init(&n->refs, 1);
-	n->pid = getpid();
+	n->pid = shm_self();
 	if (pthread_mutex_init(&n->alloc_lock, NULL) != 0)
 		return FQ_ENOMEM;
 	return 0;

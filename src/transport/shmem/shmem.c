@@ -161,6 +161,8 @@ struct shm_conn {
 	size_t n_out, cap_out;
 	seg_slot *out_hash;
 	size_t hash_cap;
+	shm_map *last_map; /* last lookup (a map announced here: out_maps holds it) */
+	uint32_t last_idx;
 	/* PUB side: the peer's subscriptions (guarded by ss->slock). */
 	char **subs;
 	size_t *sub_len;
@@ -252,6 +254,19 @@ static int64_t now_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* A short busy wait that lets the sibling hyperthread (or the peer on this core) run. */
+static void spin_pause(void)
+{
+	shm_flush_frees();
+	for (int i = 0; i < 32; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#else
+		atomic_signal_fence(memory_order_seq_cst);
+#endif
+	}
 }
 
 static void kick(int fd)
@@ -586,7 +601,7 @@ static int conn_send_hello(shm_conn *c)
 	ctl_init(&m, CTL_HELLO);
 	m.sock_type = (uint32_t)s->type;
 	m.node_id = c->st->node->id;
-	m.pid = (uint32_t)getpid();
+	m.pid = (uint32_t)shm_self();
 	m.rcv_hwm = (uint32_t)atomic_load(&s->opt[FQI_SO_RCV_HWM]);
 	fds[0] = c->in_map->fd;
 	fds[1] = c->ss->efd_in;
@@ -764,7 +779,7 @@ static void conn_gone(shm_conn *c, const char *why)
 	pthread_mutex_unlock(&ss->rlock);
 	epoll_ctl(c->st->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	shutdown(c->fd, SHUT_RDWR);
-	if (c->peer_pid > 0 && c->peer_pid != getpid())
+	if (c->peer_pid > 0 && c->peer_pid != shm_self())
 		watch_pid(c->st, c->peer_pid);
 	if (c->origin != NULL) {
 		c->origin->conn = NULL;
@@ -1266,6 +1281,10 @@ static int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
 	ctl_msg msg;
 	int rc;
 
+	if (FQI_LIKELY(c->last_map == m)) {
+		*idx = c->last_idx;
+		return 0;
+	}
 	if (c->hash_cap != 0) {
 		mask = c->hash_cap - 1;
 		for (i = key & mask;; i = (i + 1) & mask) {
@@ -1275,6 +1294,8 @@ static int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
 				break;
 			if (sl->owner_id == m->owner_id && sl->idx == m->idx) {
 				*idx = sl->conn_idx - 1;
+				c->last_map = m;
+				c->last_idx = *idx;
 				return 0;
 			}
 		}
@@ -1681,7 +1702,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				rc = FQ_ETIMEDOUT;
 				break;
 			}
-			sched_yield();
+			spin_pause();
 			pthread_mutex_lock(&ss->slock);
 			continue;
 		}
@@ -1739,7 +1760,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
-	pid_t me = getpid();
+	pid_t me = shm_self();
 	size_t n;
 	bool lost = false, too_big = false;
 	long rc;
@@ -1972,7 +1993,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				break;
 			}
 			pthread_mutex_unlock(&ss->rlock);
-			sched_yield();
+			spin_pause();
 			pthread_mutex_lock(&ss->rlock);
 			continue;
 		}
@@ -2013,6 +2034,7 @@ static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline
 
 	if (ms == 0)
 		return FQ_ETIMEDOUT;
+	shm_flush_frees(); /* blocks this thread gave back must not wait while it sleeps */
 	atomic_fetch_add(waiters, 1);
 	if (check_intr(ss) != 0) {
 		atomic_fetch_sub(waiters, 1);
@@ -2332,7 +2354,7 @@ static void scan_users(shm_transport *st)
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
 	for (size_t i = 0; i < np; i++) {
-		if (pids[i] != getpid())
+		if (pids[i] != shm_self())
 			watch_pid(st, pids[i]);
 	}
 }
@@ -2526,8 +2548,8 @@ static int shm_init(fq_transport *t)
 	}
 	n->t = t;
 	if (getrandom(&n->id, sizeof(n->id), 0) != sizeof(n->id) || n->id == 0)
-		n->id =
-		    ((uint64_t)getpid() << 32) ^ (uint64_t)fqi_clock_ms() ^ (uint64_t)(uintptr_t)n;
+		n->id = ((uint64_t)shm_self() << 32) ^ (uint64_t)fqi_clock_ms() ^
+		        (uint64_t)(uintptr_t)n;
 	n->seg_size = (size_t)t->opt[OPT_SEGMENT_SIZE];
 	n->limit = (size_t)t->opt[OPT_SEGMENT_LIMIT];
 	n->align = (size_t)t->opt[OPT_ALIGNMENT];
