@@ -245,11 +245,24 @@ void shm_map_unref(shm_map *m);
 void shm_map_ref(shm_map *m);
 /* Register our pid in a foreign segment's user table. */
 bool shm_register_user(shm_map *m);
+/* Figures of a node's own segments (returned blocks are collected first). */
+typedef struct shm_stats {
+	uint64_t segments, segment_bytes;
+	uint64_t blocks_out; /* allocated and not back: held here, by peers or in flight */
+	uint64_t used_bytes;
+	uint64_t reclaimed_blocks; /* taken back from dead processes */
+	uint64_t dropped_entries;  /* handles whose block was taken back before we got it */
+} shm_stats;
+void shm_node_stats(shm_node *n, shm_stats *st);
+shm_node *shm_node_of(fq_transport *t);
+
 /* This process's pid (cached; reset in a forked child). */
 pid_t shm_self(void);
 void shm_self_atfork(void);
 /* Push this thread's batches of returned blocks to their owners (before sleeping). */
 void shm_flush_frees(void);
+/* Push every thread's batches older than max_age_ms (I/O threads, periodically). */
+void shm_flush_stale(int64_t now_ms, int64_t max_age_ms);
 /* Blocks up to this many data bytes go back to their owner in batches. */
 #define SHM_BATCH_MAX_BYTES 65536
 /*

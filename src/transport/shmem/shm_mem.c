@@ -81,12 +81,14 @@ static _Thread_local FQI_TLS_FAST unsigned wrap_count;
 static pthread_key_t wrap_key;
 static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
 
+static void batches_thread_exit(void);
+
 static void wrap_thread_exit(void *arg)
 {
 	FQI_UNUSED(arg);
 	while (wrap_count > 0)
 		free(wrap_cache[--wrap_count]);
-	shm_flush_frees();
+	batches_thread_exit();
 }
 
 static void wrap_key_init(void)
@@ -647,7 +649,21 @@ typedef struct free_batch {
 	unsigned n;
 } free_batch;
 
-static _Thread_local FQI_TLS_FAST free_batch batches[SHM_BATCH_SLOTS];
+/*
+ * A thread's batches. They are listed globally so that I/O threads can push batches that
+ * sit too long (a thread that freed a few messages and then went elsewhere): the owner
+ * thread and a flusher take `busy` (a spin flag, never held across anything that blocks).
+ */
+typedef struct thread_batches {
+	atomic_flag busy;
+	int64_t since_ms; /* when the oldest waiting block was added, 0 = nothing waits */
+	free_batch b[SHM_BATCH_SLOTS];
+	struct thread_batches *next, *prev;
+} thread_batches;
+
+static _Thread_local FQI_TLS_FAST thread_batches *my_batches;
+static pthread_mutex_t batches_lock = PTHREAD_MUTEX_INITIALIZER;
+static thread_batches *all_batches;
 
 static void batch_flush(free_batch *fb)
 {
@@ -659,41 +675,128 @@ static void batch_flush(free_batch *fb)
 	fb->n = 0;
 }
 
-void shm_flush_frees(void)
+static void batches_flush_locked(thread_batches *tb)
 {
 	for (unsigned i = 0; i < SHM_BATCH_SLOTS; i++)
-		batch_flush(&batches[i]);
+		batch_flush(&tb->b[i]);
+	tb->since_ms = 0;
 }
 
-static void batch_add(shm_map *m, shm_blk *b)
+static void lock_batches(thread_batches *tb)
 {
+	while (atomic_flag_test_and_set_explicit(&tb->busy, memory_order_acquire))
+		;
+}
+
+static void unlock_batches(thread_batches *tb)
+{
+	atomic_flag_clear_explicit(&tb->busy, memory_order_release);
+}
+
+void shm_flush_frees(void)
+{
+	thread_batches *tb = my_batches;
+
+	if (tb == NULL || tb->since_ms == 0)
+		return;
+	lock_batches(tb);
+	batches_flush_locked(tb);
+	unlock_batches(tb);
+}
+
+/* Called by I/O threads: push batches older than max_age_ms of every thread. */
+void shm_flush_stale(int64_t now_ms, int64_t max_age_ms)
+{
+	pthread_mutex_lock(&batches_lock);
+	for (thread_batches *tb = all_batches; tb != NULL; tb = tb->next) {
+		if (tb->since_ms == 0 || now_ms - tb->since_ms < max_age_ms)
+			continue;
+		if (atomic_flag_test_and_set_explicit(&tb->busy, memory_order_acquire))
+			continue; /* its thread is at it */
+		batches_flush_locked(tb);
+		unlock_batches(tb);
+	}
+	pthread_mutex_unlock(&batches_lock);
+}
+
+static void batches_thread_exit(void)
+{
+	thread_batches *tb = my_batches;
+
+	if (tb == NULL)
+		return;
+	pthread_mutex_lock(&batches_lock);
+	lock_batches(tb);
+	batches_flush_locked(tb);
+	if (tb->prev != NULL)
+		tb->prev->next = tb->next;
+	else
+		all_batches = tb->next;
+	if (tb->next != NULL)
+		tb->next->prev = tb->prev;
+	pthread_mutex_unlock(&batches_lock);
+	my_batches = NULL;
+	free(tb);
+}
+
+static thread_batches *batches_get(void)
+{
+	thread_batches *tb = my_batches;
+
+	if (FQI_LIKELY(tb != NULL))
+		return tb;
+	tb = calloc(1, sizeof(*tb));
+	if (tb == NULL)
+		return NULL;
+	atomic_flag_clear(&tb->busy);
+	pthread_once(&wrap_once, wrap_key_init);
+	pthread_setspecific(wrap_key, (void *)1); /* the destructor flushes at thread exit */
+	pthread_mutex_lock(&batches_lock);
+	tb->next = all_batches;
+	if (all_batches != NULL)
+		all_batches->prev = tb;
+	all_batches = tb;
+	pthread_mutex_unlock(&batches_lock);
+	my_batches = tb;
+	return tb;
+}
+
+/* Returns false if the block could not be batched (push it alone). */
+static bool batch_add(shm_map *m, shm_blk *b)
+{
+	thread_batches *tb = batches_get();
 	free_batch *fb = NULL;
 
+	if (tb == NULL)
+		return false;
+	lock_batches(tb);
 	for (unsigned i = 0; i < SHM_BATCH_SLOTS; i++) {
-		if (batches[i].map == m) {
-			fb = &batches[i];
+		if (tb->b[i].map == m) {
+			fb = &tb->b[i];
 			break;
 		}
-		if (batches[i].map == NULL && fb == NULL)
-			fb = &batches[i];
+		if (tb->b[i].map == NULL && fb == NULL)
+			fb = &tb->b[i];
 	}
 	if (fb == NULL) {
-		fb = &batches[0];
+		fb = &tb->b[0];
 		batch_flush(fb);
 	}
 	if (fb->map == NULL) {
-		pthread_once(&wrap_once, wrap_key_init);
-		pthread_setspecific(wrap_key, (void *)1);
 		shm_map_ref(m);
 		fb->map = m;
 		fb->last = b;
 		b->next = 0;
+		if (tb->since_ms == 0)
+			tb->since_ms = fqi_clock_ms();
 	} else {
 		b->next = (uint64_t)((char *)fb->first - (char *)m->base);
 	}
 	fb->first = b;
 	if (++fb->n >= SHM_BATCH)
 		batch_flush(fb);
+	unlock_batches(tb);
+	return true;
 }
 
 void shm_blk_release(shm_map *m, shm_blk *b)
@@ -718,9 +821,8 @@ void shm_blk_release(shm_map *m, shm_blk *b)
 		return;
 	}
 	shm_fault("free");
-	if (!m->dedicated && (b->kind != SHM_BLK_DATA || b->a <= SHM_BATCH_MAX_BYTES))
-		batch_add(m, b);
-	else
+	if (m->dedicated || (b->kind == SHM_BLK_DATA && b->a > SHM_BATCH_MAX_BYTES) ||
+	    !batch_add(m, b))
 		push_chain(m, b, b);
 }
 
@@ -864,6 +966,28 @@ const fqi_msg_ops shm_msg_ops = {
     .shrink = msg_shrink,
     .free = msg_free,
 };
+
+void shm_node_stats(shm_node *n, shm_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&n->alloc_lock);
+	collect_locked(n);
+	for (size_t i = 0; i < n->nsegs; i++) {
+		shm_map *m = n->segs[i];
+		shm_seg_hdr *h;
+
+		if (m == NULL)
+			continue;
+		h = m->base;
+		st->segments++;
+		st->segment_bytes += m->size;
+		st->blocks_out += atomic_load(&h->blocks_out);
+		st->used_bytes += atomic_load(&h->used_bytes);
+	}
+	pthread_mutex_unlock(&n->alloc_lock);
+	st->reclaimed_blocks = atomic_load(&n->reclaimed_blocks);
+	st->dropped_entries = atomic_load(&n->dropped_entries);
+}
 
 /* ---- Node ------------------------------------------------------------------------------- */
 

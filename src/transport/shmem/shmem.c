@@ -2434,7 +2434,7 @@ static void *io_main(void *arg)
 	struct epoll_event evs[32];
 
 	while (!atomic_load(&st->stop)) {
-		int64_t now = fqi_clock_ms(), next = now + 50;
+		int64_t now = fqi_clock_ms(), next = now + 10;
 		int timeout, k;
 
 		pthread_mutex_lock(&st->lock);
@@ -2455,6 +2455,7 @@ static void *io_main(void *arg)
 			if (c->conn == NULL && c->next_ms < next)
 				next = c->next_ms;
 		}
+		shm_flush_stale(now, 10);
 		if (now - st->last_scan_ms >= 50) {
 			st->last_scan_ms = now;
 			scan_users(st);
