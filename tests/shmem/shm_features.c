@@ -1,0 +1,338 @@
+/*
+ * shmem transport features beyond the conformance suite: zero-copy (pointers, not bytes,
+ * travel), segment growth and the total limit, a message of several GiB, region
+ * acknowledgements, PUB/SUB with a slow and a fast subscriber, alignment, and refusals at
+ * connect time (another transport, another host).
+ */
+#include "fq_test.h"
+#include "transport/shmem/shm.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+TestSuite(shmem, .init = fqt_init, .fini = fqt_fini, .timeout = 120);
+
+static fq_transport *open_shmem(const char *options)
+{
+	fq_transport *t = NULL;
+
+	FQ_PASS(fq_transport_open(&t, "shmem", options));
+	return t;
+}
+
+static shm_stats stats(fq_transport *t)
+{
+	shm_stats st;
+
+	shm_node_stats(shm_node_of(t), &st);
+	return st;
+}
+
+/* Every block of t is back (returned blocks may take one batch flush, bounded). */
+static void expect_all_back(fq_transport *t)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	shm_stats st = stats(t);
+
+	while (st.blocks_out != 0 && fqt_now_ms() < deadline) {
+		fqt_pause();
+		st = stats(t);
+	}
+	cr_assert(st.blocks_out == 0, "%llu blocks are still out",
+	          (unsigned long long)st.blocks_out);
+}
+
+static void pair_up(fq_transport *t, fq_socket_type a, fq_socket_type b, fq_socket **sa,
+                    fq_socket **sb)
+{
+	*sa = fqt_socket(t, a);
+	*sb = fqt_socket(t, b);
+	fqt_marry(*sb, *sa, "ipc");
+}
+
+Test(shmem, zero_copy_forwarding, .description = "a forwarded message keeps its bytes in place")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *a, *b, *c, *d;
+	fq_msg *m = fqt_msg_pattern(t, 100 * KiB, 3), *r = NULL;
+	void *where = fq_msg_data(m);
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &a, &b);
+	pair_up(t, FQ_PUSH, FQ_PULL, &c, &d);
+	FQ_PASS(fq_send(a, &m, 0));
+	FQ_PASS(fqt_recv(b, &r, 0));
+	cr_assert(fq_msg_data(r) == where, "the receiver got a copy, not the block");
+	FQ_PASS(fq_send(c, &r, 0));
+	FQ_PASS(fqt_recv(d, &r, 0));
+	cr_assert(fq_msg_data(r) == where, "forwarding copied the message");
+	fqt_msg_check(r, 100 * KiB, 3);
+	fq_msg_free(r);
+	fqt_close(a);
+	fqt_close(b);
+	fqt_close(c);
+	fqt_close(d);
+	expect_all_back(t);
+	fq_transport_close(t);
+}
+
+Test(shmem, growth_and_limit, .description = "full segments add segments up to segment_limit")
+{
+	fq_transport *t = open_shmem("segment_size=1M,segment_limit=6M,alloc_timeout=50");
+	fq_socket *push, *pull;
+	fq_msg *held[200];
+	size_t n = 0;
+	int rc = 0;
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	FQ_PASS(fq_socket_set_int(push, "snd_hwm", 0));
+	/* Hold messages until the limit refuses more: FQ_ENOMEM, no crash, no hang. */
+	while (n < 200) {
+		rc = fq_msg_alloc(t, 64 * KiB, &held[n]);
+		if (rc != 0)
+			break;
+		n++;
+	}
+	FQ_FAIL(rc, FQ_ENOMEM);
+	cr_assert(stats(t).segments >= 5, "only %llu segments for %zu blocks of 64 KiB",
+	          (unsigned long long)stats(t).segments, n);
+	cr_assert(stats(t).segment_bytes <= 6 * MiB);
+	cr_log_info("growth: %zu blocks of 64 KiB in %llu segments of 1 MiB", n,
+	            (unsigned long long)stats(t).segments);
+	/* They travel, and the memory comes back for new messages. */
+	for (size_t i = 0; i < n; i++) {
+		fq_msg *r = NULL;
+
+		memset(fq_msg_data(held[i]), (int)i, 64 * KiB);
+		FQ_PASS(fq_send(push, &held[i], 0));
+		FQ_PASS(fqt_recv(pull, &r, 0));
+		cr_assert(((uint8_t *)fq_msg_data(r))[64 * KiB - 1] == (uint8_t)i);
+		fq_msg_free(r);
+	}
+	expect_all_back(t);
+	FQ_PASS(fq_msg_alloc(t, 64 * KiB, &held[0]));
+	fq_msg_free(held[0]);
+	fqt_close(push);
+	fqt_close(pull);
+	fq_transport_close(t);
+}
+
+Test(shmem, several_gib, .timeout = 240,
+     .description = "a 5 GiB message travels without 5 GiB of memory being touched")
+{
+	fq_transport *t = open_shmem(NULL);
+	const size_t size = 5 * GiB + 12345;
+	fq_socket *push, *pull;
+	fq_msg *m = NULL, *r = NULL;
+	uint8_t *d;
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	FQ_PASS(fq_socket_set(pull, "max_msg_size", "0")); /* the default is 4G */
+	FQ_PASS(fq_msg_alloc(t, size, &m));
+	d = fq_msg_data(m);
+	for (size_t off = 0; off < size; off += 256 * MiB)
+		d[off] = (uint8_t)(off >> 28) + 1;
+	d[size - 1] = 0xee;
+	FQ_PASS(fq_send(push, &m, 0));
+	FQ_PASS(fqt_recv(pull, &r, 0));
+	cr_assert(fq_msg_size(r) == size, "received %zu bytes", fq_msg_size(r));
+	d = fq_msg_data(r);
+	for (size_t off = 0; off < size; off += 256 * MiB)
+		cr_assert(d[off] == (uint8_t)((off >> 28) + 1), "marker at %zu", off);
+	cr_assert(d[size - 1] == 0xee);
+	cr_assert(d[size / 2 + 1] == 0, "untouched bytes read as zero");
+	fq_msg_free(r);
+	expect_all_back(t);
+	fqt_close(push);
+	fqt_close(pull);
+	fq_transport_close(t);
+}
+
+static struct {
+	pthread_mutex_t lock;
+	int calls, acks;
+	bool seen[200];
+	bool bad;
+	char *base;
+} acks = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void on_acks(const fq_region_ack *a, size_t n, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&acks.lock);
+	acks.calls++;
+	for (size_t i = 0; i < n; i++) {
+		uintptr_t k = (uintptr_t)a[i].hint;
+
+		if (k >= 200 || acks.seen[k] || a[i].size != 1000 ||
+		    (char *)a[i].data != acks.base + k * 1024)
+			acks.bad = true;
+		else
+			acks.seen[k] = true;
+		acks.acks++;
+	}
+	pthread_mutex_unlock(&acks.lock);
+}
+
+Test(shmem, region_acks, .description = "region messages are zero-copy and acked, in batches")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_region *reg = NULL;
+	fq_socket *push, *pull;
+	fq_msg *got[200];
+	int64_t deadline;
+
+	/* The region exists before anybody connects. */
+	FQ_PASS(fq_region_open(&reg, t, 256 * KiB, on_acks, NULL));
+	acks.base = fq_region_data(reg);
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	for (uintptr_t i = 0; i < 200; i++) {
+		fq_msg *m = NULL;
+		char *p = acks.base + (i % 200) * 1024;
+
+		memset(p, (int)i, 1000);
+		FQ_PASS(fq_msg_from_region(reg, p, 1000, (void *)i, &m));
+		FQ_PASS(fq_send(push, &m, 0));
+		FQ_PASS(fqt_recv(pull, &got[i], 0));
+		cr_assert(fq_msg_data(got[i]) == p, "a region message was copied");
+	}
+	pthread_mutex_lock(&acks.lock);
+	cr_assert(acks.acks == 0, "acked before the receiver freed anything");
+	pthread_mutex_unlock(&acks.lock);
+	for (int i = 0; i < 200; i++)
+		fq_msg_free(got[i]);
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	for (;;) {
+		pthread_mutex_lock(&acks.lock);
+		if (acks.acks >= 200 || fqt_now_ms() > deadline)
+			break;
+		pthread_mutex_unlock(&acks.lock);
+		fqt_pause();
+	}
+	cr_assert(acks.acks == 200 && !acks.bad, "%d acks (bad: %d)", acks.acks, acks.bad);
+	cr_assert(acks.calls < 200, "%d callbacks for 200 acks: not batched", acks.calls);
+	cr_log_info("region: 200 acks in %d callbacks", acks.calls);
+	pthread_mutex_unlock(&acks.lock);
+	fq_region_close(reg);
+	fqt_close(push);
+	fqt_close(pull);
+	expect_all_back(t);
+	fq_transport_close(t);
+}
+
+Test(shmem, pubsub_slow_and_fast,
+     .description = "a slow subscriber neither blocks the "
+                    "publisher nor costs the fast one a message")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *pub = fqt_socket(t, FQ_PUB);
+	fq_socket *fast = fqt_socket(t, FQ_SUB), *slow = fqt_socket(t, FQ_SUB);
+	char url[FQT_URL_MAX];
+	static void *where[20000];
+	int slow_got = 0;
+
+	FQ_PASS(fq_socket_set_int(fast, "rcv_hwm", 0));
+	FQ_PASS(fq_socket_set_int(slow, "rcv_hwm", 10));
+	FQ_PASS(fq_socket_set_int(pub, "snd_hwm", 10));
+	FQ_PASS(fq_socket_set(fast, "subscribe", ""));
+	FQ_PASS(fq_socket_set(slow, "subscribe", ""));
+	fqt_bind(pub, fqt_url("ipc", url));
+	fqt_connect(fast, url);
+	fqt_connect(slow, url);
+	fqt_sync(pub, fast);
+	fqt_sync(pub, slow);
+	for (uint32_t i = 0; i < 20000; i++) {
+		fq_msg *m = fqt_msg_pattern(t, 64 + i % 200, i);
+
+		memcpy(fq_msg_data(m), &i, sizeof(i));
+		where[i] = fq_msg_data(m);
+		FQ_PASS(fq_send(pub, &m, FQ_DONTWAIT)); /* never blocks, never fails */
+	}
+	for (uint32_t i = 0; i < 20000; i++) {
+		fq_msg *r = NULL;
+		uint32_t k;
+
+		FQ_PASS(fqt_recv(fast, &r, 0));
+		memcpy(&k, fq_msg_data(r), sizeof(k));
+		cr_assert(k == i, "fast subscriber: message %u where %u was due", k, i);
+		cr_assert(fq_msg_data(r) == where[i], "fan-out copied the bytes");
+		fq_msg_free(r);
+	}
+	for (;;) {
+		fq_msg *r = NULL;
+		uint32_t k;
+
+		if (fqt_recv(slow, &r, FQ_DONTWAIT) != 0)
+			break;
+		memcpy(&k, fq_msg_data(r), sizeof(k));
+		cr_assert(fq_msg_data(r) == where[k], "fan-out copied the bytes");
+		fq_msg_free(r);
+		slow_got++;
+	}
+	cr_assert(slow_got > 0 && slow_got <= 10 + 10 + 5, "slow subscriber kept %d", slow_got);
+	cr_log_info("pubsub: fast got 20000, slow kept %d", slow_got);
+	fqt_close(pub);
+	fqt_close(fast);
+	fqt_close(slow);
+	expect_all_back(t);
+	fq_transport_close(t);
+}
+
+Test(shmem, alignment, .description = "message data is aligned as configured")
+{
+	static const size_t sizes[] = {0, 1, 63, 64, 65, 1000, 5000, 100000, 3 * MiB};
+	fq_transport *t = open_shmem("alignment=4096");
+	fq_transport *d = open_shmem(NULL);
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		fq_msg *a = NULL, *b = NULL;
+
+		FQ_PASS(fq_msg_alloc(t, sizes[i], &a));
+		FQ_PASS(fq_msg_alloc(d, sizes[i], &b));
+		cr_assert((uintptr_t)fq_msg_data(a) % 4096 == 0, "%zu bytes: %p", sizes[i],
+		          fq_msg_data(a));
+		cr_assert((uintptr_t)fq_msg_data(b) % 64 == 0, "%zu bytes: %p", sizes[i],
+		          fq_msg_data(b));
+		fq_msg_free(a);
+		fq_msg_free(b);
+	}
+	fq_transport_close(t);
+	fq_transport_close(d);
+	{
+		fq_transport *bad = NULL;
+
+		FQ_FAIL(fq_transport_open(&bad, "shmem", "alignment=100"), FQ_EINVAL);
+	}
+}
+
+Test(shmem, refused_at_connect,
+     .description = "another host or another transport: an error "
+                    "at connect time")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *s = fqt_socket(t, FQ_PUSH);
+
+	/* 192.0.2.1 (TEST-NET-1) is nobody's address here. */
+	FQ_FAIL(fq_connect(s, "tcp://192.0.2.1:5555"), FQ_EMISMATCH);
+	FQ_FAIL(fq_bind(s, "tcp://192.0.2.1:5555"), FQ_EADDRINVAL);
+	FQ_FAIL(fq_connect(s, "inproc://x"), FQ_EADDRINVAL);
+#ifdef FQT_HAVE_ZEROMQ
+	{
+		fq_transport *z = fqt_transport_open("zeromq");
+		fq_socket *zs = fqt_socket(z, FQ_PULL);
+		char url[FQT_URL_MAX];
+
+		fqt_bind(zs, fqt_url("ipc", url));
+		FQ_FAIL(fq_connect(s, url), FQ_EMISMATCH);
+		fqt_bind(zs, fqt_url("tcp", url));
+		FQ_FAIL(fq_connect(s, url), FQ_EMISMATCH);
+	}
+#endif
+	fqt_close(s);
+	fq_transport_close(t);
+}
