@@ -152,7 +152,10 @@ int shm_map_peer(int fd, shm_map **out)
 
 	if (fstat(fd, &st) != 0)
 		return fqi_syserr(errno);
-	if (st.st_uid != geteuid() || (size_t)st.st_size < SHM_HDR_BYTES)
+	/* Ours to map, and sealed: nobody can shrink it under us (no SIGBUS). */
+	if (st.st_uid != geteuid() || (size_t)st.st_size < SHM_HDR_BYTES ||
+	    (fcntl(fd, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_SEAL)) !=
+	        (F_SEAL_SHRINK | F_SEAL_SEAL))
 		return FQ_EPROTO;
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED)

@@ -379,7 +379,7 @@ static int ring_create(fq_socket *s, shm_map **out)
 {
 	uint32_t cap = ring_cap_for(atomic_load(&s->opt[FQI_SO_RCV_HWM]));
 	size_t size = sizeof(shm_ring) + (size_t)cap * sizeof(shm_ent);
-	int fd = memfd_create("fabriq-ring", MFD_CLOEXEC);
+	int fd = memfd_create("fabriq-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	shm_ring *r;
 	shm_map *m;
 	int rc;
@@ -389,7 +389,8 @@ static int ring_create(fq_socket *s, shm_map **out)
 	size = (size + 4095) & ~(size_t)4095;
 	if (size < SHM_HDR_BYTES)
 		size = SHM_HDR_BYTES;
-	if (ftruncate(fd, (off_t)size) != 0) {
+	if (ftruncate(fd, (off_t)size) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
 		rc = fqi_syserr(errno);
 		close(fd);
 		return rc;
@@ -1686,6 +1687,17 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				continue;
 			}
 			break;
+		}
+		if (n > 1) {
+			/* A vector that no ready peer's ring can ever hold. */
+			bool fits = ss->npeers == 0;
+
+			for (size_t k = 0; k < ss->npeers && !fits; k++)
+				fits = ss->peers[k]->out == NULL || n <= ss->peers[k]->out->cap;
+			if (!fits) {
+				rc = FQ_EMSGSIZE;
+				break;
+			}
 		}
 		if (flags & FQ_DONTWAIT) {
 			rc = FQ_EAGAIN;
