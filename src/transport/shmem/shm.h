@@ -93,11 +93,15 @@ typedef struct shm_ring {
 	/* Producer's line. */
 	alignas(64) _Atomic uint64_t head;
 	_Atomic uint64_t head_bytes;
-	_Atomic uint32_t prod_waiting; /* producer sleeps until tail moves */
 	/* Consumer's line. */
 	alignas(64) _Atomic uint64_t tail;
 	_Atomic uint64_t tail_bytes;
-	_Atomic uint32_t cons_sleeping; /* consumer sleeps until head moves */
+	/*
+	 * The sleep flags have lines of their own: they change rarely, so the side that reads
+	 * them after every publish (or pop) finds them in its cache.
+	 */
+	alignas(64) _Atomic uint32_t prod_waiting;  /* producer sleeps until tail moves */
+	alignas(64) _Atomic uint32_t cons_sleeping; /* consumer sleeps until head moves */
 	/* Fixed at creation (consumer), or set by it. */
 	alignas(64) uint64_t magic;
 	uint32_t cap;               /* entries, a power of two */

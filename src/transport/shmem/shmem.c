@@ -151,6 +151,7 @@ struct shm_conn {
 	shm_ring *in, *out;
 	uint64_t out_limit;     /* most entries queued on out */
 	uint64_t out_tail_seen; /* producer's cached copy of out->tail */
+	uint64_t in_head_seen;  /* consumer's cached copy of in->head */
 	int peer_efd_in, peer_efd_out;
 	/* Segments the peer announced (by their index on this connection). */
 	pthread_mutex_t ctl_lock;
@@ -1770,15 +1771,19 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 {
 	shm_ring *r = c->in;
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint64_t head = c->in_head_seen; /* entries up to here were acquired already */
 	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
 	pid_t me = shm_self();
 	size_t n;
 	bool lost = false, too_big = false;
 	long rc;
 
-	if (head == tail)
-		return 0;
+	if (head == tail) {
+		head = atomic_load_explicit(&r->head, memory_order_acquire);
+		c->in_head_seen = head;
+		if (head == tail)
+			return 0;
+	}
 	if (head - tail > r->cap)
 		goto bad;
 	n = (size_t)(r->ent[tail & (r->cap - 1)].blk >> 48);
