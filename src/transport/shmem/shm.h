@@ -128,10 +128,11 @@ typedef struct shm_map {
 	bool dedicated;  /* one block only (messages larger than a pool segment) */
 	bool registered; /* our pid is in its user table */
 	/* Owner side: allocation state. */
-	size_t bump;                    /* next free offset */
-	bool cached;                    /* dedicated segment whose block is back, kept for reuse */
-	struct shm_region_priv *region; /* region segments: the region */
-	struct shm_node *node;          /* own maps: the owner node (holds a node reference) */
+	size_t bump;                     /* next free offset */
+	bool cached;                     /* dedicated segment whose block is back, kept for reuse */
+	uint64_t blocks_out, used_bytes; /* owner's figures, mirrored into the header */
+	struct shm_region_priv *region;  /* region segments: the region */
+	struct shm_node *node;           /* own maps: the owner node (holds a node reference) */
 } shm_map;
 
 /*

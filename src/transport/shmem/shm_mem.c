@@ -341,9 +341,12 @@ static void blk_returned(shm_node *n, shm_map *m, shm_blk *b);
 static void blk_to_list(shm_node *n, shm_map *m, shm_blk *b)
 {
 	atomic_store_explicit(&b->word, SHM_WORD(SHM_FREE, 0), memory_order_relaxed);
-	atomic_fetch_sub_explicit(&((shm_seg_hdr *)m->base)->blocks_out, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&((shm_seg_hdr *)m->base)->used_bytes, blk_footprint(n, m, b),
-	                          memory_order_relaxed);
+	m->blocks_out--;
+	m->used_bytes -= blk_footprint(n, m, b);
+	atomic_store_explicit(&((shm_seg_hdr *)m->base)->blocks_out, m->blocks_out,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&((shm_seg_hdr *)m->base)->used_bytes, m->used_bytes,
+	                      memory_order_relaxed);
 	if (m->dedicated) {
 		/* Give the pages back now; keep the segment (and its fd at the peers) for reuse. */
 		fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SHM_HDR_BYTES,
@@ -482,9 +485,16 @@ static void blk_init(shm_node *n, shm_map *m, shm_blk *b, unsigned cls, uint16_t
 	b->b = b->c = b->d = 0;
 	b->local_refs = 1;
 	b->pad = m->idx;
-	atomic_fetch_add_explicit(&((shm_seg_hdr *)m->base)->blocks_out, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&((shm_seg_hdr *)m->base)->used_bytes, blk_footprint(n, m, b),
-	                          memory_order_relaxed);
+	/*
+	 * The figures are the owner's alone: plain stores, no locked instruction, which would
+	 * wait here for the header line that the last holder still has in its cache.
+	 */
+	m->blocks_out++;
+	m->used_bytes += blk_footprint(n, m, b);
+	atomic_store_explicit(&((shm_seg_hdr *)m->base)->blocks_out, m->blocks_out,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&((shm_seg_hdr *)m->base)->used_bytes, m->used_bytes,
+	                      memory_order_relaxed);
 }
 
 /* One attempt; alloc_lock held. FQ_ENOMEM when the limit is reached. */
@@ -584,8 +594,8 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 		shm_fault("alloc");
 		rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
 		if (rc == 0) {
+			shm_map_ref(m); /* before the header is written: see blk_init */
 			blk_init(n, m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
-			shm_map_ref(m);
 		}
 		pthread_mutex_unlock(&n->alloc_lock);
 		if (rc != FQ_ENOMEM)
