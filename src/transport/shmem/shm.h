@@ -211,6 +211,7 @@ typedef struct shm_node {
 	shm_map *current;               /* pool segment being carved */
 	shm_blk *free_cls[SHM_CLASSES]; /* private free lists (linked through blk->next) */
 	_Atomic uint64_t outstanding_region_msgs;
+	_Atomic uint64_t mag_blocks; /* free blocks sitting in threads' magazines */
 	/* Statistics (fq-shmmon, tests). */
 	_Atomic uint64_t reclaimed_blocks, dropped_entries;
 } shm_node;
@@ -266,6 +267,8 @@ pid_t shm_self(void);
 void shm_self_atfork(void);
 /* Push this thread's batches of returned blocks to their owners (before sleeping). */
 void shm_flush_frees(void);
+/* Give this thread's magazines of free blocks back to their nodes. */
+void shm_flush_magazines(void);
 /* Push every thread's batches older than max_age_ms (I/O threads, periodically). */
 void shm_flush_stale(int64_t now_ms, int64_t max_age_ms);
 /* Blocks up to this many data bytes go back to their owner in batches. */

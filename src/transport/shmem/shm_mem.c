@@ -89,6 +89,7 @@ static void wrap_thread_exit(void *arg)
 	while (wrap_count > 0)
 		free(wrap_cache[--wrap_count]);
 	batches_thread_exit();
+	shm_flush_magazines();
 }
 
 static void wrap_key_init(void)
@@ -474,9 +475,9 @@ void shm_reclaim_pid(shm_node *n, pid_t dead)
 
 static size_t blk_footprint(const shm_node *n, const shm_map *m, const shm_blk *b);
 
-static void blk_init(shm_node *n, shm_map *m, shm_blk *b, unsigned cls, uint16_t kind, size_t cap)
+static void blk_header(shm_map *m, shm_blk *b, unsigned cls, uint16_t kind, size_t cap)
 {
-	atomic_store_explicit(&b->word, SHM_WORD(SHM_HELD, n->pid), memory_order_relaxed);
+	atomic_store_explicit(&b->word, SHM_WORD(SHM_HELD, shm_self()), memory_order_relaxed);
 	b->next = 0;
 	b->magic = SHM_BLK_MAGIC;
 	b->kind = kind;
@@ -485,12 +486,18 @@ static void blk_init(shm_node *n, shm_map *m, shm_blk *b, unsigned cls, uint16_t
 	b->b = b->c = b->d = 0;
 	b->local_refs = 1;
 	b->pad = m->idx;
+}
+
+/* Count a block out (alloc_lock held). */
+static void blk_account(shm_node *n, shm_map *m, size_t footprint)
+{
 	/*
 	 * The figures are the owner's alone: plain stores, no locked instruction, which would
 	 * wait here for the header line that the last holder still has in its cache.
 	 */
+	FQI_UNUSED(n);
 	m->blocks_out++;
-	m->used_bytes += blk_footprint(n, m, b);
+	m->used_bytes += footprint;
 	atomic_store_explicit(&((shm_seg_hdr *)m->base)->blocks_out, m->blocks_out,
 	                      memory_order_relaxed);
 	atomic_store_explicit(&((shm_seg_hdr *)m->base)->used_bytes, m->used_bytes,
@@ -577,6 +584,120 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 	return 0;
 }
 
+/*
+ * Per-thread magazines: blocks of one size class of one node, taken from the allocator 32 at
+ * a time under its lock, so that most allocations take no lock at all. A block in a
+ * magazine is free (holder word FREE: the reclaim scan passes it by) but counted out by the
+ * owner; n->mag_blocks says how many, for the figures.
+ */
+#define SHM_MAG       32
+#define SHM_MAG_SLOTS 4
+
+typedef struct magazine {
+	shm_node *node;
+	unsigned cls, count;
+	shm_blk *blk[SHM_MAG];
+	shm_map *map[SHM_MAG]; /* each holds a map reference */
+} magazine;
+
+static _Thread_local magazine mags[SHM_MAG_SLOTS];
+static _Thread_local unsigned mag_clock;
+
+static void mag_flush(magazine *g)
+{
+	shm_node *n = g->node;
+
+	if (g->count == 0) {
+		g->node = NULL;
+		return;
+	}
+	pthread_mutex_lock(&n->alloc_lock);
+	for (unsigned i = 0; i < g->count; i++) {
+		shm_blk *b = g->blk[i];
+
+		if (atomic_load(&n->closed))
+			break;
+		b->cls = (uint16_t)g->cls;
+		b->pad = g->map[i]->idx;
+		b->kind = SHM_BLK_DATA;
+		b->local_refs = 1;
+		blk_to_list(n, g->map[i], b); /* counts it back in */
+	}
+	atomic_fetch_sub(&n->mag_blocks, g->count);
+	pthread_mutex_unlock(&n->alloc_lock);
+	for (unsigned i = 0; i < g->count; i++)
+		shm_map_unref(g->map[i]); /* may free the node with the last one */
+	g->count = 0;
+	g->node = NULL;
+}
+
+void shm_flush_magazines(void)
+{
+	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++)
+		mag_flush(&mags[i]);
+}
+
+/* Refill g for (n, cls) with blocks of `bytes`; alloc_lock held. */
+static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t bytes)
+{
+	g->node = n;
+	g->cls = cls;
+	while (g->count < SHM_MAG) {
+		shm_map *m;
+		shm_blk *b;
+		unsigned c;
+
+		if (alloc_locked(n, bytes, &m, &b, &c) != 0)
+			break;
+		shm_map_ref(m);
+		blk_account(n, m, block_bytes(n, cls)); /* out to the magazine */
+		g->blk[g->count] = b;
+		g->map[g->count] = m;
+		g->count++;
+	}
+	atomic_fetch_add(&n->mag_blocks, g->count);
+}
+
+/* A block from this thread's magazine, or false (then the caller takes the slow path). */
+static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_blk **blk)
+{
+	unsigned cls = shm_class_of(bytes);
+	magazine *g = NULL, *victim = NULL;
+
+	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES || shm_fault_point != NULL)
+		return false;
+	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
+		if (mags[i].node == n && mags[i].cls == cls) {
+			g = &mags[i];
+			break;
+		}
+		if (mags[i].count == 0 && victim == NULL)
+			victim = &mags[i];
+	}
+	if (g == NULL || g->count == 0) {
+		if (g == NULL) {
+			g = victim ? victim : &mags[mag_clock++ % SHM_MAG_SLOTS];
+			mag_flush(g);
+		}
+		pthread_once(&wrap_once, wrap_key_init);
+		pthread_setspecific(wrap_key, (void *)1); /* flushed at thread exit */
+		pthread_mutex_lock(&n->alloc_lock);
+		if (!atomic_load(&n->closed))
+			mag_refill_locked(n, g, cls, bytes);
+		pthread_mutex_unlock(&n->alloc_lock);
+		if (g->count == 0) {
+			g->node = NULL;
+			return false; /* the slow path waits at the limit */
+		}
+	}
+	g->count--;
+	atomic_fetch_sub_explicit(&n->mag_blocks, 1, memory_order_relaxed);
+	*map = g->map[g->count];
+	*blk = g->blk[g->count];
+	blk_header(*map, *blk, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
+	return true;
+}
+
 int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 {
 	int64_t deadline = -2; /* computed when the limit is first hit */
@@ -589,13 +710,17 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 	if (size > SIZE_MAX / 2)
 		return FQ_ENOMEM;
 	bytes = SHM_BLK_HDR + (size ? size : 1);
+	if (mag_alloc(n, bytes, kind, map, blk))
+		return 0;
 	for (;;) {
 		pthread_mutex_lock(&n->alloc_lock);
 		shm_fault("alloc");
 		rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
 		if (rc == 0) {
-			shm_map_ref(m); /* before the header is written: see blk_init */
-			blk_init(n, m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
+			shm_map_ref(m); /* before the header is written: see blk_account */
+			blk_account(n, m,
+			            m->dedicated ? m->size - SHM_HDR_BYTES : block_bytes(n, cls));
+			blk_header(m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
 		}
 		pthread_mutex_unlock(&n->alloc_lock);
 		if (rc != FQ_ENOMEM)
@@ -998,6 +1123,7 @@ void shm_node_stats(shm_node *n, shm_stats *st)
 		st->used_bytes += atomic_load(&h->used_bytes);
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
+	st->blocks_out -= atomic_load(&n->mag_blocks); /* free, in threads' magazines */
 	st->reclaimed_blocks = atomic_load(&n->reclaimed_blocks);
 	st->dropped_entries = atomic_load(&n->dropped_entries);
 }
@@ -1016,6 +1142,9 @@ int shm_node_mem_init(shm_node *n)
 /* The transport closes: own segments stay mapped while messages point into them. */
 void shm_node_mem_fini(shm_node *n)
 {
+	shm_flush_magazines(); /* this thread's; other threads give theirs back when they
+	                        * next allocate or exit (their blocks keep the maps alive) */
+	shm_flush_frees();
 	pthread_mutex_lock(&n->alloc_lock);
 	collect_locked(n);
 	atomic_store(&n->closed, true);
