@@ -7,9 +7,15 @@
 #include "fq_test.h"
 #include "transport/shmem/shm.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define KiB ((size_t)1 << 10)
@@ -334,5 +340,220 @@ Test(shmem, refused_at_connect,
 	}
 #endif
 	fqt_close(s);
+	fq_transport_close(t);
+}
+
+/* ---- A hostile peer: raw control messages and ring entries ---------------------------------- */
+
+static atomic_int hostile_warnings;
+
+static void count_hostile(fq_log_level level, const char *subsys, const char *msg, void *arg)
+{
+	(void)subsys;
+	(void)msg;
+	(void)arg;
+	if (level <= FQ_LOG_WARN)
+		atomic_fetch_add(&hostile_warnings, 1);
+}
+
+struct hostile {
+	int fd;
+	shm_ring *ring; /* the victim's inbound ring, which we produce into */
+	size_t ring_size;
+	int victim_efd_in;
+};
+
+static int sendfds(int fd, const void *buf, size_t len, const int *fds, int n)
+{
+	char cbuf[CMSG_SPACE(3 * sizeof(int))];
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	memset(cbuf, 0, sizeof(cbuf));
+	if (n > 0) {
+		struct cmsghdr *c;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)n * sizeof(int));
+	}
+	return (int)sendmsg(fd, &mh, MSG_NOSIGNAL);
+}
+
+static int sealed_memfd(size_t size)
+{
+	int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, (off_t)size) == 0);
+	cr_assert(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0);
+	return fd;
+}
+
+/* Connect to path as a PUSH peer; with `hello`, complete the handshake like a real peer. */
+static struct hostile hostile_connect(const char *path, bool hello, uint32_t type)
+{
+	struct hostile h = {.fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char cbuf[CMSG_SPACE(4 * sizeof(int))];
+	ctl_msg m;
+	struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+	struct msghdr mh = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	int fds[3];
+	struct timeval tv = {.tv_sec = 5};
+
+	cr_assert(h.fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	cr_assert(connect(h.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s", path);
+	if (!hello)
+		return h;
+	setsockopt(h.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert(recvmsg(h.fd, &mh, MSG_CMSG_CLOEXEC) > 0, "no HELLO from the victim");
+	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fds));
+	h.ring_size = (size_t)lseek(fds[0], 0, SEEK_END);
+	h.ring = mmap(NULL, h.ring_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	cr_assert(h.ring != MAP_FAILED);
+	h.victim_efd_in = fds[1];
+	close(fds[0]);
+	close(fds[2]);
+	memset(&m, 0, sizeof(m));
+	m.magic = CTL_MAGIC;
+	m.type = CTL_HELLO;
+	m.version = SHM_VERSION;
+	m.sock_type = type;
+	m.node_id = 42;
+	m.pid = (uint32_t)getpid();
+	fds[0] = sealed_memfd(1 << 16);
+	fds[1] = eventfd(0, EFD_CLOEXEC);
+	fds[2] = eventfd(0, EFD_CLOEXEC);
+	{
+		shm_ring *r = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+
+		r->magic = SHM_RING_MAGIC;
+		r->cap = 256;
+		munmap(r, 1 << 16);
+	}
+	cr_assert(sendfds(h.fd, &m, offsetof(ctl_msg, text), fds, 3) > 0);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	return h;
+}
+
+static void hostile_close(struct hostile *h)
+{
+	if (h->ring != NULL)
+		munmap(h->ring, h->ring_size);
+	if (h->victim_efd_in > 0)
+		close(h->victim_efd_in);
+	close(h->fd);
+}
+
+/* Publish one entry into the victim's ring. */
+static void hostile_publish(struct hostile *h, shm_ent e, uint64_t advance)
+{
+	uint64_t head = atomic_load(&h->ring->head);
+
+	h->ring->ent[head & (h->ring->cap - 1)] = e;
+	atomic_store(&h->ring->head, head + advance);
+	eventfd_write(h->victim_efd_in, 1);
+}
+
+/* The victim still serves a well-behaved peer, and logged the bad one. */
+static void still_serves(fq_socket *good, fq_socket *pull, const char *what)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+
+	fqt_send_str(good, what);
+	fqt_recv_str(pull, what);
+	/* Bad ring entries are found by a receiving call that visits that peer. */
+	while (atomic_load(&hostile_warnings) == 0 && fqt_now_ms() < deadline) {
+		fq_msg *m = NULL;
+
+		cr_assert(fq_recv(pull, &m, FQ_DONTWAIT) == FQ_EAGAIN, "%s: something arrived",
+		          what);
+		fqt_pause();
+	}
+	cr_assert(atomic_load(&hostile_warnings) > 0, "%s: the drop was not logged", what);
+	atomic_store(&hostile_warnings, 0);
+}
+
+Test(shmem, hostile_peer,
+     .description = "garbage from a peer drops that peer, logged; the "
+                    "others are served and nothing crashes")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *pull = fqt_socket(t, FQ_PULL), *good = fqt_socket(t, FQ_PUSH);
+	char url[FQT_URL_MAX];
+	const char *path;
+	struct hostile h;
+	shm_ent e;
+
+	fqt_bind(pull, fqt_url("ipc", url));
+	path = url + strlen("ipc://");
+	fqt_connect(good, url);
+	fqt_sync(good, pull);
+	fq_log_set_handler(count_hostile, NULL);
+	fq_log_set_level(FQ_LOG_WARN);
+
+	/* Bytes that are no control message at all. */
+	h = hostile_connect(path, false, 0);
+	cr_assert(send(h.fd, "garbage!", 8, MSG_NOSIGNAL) == 8);
+	still_serves(good, pull, "after garbage");
+	hostile_close(&h);
+
+	/* A HELLO from a socket type that cannot talk to PULL. */
+	h = hostile_connect(path, true, FQ_SUB);
+	still_serves(good, pull, "after a wrong type");
+	hostile_close(&h);
+
+	/* Handles into segments never announced, and outside any segment. */
+	h = hostile_connect(path, true, FQ_PUSH);
+	e = (shm_ent){.seg = 7, .dseg = 7, .blk = (1ULL << 48) | 4096, .doff = 4160, .size = 10};
+	hostile_publish(&h, e, 1);
+	still_serves(good, pull, "after an unknown segment");
+	hostile_close(&h);
+
+	/* A vector that claims more parts than were published, and a head beyond the ring. */
+	h = hostile_connect(path, true, FQ_PUSH);
+	e = (shm_ent){.seg = 0, .dseg = 0, .blk = (200ULL << 48) | 4096, .size = 10};
+	hostile_publish(&h, e, 1);
+	still_serves(good, pull, "after a short vector");
+	hostile_close(&h);
+	h = hostile_connect(path, true, FQ_PUSH);
+	e = (shm_ent){.seg = 0, .blk = (1ULL << 48) | 4096, .size = 10};
+	hostile_publish(&h, e, 1000000);
+	still_serves(good, pull, "after a wild head");
+	hostile_close(&h);
+
+	/* A segment announcement with a memfd that anyone could shrink (not sealed). */
+	h = hostile_connect(path, true, FQ_PUSH);
+	{
+		ctl_msg m;
+		int fd = memfd_create("unsealed", MFD_CLOEXEC);
+
+		cr_assert(ftruncate(fd, 1 << 20) == 0);
+		memset(&m, 0, sizeof(m));
+		m.magic = CTL_MAGIC;
+		m.type = CTL_SEG;
+		m.version = SHM_VERSION;
+		m.idx = 0;
+		cr_assert(sendfds(h.fd, &m, offsetof(ctl_msg, text), &fd, 1) > 0);
+		close(fd);
+		e = (shm_ent){
+		    .seg = 0, .dseg = 0, .blk = (1ULL << 48) | 4096, .doff = 4160, .size = 8};
+		hostile_publish(&h, e, 1);
+	}
+	still_serves(good, pull, "after an unsealed segment");
+	hostile_close(&h);
+
+	fq_log_set_handler(NULL, NULL);
+	fqt_close(good);
+	fqt_close(pull);
+	expect_all_back(t);
 	fq_transport_close(t);
 }

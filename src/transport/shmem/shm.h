@@ -111,6 +111,32 @@ typedef struct shm_ring {
 	alignas(64) shm_ent ent[];
 } shm_ring;
 
+/* ---- Control messages ------------------------------------------------------------------- */
+
+/*
+ * One struct per SOCK_SEQPACKET message, sent as offsetof(text) + len bytes. HELLO carries
+ * three fds (the sender's inbound ring, its socket's efd_in and efd_out), SEG one (the
+ * segment or region); SUB/UNSUB carry a prefix in text; BYE announces an orderly close.
+ */
+
+#define CTL_MAGIC 0x4c544346u /* "FCTL" */
+#define CTL_TEXT  1024
+
+enum { CTL_HELLO = 1, CTL_SEG, CTL_SUB, CTL_UNSUB, CTL_BYE };
+
+typedef struct ctl_msg {
+	uint32_t magic, type;
+	uint32_t version, sock_type;
+	uint64_t node_id;
+	uint32_t pid, rcv_hwm;
+	uint32_t idx, kind;
+	uint64_t owner_id;
+	uint32_t owner_pid, seg_idx;
+	uint64_t size;
+	uint32_t len, pad;
+	char text[CTL_TEXT];
+} ctl_msg;
+
 /* ---- Private state ---------------------------------------------------------------------- */
 
 /*

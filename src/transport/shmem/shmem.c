@@ -73,26 +73,6 @@ static const fqi_option shm_options[OPT_COUNT] = {
                      "label of the segments (as FairMQ's --session), shown by fq-shmmon"},
 };
 
-/* ---- Control messages ------------------------------------------------------------------- */
-
-#define CTL_MAGIC 0x4c544346u /* "FCTL" */
-#define CTL_TEXT  1024
-
-enum { CTL_HELLO = 1, CTL_SEG, CTL_SUB, CTL_UNSUB, CTL_BYE };
-
-typedef struct ctl_msg {
-	uint32_t magic, type;
-	uint32_t version, sock_type;
-	uint64_t node_id;
-	uint32_t pid, rcv_hwm;
-	uint32_t idx, kind;
-	uint64_t owner_id;
-	uint32_t owner_pid, seg_idx;
-	uint64_t size;
-	uint32_t len, pad;
-	char text[CTL_TEXT];
-} ctl_msg;
-
 /* ---- Objects ---------------------------------------------------------------------------- */
 
 typedef struct shm_transport shm_transport;
@@ -1792,6 +1772,8 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		goto bad;
 	if (n > max)
 		return FQ_EPARTS;
+	for (size_t i = 0; i < n; i++)
+		msgs[i] = NULL; /* the error paths free what was taken */
 	for (size_t i = 0; i < n; i++) {
 		shm_ent e = r->ent[(tail + i) & (r->cap - 1)];
 		uint64_t off = e.blk & ((1ULL << 48) - 1);
