@@ -87,6 +87,31 @@ Test(shmem, zero_copy_forwarding, .description = "a forwarded message keeps its 
 	fq_transport_close(t);
 }
 
+Test(shmem, reclaim_scans_every_block,
+     .description = "the reclaim scan walks past carved blocks that were never handed out")
+{
+	fq_transport *t = open_shmem(NULL);
+	shm_node *n = shm_node_of(t);
+	const pid_t dead = 0x3ffffff0; /* above pid_max: no such process */
+	fq_msg *m[3];
+	shm_blk *b;
+
+	/* The first allocation carves a magazine's worth of blocks; the last one goes out
+	 * first, so unused carved blocks lie before it in the segment. */
+	for (int i = 0; i < 3; i++)
+		FQ_PASS(fq_msg_alloc(t, 100, &m[i]));
+	b = ((shm_msg *)m[1])->ref->blk;
+	atomic_store(&b->word, SHM_WORD(SHM_HELD, dead)); /* as if handed to a dead process */
+	shm_reclaim_pid(n, dead);
+	cr_assert(SHM_WORD_STATE(atomic_load(&b->word)) == SHM_FREE,
+	          "a block held by a dead process was not taken back");
+	cr_assert(stats(t).reclaimed_blocks == 1);
+	for (int i = 0; i < 3; i++)
+		fq_msg_free(m[i]); /* m[1] is no longer ours: its free is a no-op */
+	expect_all_back(t);
+	fq_transport_close(t);
+}
+
 Test(shmem, growth_and_limit, .description = "full segments add segments up to segment_limit")
 {
 	fq_transport *t = open_shmem("segment_size=1M,segment_limit=6M,alloc_timeout=50");

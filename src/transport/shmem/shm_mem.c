@@ -450,7 +450,16 @@ void shm_reclaim_pid(shm_node *n, pid_t dead)
 		for (size_t off = first_off(n); off + SHM_BLK_HDR <= m->bump;) {
 			shm_blk *b = (shm_blk *)((char *)m->base + off);
 			uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
-			size_t step = m->dedicated ? m->size : block_bytes(n, b->cls);
+			size_t step;
+
+			if (!m->dedicated && b->cls >= SHM_CLASSES) {
+				FQI_ERROR(SUBSYS,
+				          "segment %zu: block at %zu has a bad size class; "
+				          "rest of the segment not scanned",
+				          i, off);
+				break;
+			}
+			step = m->dedicated ? m->size : block_bytes(n, b->cls);
 
 			if ((SHM_WORD_STATE(w) == SHM_HELD || SHM_WORD_STATE(w) == SHM_FREEING) &&
 			    SHM_WORD_PID(w) == dead &&
@@ -579,6 +588,13 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 	*mo = m;
 	*bo = (shm_blk *)((char *)m->base + m->bump);
 	*clso = cls;
+	/*
+	 * A carved block is walkable at once (the reclaim scan and fq-shmmon step through the
+	 * segment by the class in each header), even while it waits unused in a magazine.
+	 */
+	(*bo)->cls = (uint16_t)cls;
+	(*bo)->pad = m->idx;
+	(*bo)->magic = SHM_BLK_MAGIC;
 	m->bump += block_bytes(n, cls);
 	atomic_store_explicit(&((shm_seg_hdr *)m->base)->bump, m->bump, memory_order_relaxed);
 	return 0;
