@@ -885,22 +885,27 @@ static shm_conn *conn_new(shm_transport *st, shm_sock *ss, int fd)
 
 /* ---- Addresses -------------------------------------------------------------------------- */
 
-/* The per-user directory that holds the Unix sockets behind tcp:// addresses. */
-static int tcp_dir(char *buf, size_t len)
+/*
+ * Unix socket addresses. A path starting with '@' is in the abstract namespace (no file: it
+ * goes away with the socket, even after a crash); tcp:// endpoints use one per port.
+ */
+static socklen_t fill_sun(const char *path, struct sockaddr_un *sa)
 {
-	struct stat st;
+	size_t len = strlen(path);
 
-	snprintf(buf, len, "/tmp/fabriq-shmem-%u", (unsigned)geteuid());
-	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-		return fqi_syserr(errno);
-	if (lstat(buf, &st) != 0)
-		return fqi_syserr(errno);
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-		FQI_ERROR(SUBSYS, "%s is not a private directory of uid %u; refusing to use it",
-		          buf, (unsigned)geteuid());
-		return FQ_EPERM;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (path[0] == '@') {
+		memcpy(sa->sun_path + 1, path + 1, len - 1);
+		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
 	}
-	return 0;
+	memcpy(sa->sun_path, path, len);
+	return (socklen_t)sizeof(*sa);
+}
+
+static void tcp_name(char *buf, size_t len, long port)
+{
+	snprintf(buf, len, "@fabriq-shmem-%u-tcp-%ld", (unsigned)geteuid(), port);
 }
 
 /* Split "host:port". */
@@ -947,19 +952,24 @@ static int host_is_local(const char *host, struct sockaddr_storage *ss_out, sock
 
 static int unix_listen(const char *path, int *fd_out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
+	socklen_t salen;
 	int fd, rc;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return FQ_EADDRINVAL;
-	strcpy(sa.sun_path, path);
+	salen = fill_sun(path, &sa);
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fqi_syserr(errno);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+	if (bind(fd, (struct sockaddr *)&sa, salen) != 0) {
 		int probe;
 		bool alive;
 
+		if (errno == EADDRINUSE && path[0] == '@') {
+			close(fd); /* abstract names are never stale */
+			return FQ_EADDRINUSE;
+		}
 		if (errno != EADDRINUSE) {
 			rc =
 			    errno == ENOENT || errno == ENOTDIR ? FQ_EADDRINVAL : fqi_syserr(errno);
@@ -983,11 +993,13 @@ static int unix_listen(const char *path, int *fd_out)
 			return rc;
 		}
 	}
-	chmod(path, 0600);
+	if (path[0] != '@')
+		chmod(path, 0600);
 	if (listen(fd, 128) != 0) {
 		rc = fqi_syserr(errno);
 		close(fd);
-		unlink(path);
+		if (path[0] != '@')
+			unlink(path);
 		return rc;
 	}
 	*fd_out = fd;
@@ -1017,8 +1029,9 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 		snprintf(resolved, FQI_URL_MAX, "ipc://%s", url->rest);
 	} else {
 		/* tcp://host:port on this machine: a real TCP listener holds the port (so that
-		 * port 0 resolves and nobody else takes it), the data path is a Unix socket. */
-		char host[256], dir[64];
+		 * port 0 resolves and nobody else takes it), the data path is an abstract Unix
+		 * socket named after the port. */
+		char host[256];
 		long port;
 		struct sockaddr_storage sa;
 		socklen_t salen;
@@ -1029,8 +1042,6 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 			rc = host_is_local(host, &sa, &salen);
 		if (rc == FQ_EMISMATCH)
 			rc = FQ_EADDRINVAL;
-		if (rc == 0)
-			rc = tcp_dir(dir, sizeof(dir));
 		if (rc != 0) {
 			free(l);
 			return rc;
@@ -1052,7 +1063,7 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 		salen = sizeof(sa);
 		getsockname(l->tcp_fd, (struct sockaddr *)&sa, &salen);
 		port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-		snprintf(l->path, sizeof(l->path), "%s/tcp-%ld", dir, port);
+		tcp_name(l->path, sizeof(l->path), port);
 		snprintf(resolved, FQI_URL_MAX, "tcp://%s:%ld", host, port);
 	}
 	rc = unix_listen(l->path, &l->fd);
@@ -1062,7 +1073,7 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 		free(l);
 		return rc;
 	}
-	if (stat(l->path, &sb) == 0) {
+	if (l->path[0] != '@' && stat(l->path, &sb) == 0) {
 		l->dev = sb.st_dev;
 		l->ino = sb.st_ino;
 	}
@@ -1082,16 +1093,31 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 	return 0;
 }
 
+/* Does a Unix SOCK_SEQPACKET listener answer at path? (probe connection, closed at once) */
+static bool unix_answers(const char *path)
+{
+	struct sockaddr_un sa;
+	socklen_t salen = fill_sun(path, &sa);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = connect(fd, (struct sockaddr *)&sa, salen) == 0;
+	close(fd);
+	return ok;
+}
+
 /* One connection attempt; st->lock held. FQ_EMISMATCH if the endpoint is not shmem. */
 static int connect_once(shm_transport *st, connecter *k)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
+	socklen_t salen = fill_sun(k->path, &sa);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return fqi_syserr(errno);
-	strcpy(sa.sun_path, k->path);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+	if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
 		int e = errno;
 
 		close(fd);
@@ -1126,7 +1152,7 @@ static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 		}
 		strcpy(k->path, url->rest);
 	} else {
-		char host[256], dir[64];
+		char host[256];
 		long port;
 		struct sockaddr_storage sa;
 		socklen_t salen;
@@ -1142,15 +1168,13 @@ static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 				         "cross hosts (use zeromq or ofi for that channel)",
 				         url->text);
 		}
-		if (rc == 0)
-			rc = tcp_dir(dir, sizeof(dir));
 		if (rc != 0) {
 			free(k);
 			return rc;
 		}
-		snprintf(k->path, sizeof(k->path), "%s/tcp-%ld", dir, port);
+		tcp_name(k->path, sizeof(k->path), port);
 		/* A TCP listener on that port without our Unix socket is another transport. */
-		if (access(k->path, F_OK) != 0) {
+		if (!unix_answers(k->path)) {
 			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 			((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
@@ -2230,7 +2254,8 @@ static void shm_close(fq_socket *s)
 		epoll_ctl(st->ep, EPOLL_CTL_DEL, l->fd, NULL);
 		if (l->tcp_fd >= 0)
 			epoll_ctl(st->ep, EPOLL_CTL_DEL, l->tcp_fd, NULL);
-		if (stat(l->path, &sb) == 0 && sb.st_dev == l->dev && sb.st_ino == l->ino)
+		if (l->path[0] != '@' && stat(l->path, &sb) == 0 && sb.st_dev == l->dev &&
+		    sb.st_ino == l->ino)
 			unlink(l->path);
 		l->dead = true;
 		l->next = st->dead_listeners;
