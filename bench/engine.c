@@ -337,18 +337,20 @@ static void fmt_us(char *buf, size_t len, double v)
 		snprintf(buf, len, "%.2f", v);
 }
 
-void fqb_table_header(FILE *out, bool with_ratio)
+void fqb_table_header(FILE *out, bool with_ratio, bool with_ring)
 {
 	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5s %10s %12s %8s %8s %7s %7s", "impl", "transport",
 	        "scheme", "pat", "size", "parts", "msgs/s", "throughput", "p50 us", "p99 us",
 	        "cpu snd", "cpu rcv");
 	if (with_ratio)
 		fprintf(out, " %6s", "fq/raw");
+	if (with_ring)
+		fprintf(out, " %7s", "fq/ring");
 	fputc('\n', out);
 	fflush(out);
 }
 
-void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio)
+void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio, bool with_ring)
 {
 	char size[24], rate[24], bytes[24], p50[24], p99[24];
 
@@ -360,9 +362,16 @@ void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio)
 	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5zu %10s %12s %8s %8s %7.2f %7.2f", r->impl,
 	        r->transport, r->url_scheme, fqb_pattern_name(r->pattern), size, r->parts, rate,
 	        bytes, p50, p99, r->cpu_s_sender, r->cpu_s_receiver);
-	/* The last column: left empty, without trailing blanks, where there is no ratio. */
-	if (with_ratio && r->ratio >= 0)
+	/* The ratio columns: left empty, without trailing blanks, where there is no ratio. */
+	if (with_ring && r->ratio_ring >= 0) {
+		if (with_ratio && r->ratio >= 0)
+			fprintf(out, " %6.2f", r->ratio);
+		else if (with_ratio)
+			fprintf(out, " %6s", "");
+		fprintf(out, " %7.2f", r->ratio_ring);
+	} else if (with_ratio && r->ratio >= 0) {
 		fprintf(out, " %6.2f", r->ratio);
+	}
 	fputc('\n', out);
 	fflush(out);
 }
@@ -414,6 +423,8 @@ void fqb_json_row(FILE *out, const fqb_result *r)
 	json_num(out, "cpu_s_receiver", r->cpu_s_receiver, "%.4f");
 	if (r->ratio >= 0)
 		json_num(out, "ratio_vs_raw", r->ratio, "%.4f");
+	if (r->ratio_ring >= 0)
+		json_num(out, "ratio_vs_ring", r->ratio_ring, "%.4f");
 	fputs("}\n", out);
 	fflush(out);
 }
@@ -456,7 +467,7 @@ void fqb_hold_wait(int timeout_ms)
 }
 
 int fqb_child_spawn(fqb_child *c, const char *name, const char *exe, char *const argv[], int cpu,
-                    bool hold)
+                    bool hold, int keep_fd)
 {
 	pid_t parent = getpid();
 	int fds[2], hold_fds[2] = {-1, -1};
@@ -496,6 +507,8 @@ int fqb_child_spawn(fqb_child *c, const char *name, const char *exe, char *const
 		if (dup2(fds[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		if (hold && dup2(hold_fds[0], STDIN_FILENO) < 0)
+			_exit(127);
+		if (keep_fd >= 0 && fcntl(keep_fd, F_SETFD, 0) != 0)
 			_exit(127);
 		if (cpu >= 0 && fqb_pin_cpu(cpu) != 0) {
 			fprintf(stderr, "fq-bench: cannot pin to CPU %d: %s\n", cpu,

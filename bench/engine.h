@@ -147,7 +147,7 @@ int fqb_report_get(const char *line, const char *key, double *out);
 #define FQB_NA (-1.0) /* a field that does not apply to the pattern */
 
 typedef struct fqb_result {
-	char impl[FQB_NAME_MAX]; /* "fabriq" or "zmq" */
+	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq" or "ring" */
 	char transport[FQB_NAME_MAX];
 	char url_scheme[FQB_NAME_MAX];
 	fqb_pattern pattern;
@@ -158,12 +158,14 @@ typedef struct fqb_result {
 	double bytes_per_s; /* payload bytes/s (thr), FQB_NA for lat */
 	double lat_p50_us, lat_p99_us, lat_mean_us, lat_max_us; /* FQB_NA for thr */
 	double cpu_s_sender, cpu_s_receiver; /* sender/pinger and receiver/ponger */
-	double ratio;   /* fabriq / raw for the pattern's main figure, FQB_NA without baseline */
-	bool zero_copy; /* thr: the sender sent from one preallocated buffer */
+	double ratio;      /* fabriq / raw libzmq for the pattern's main figure, or FQB_NA */
+	double ratio_ring; /* fabriq / raw shared-memory ring, or FQB_NA */
+	bool zero_copy;    /* thr: the sender sent from one preallocated buffer */
 } fqb_result;
 
-void fqb_table_header(FILE *out, bool with_ratio);
-void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio);
+/* with_ratio: the fq/raw column (--baseline zmq); with_ring: the fq/ring column (ring). */
+void fqb_table_header(FILE *out, bool with_ratio, bool with_ring);
+void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio, bool with_ring);
 /* One JSON object on one line. */
 void fqb_json_row(FILE *out, const fqb_result *r);
 
@@ -188,10 +190,12 @@ typedef struct fqb_child {
  * Start `exe` with `argv`, its stdout a pipe read by the parent, stderr inherited, pinned to
  * `cpu` (-1: not pinned) and killed if the parent dies. With `hold`, its stdin is a pipe that
  * the parent closes once another child has reported its result (fq-bench --hold: a sender
- * keeps its socket open until the receiver has everything). 0 or -1 (message on stderr).
+ * keeps its socket open until the receiver has everything). `keep_fd` (-1: none), a
+ * close-on-exec descriptor of the parent, is inherited under the same number (the ring
+ * baseline's memfd). 0 or -1 (message on stderr).
  */
 int fqb_child_spawn(fqb_child *c, const char *name, const char *exe, char *const argv[], int cpu,
-                    bool hold);
+                    bool hold, int keep_fd);
 /* Read until the child reported its URL; false on error, EOF or deadline (fqb_now_ns time). */
 bool fqb_child_wait_url(fqb_child *c, uint64_t deadline_ns);
 /*

@@ -1,5 +1,6 @@
 /*
- * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq.
+ * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq and with
+ * a raw shared-memory ring (the machine's limit).
  *
  * By default the tool is the parent of each run: it starts both sides as two processes (this
  * same executable with --role), on a fresh address, optionally pinned to CPUs, collects their
@@ -13,6 +14,7 @@
  */
 #include <fabriq/fabriq.h>
 
+#include "baseline_ring.h"
 #include "baseline_zmq.h"
 #include "engine.h"
 
@@ -33,7 +35,10 @@
  */
 #define PEER_TIMEOUT_MS 10000
 
-typedef enum impl_kind { IMPL_FABRIQ, IMPL_ZMQ } impl_kind;
+typedef enum impl_kind { IMPL_FABRIQ, IMPL_ZMQ, IMPL_RING } impl_kind;
+
+/* --baseline: which raw implementations each case is also run on (a set). */
+enum { BASE_ZMQ = 1, BASE_RING = 2 };
 
 typedef struct config {
 	/* What to run */
@@ -52,9 +57,9 @@ typedef struct config {
 	int hwm;
 	double timeout;
 	bool json;
-	bool baseline;
+	unsigned baseline;   /* BASE_* */
 	bool adopt;          /* thr: fabriq sender sends one buffer with fq_msg_adopt */
-	bool baseline_first; /* run raw libzmq before fabriq in each case */
+	bool baseline_first; /* run the baselines before fabriq in each case */
 	/* Role mode */
 	fqb_role role;
 	impl_kind impl;
@@ -114,9 +119,9 @@ static void usage(FILE *out)
 	    "Usage: fq-bench [--transport NAME|all] [--pattern thr|lat|thr,lat]\n"
 	    "                [--size BYTES | --sizes LIST] [--count N | --duration S]\n"
 	    "                [--parts P] [--url URL | --scheme tcp|ipc|tcp,ipc] [--cpus A,B]\n"
-	    "                [--hwm N] [--baseline zmq] [--json] [--timeout S]\n"
+	    "                [--hwm N] [--baseline zmq|ring|zmq,ring] [--json] [--timeout S]\n"
 	    "       fq-bench --role sender|receiver|pinger|ponger --url URL [--bind|--connect]\n"
-	    "                [--impl fabriq|zmq] [same options as above]\n"
+	    "                [--impl fabriq|zmq|ring] [same options as above]\n"
 	    "\n"
 	    "Measure message throughput (thr: PUSH->PULL) and latency (lat: PAIR ping-pong)\n"
 	    "of fabriq transports, each run in two processes started by fq-bench itself.\n"
@@ -137,8 +142,13 @@ static void usage(FILE *out)
 	    "  -c, --cpus A,B           pin the sender/pinger to CPU A, the receiver/ponger\n"
 	    "                           to CPU B\n"
 	    "      --hwm N              send and receive high-water marks in messages\n"
-	    "      --baseline zmq       also run each case on raw libzmq; adds a fq/raw column\n"
-	    "      --baseline-first     the same, running raw libzmq first in each case\n"
+	    "      --baseline LIST      also run each case raw: zmq (raw libzmq on the same\n"
+	    "                           scheme; adds a fq/raw column), ring (a busy-polled\n"
+	    "                           SPSC ring of 32-byte handles in a memfd shared by two\n"
+	    "                           processes pinned as the fabriq ones: the limit of\n"
+	    "                           shared-memory messaging on this machine; adds a\n"
+	    "                           fq/ring column), or zmq,ring\n"
+	    "      --baseline-first     run the baselines first in each case (alone: zmq)\n"
 	    "      --adopt              thr: the fabriq sender sends one preallocated buffer\n"
 	    "                           (fq_msg_adopt) instead of fq_msg_alloc per message\n"
 	    "  -j, --json               one JSON object per result line instead of a table\n"
@@ -147,7 +157,9 @@ static void usage(FILE *out)
 	    "      --role ROLE          run one side only: sender, receiver, pinger, ponger\n"
 	    "      --bind, --connect    role mode: bind or connect the URL (default: receiver\n"
 	    "                           and ponger bind, sender and pinger connect)\n"
-	    "      --impl fabriq|zmq    role mode: fabriq (default) or the raw libzmq baseline\n"
+	    "      --impl IMPL          role mode: fabriq (default), zmq (the raw libzmq\n"
+	    "                           baseline) or ring (the raw ring; --url memfd://FD,\n"
+	    "                           an inherited descriptor of a file both sides map)\n"
 	    "      --hold               role mode, sender or pinger: after the last message,\n"
 	    "                           keep the socket open until stdin closes\n"
 	    "  -h, --help               show this help and exit\n"
@@ -222,6 +234,30 @@ static int parse_schemes(char *text, config *cfg)
 		cfg->schemes[cfg->n_schemes++] = s;
 	}
 	return cfg->n_schemes > 0 ? 0 : -1;
+}
+
+static int parse_baselines(const char *text, unsigned *out)
+{
+	char item[16];
+
+	for (const char *p = text;; p++) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len == 0 || len >= sizeof(item))
+			return -1;
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (strcmp(item, "zmq") == 0)
+			*out |= BASE_ZMQ;
+		else if (strcmp(item, "ring") == 0)
+			*out |= BASE_RING;
+		else
+			return -1;
+		if (comma == NULL)
+			return 0;
+		p = comma;
+	}
 }
 
 static int parse_args(int argc, char **argv, config *cfg)
@@ -302,9 +338,9 @@ static int parse_args(int argc, char **argv, config *cfg)
 			cfg->json = true;
 			break;
 		case OPT_BASELINE:
-			if (strcmp(optarg, "zmq") != 0)
-				return usage_error("unknown --baseline '%s' (zmq)", optarg);
-			cfg->baseline = true;
+			if (parse_baselines(optarg, &cfg->baseline) != 0)
+				return usage_error(
+				    "unknown --baseline '%s' (zmq, ring or zmq,ring)", optarg);
 			break;
 		case OPT_ROLE:
 			if (fqb_role_parse(optarg, &cfg->role) != 0)
@@ -320,7 +356,6 @@ static int parse_args(int argc, char **argv, config *cfg)
 			cfg->adopt = true;
 			break;
 		case OPT_BASELINE_FIRST:
-			cfg->baseline = true;
 			cfg->baseline_first = true;
 			break;
 		case OPT_CONNECT:
@@ -331,8 +366,10 @@ static int parse_args(int argc, char **argv, config *cfg)
 				cfg->impl = IMPL_FABRIQ;
 			else if (strcmp(optarg, "zmq") == 0)
 				cfg->impl = IMPL_ZMQ;
+			else if (strcmp(optarg, "ring") == 0)
+				cfg->impl = IMPL_RING;
 			else
-				return usage_error("bad --impl '%s' (fabriq or zmq)", optarg);
+				return usage_error("bad --impl '%s' (fabriq, zmq or ring)", optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -352,6 +389,8 @@ static int parse_args(int argc, char **argv, config *cfg)
 		return usage_error("%s", "--count and --duration exclude each other");
 	if (have_count)
 		cfg->duration = 0;
+	if (cfg->baseline_first && cfg->baseline == 0)
+		cfg->baseline = BASE_ZMQ;
 	if (cfg->url != NULL && cfg->n_schemes > 0)
 		return usage_error("%s", "--url and --scheme exclude each other");
 	if (cfg->role != FQB_ROLE_NONE) {
@@ -758,6 +797,8 @@ static int run_role(const config *cfg)
 	}
 	if (cfg->impl == IMPL_ZMQ)
 		return fqb_zmq_role(&a);
+	if (cfg->impl == IMPL_RING)
+		return fqb_ring_role(&a);
 	switch (a.role) {
 	case FQB_ROLE_SENDER:
 		return fq_sender(&a);
@@ -865,7 +906,7 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 	argv_add(b, "--role");
 	argv_add(b, fqb_role_name(role));
 	argv_add(b, "--impl");
-	argv_add(b, impl == IMPL_ZMQ ? "zmq" : "fabriq");
+	argv_add(b, impl == IMPL_ZMQ ? "zmq" : impl == IMPL_RING ? "ring" : "fabriq");
 	argv_add(b, "--transport");
 	argv_add(b, transport);
 	if (cfg->transport_options != NULL) {
@@ -913,7 +954,7 @@ static bool fill_result(fqb_result *r, fqb_pattern pattern, const char *measurin
 	r->seconds = get(measuring, "seconds");
 	r->bytes_per_s = r->lat_p50_us = r->lat_p99_us = r->lat_mean_us = r->lat_max_us = FQB_NA;
 	r->msgs_per_s = r->seconds > 0 ? (double)r->count / r->seconds : FQB_NA;
-	r->ratio = FQB_NA;
+	r->ratio = r->ratio_ring = FQB_NA;
 	if (pattern == FQB_THR) {
 		double sent = get(other, "count");
 
@@ -950,26 +991,44 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	fqb_child kids[2];
 	argv_buf args;
 	bool ok = false;
+	int ring_fd = -1;
 
 	memset(r, 0, sizeof(*r));
-	snprintf(r->impl, sizeof(r->impl), "%s", impl == IMPL_ZMQ ? "zmq" : "fabriq");
-	snprintf(r->transport, sizeof(r->transport), "%s", impl == IMPL_ZMQ ? "libzmq" : transport);
+	snprintf(r->impl, sizeof(r->impl), "%s",
+	         impl == IMPL_ZMQ    ? "zmq"
+	         : impl == IMPL_RING ? "ring"
+	                             : "fabriq");
+	snprintf(r->transport, sizeof(r->transport), "%s",
+	         impl == IMPL_ZMQ    ? "libzmq"
+	         : impl == IMPL_RING ? "spsc"
+	                             : transport);
 	snprintf(r->url_scheme, sizeof(r->url_scheme), "%s", scheme);
 	r->pattern = pattern;
 	r->size = size;
 	r->parts = cfg->parts;
 	if (pattern == FQB_THR)
-		r->zero_copy = impl == IMPL_ZMQ ? size >= FQB_ZMQ_ZERO_COPY_MIN : cfg->adopt;
+		r->zero_copy = impl == IMPL_ZMQ    ? size >= FQB_ZMQ_ZERO_COPY_MIN
+		               : impl == IMPL_RING ? true
+		                                   : cfg->adopt;
 
-	if (cfg->url != NULL)
+	if (impl == IMPL_RING) {
+		/* One shared file per run, inherited by both sides under the same number. */
+		ring_fd = fqb_ring_create();
+		if (ring_fd < 0) {
+			fprintf(stderr, "fq-bench: memfd_create: %s\n", strerror(errno));
+			goto out_url;
+		}
+		snprintf(url, sizeof(url), "%s://%d", FQB_RING_SCHEME, ring_fd);
+	} else if (cfg->url != NULL) {
 		snprintf(url, sizeof(url), "%s", cfg->url);
-	else if (make_url(scheme, url, sizeof(url), dir, sizeof(dir)) != 0)
+	} else if (make_url(scheme, url, sizeof(url), dir, sizeof(dir)) != 0) {
 		return false;
+	}
 	deadline = fqb_now_ns() + (uint64_t)((cfg->timeout + cfg->duration) * 1e9);
 
 	child_args(&args, cfg, impl, transport, binder, url, size);
-	if (fqb_child_spawn(&kids[0], fqb_role_name(binder), self_exe, args.v, cfg->cpus[1],
-	                    false) != 0)
+	if (fqb_child_spawn(&kids[0], fqb_role_name(binder), self_exe, args.v, cfg->cpus[1], false,
+	                    ring_fd) != 0)
 		goto out_url;
 	if (!fqb_child_wait_url(&kids[0], deadline)) {
 		fprintf(stderr, "fq-bench: the %s did not bind %s%s%s\n", fqb_role_name(binder),
@@ -979,7 +1038,7 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	}
 	child_args(&args, cfg, impl, transport, connecter, kids[0].url, size);
 	if (fqb_child_spawn(&kids[1], fqb_role_name(connecter), self_exe, args.v, cfg->cpus[0],
-	                    true) != 0) {
+	                    true, ring_fd) != 0) {
 		fqb_child_kill(&kids[0]);
 		goto out_url;
 	}
@@ -992,42 +1051,52 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	                 pattern == FQB_THR ? kids[1].result : kids[0].result);
 out_url:
 	remove_url(dir);
+	if (ring_fd >= 0)
+		close(ring_fd);
 	if (!ok)
 		fprintf(stderr, "fq-bench: %s %s %s %s %zu bytes x %zu: run failed\n", r->impl,
 		        transport, scheme, fqb_pattern_name(pattern), size, cfg->parts);
 	return ok;
 }
 
-/* Raw libzmq results, measured once per case and reused for every transport. */
+/*
+ * Raw results, measured once per case and reused for every transport: libzmq per scheme, the
+ * ring (which has no scheme of its own) once per pattern and size.
+ */
 typedef struct baseline_cache {
 	struct {
+		impl_kind impl;
 		char scheme[8];
 		fqb_pattern pattern;
 		size_t size;
 		bool ok;
 		fqb_result r;
-	} e[MAX_SIZES * 2 * MAX_SCHEMES];
+	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 1)];
 	int n;
 } baseline_cache;
 
-static const fqb_result *baseline(const config *cfg, baseline_cache *bc, const char *scheme,
-                                  fqb_pattern pattern, size_t size, bool *fresh)
+static const fqb_result *baseline(const config *cfg, baseline_cache *bc, impl_kind impl,
+                                  const char *scheme, fqb_pattern pattern, size_t size, bool *fresh)
 {
 	int i;
 
 	*fresh = false;
+	if (impl == IMPL_RING)
+		scheme = FQB_RING_SCHEME;
 	for (i = 0; i < bc->n; i++) {
-		if (strcmp(bc->e[i].scheme, scheme) == 0 && bc->e[i].pattern == pattern &&
-		    bc->e[i].size == size)
+		if (bc->e[i].impl == impl && strcmp(bc->e[i].scheme, scheme) == 0 &&
+		    bc->e[i].pattern == pattern && bc->e[i].size == size)
 			return bc->e[i].ok ? &bc->e[i].r : NULL;
 	}
 	if (bc->n == (int)(sizeof(bc->e) / sizeof(bc->e[0])))
 		return NULL;
 	i = bc->n++;
+	bc->e[i].impl = impl;
 	snprintf(bc->e[i].scheme, sizeof(bc->e[i].scheme), "%s", scheme);
 	bc->e[i].pattern = pattern;
 	bc->e[i].size = size;
-	bc->e[i].ok = run_case(cfg, IMPL_ZMQ, "zeromq", scheme, pattern, size, &bc->e[i].r);
+	bc->e[i].ok = run_case(cfg, impl, impl == IMPL_RING ? "ring" : "zeromq", scheme, pattern,
+	                       size, &bc->e[i].r);
 	*fresh = bc->e[i].ok;
 	return bc->e[i].ok ? &bc->e[i].r : NULL;
 }
@@ -1037,7 +1106,7 @@ static void print_row(const config *cfg, const fqb_result *r)
 	if (cfg->json)
 		fqb_json_row(stdout, r);
 	else
-		fqb_table_row(stdout, r, cfg->baseline);
+		fqb_table_row(stdout, r, cfg->baseline & BASE_ZMQ, cfg->baseline & BASE_RING);
 }
 
 static int scheme_of(const char *url, char *out, size_t len)
@@ -1051,37 +1120,62 @@ static int scheme_of(const char *url, char *out, size_t len)
 	return 0;
 }
 
-/* One case on fabriq, and on raw libzmq with --baseline; prints the rows. Returns failures. */
+/* fabriq's figure over a raw one: the message rate for thr, the median latency for lat. */
+static double ratio_of(const fqb_result *fq, const fqb_result *raw)
+{
+	if (raw != NULL && fq->pattern == FQB_THR && raw->msgs_per_s > 0)
+		return fq->msgs_per_s / raw->msgs_per_s;
+	if (raw != NULL && fq->pattern == FQB_LAT && raw->lat_p50_us > 0)
+		return fq->lat_p50_us / raw->lat_p50_us;
+	return FQB_NA;
+}
+
+/*
+ * One case on fabriq, and on the raw implementations of --baseline (libzmq on the tcp and ipc
+ * schemes, the ring on any); prints the rows, each raw one the first time it is measured.
+ * Returns failures.
+ */
 static int run_one(const config *cfg, baseline_cache *bc, const char *transport, const char *scheme,
                    fqb_pattern p, size_t size)
 {
-	const bool want_raw =
-	    cfg->baseline && (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0);
-	const fqb_result *raw = NULL;
-	bool fresh = false;
+	const bool want_zmq = (cfg->baseline & BASE_ZMQ) &&
+	                      (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0);
+	const bool want_ring = cfg->baseline & BASE_RING;
+	const fqb_result *zmq = NULL, *ring = NULL;
+	bool fresh_zmq = false, fresh_ring = false;
 	int failures = 0;
 	fqb_result r;
 
-	if (want_raw && cfg->baseline_first) {
-		raw = baseline(cfg, bc, scheme, p, size, &fresh);
-		failures += raw == NULL;
+	if (cfg->baseline_first) {
+		if (want_zmq)
+			failures += (zmq = baseline(cfg, bc, IMPL_ZMQ, scheme, p, size,
+			                            &fresh_zmq)) == NULL;
+		if (want_ring)
+			failures += (ring = baseline(cfg, bc, IMPL_RING, scheme, p, size,
+			                             &fresh_ring)) == NULL;
 	}
 	if (!run_case(cfg, IMPL_FABRIQ, transport, scheme, p, size, &r)) {
-		if (fresh)
-			print_row(cfg, raw);
+		if (fresh_zmq)
+			print_row(cfg, zmq);
+		if (fresh_ring)
+			print_row(cfg, ring);
 		return failures + 1;
 	}
-	if (want_raw && !cfg->baseline_first) {
-		raw = baseline(cfg, bc, scheme, p, size, &fresh);
-		failures += raw == NULL;
+	if (!cfg->baseline_first) {
+		if (want_zmq)
+			failures += (zmq = baseline(cfg, bc, IMPL_ZMQ, scheme, p, size,
+			                            &fresh_zmq)) == NULL;
+		if (want_ring)
+			failures += (ring = baseline(cfg, bc, IMPL_RING, scheme, p, size,
+			                             &fresh_ring)) == NULL;
 	}
-	if (raw != NULL && p == FQB_THR && raw->msgs_per_s > 0)
-		r.ratio = r.msgs_per_s / raw->msgs_per_s;
-	else if (raw != NULL && p == FQB_LAT && raw->lat_p50_us > 0)
-		r.ratio = r.lat_p50_us / raw->lat_p50_us;
+	r.ratio = ratio_of(&r, zmq);
+	r.ratio_ring = ratio_of(&r, ring);
 	print_row(cfg, &r);
-	if (fresh)
-		print_row(cfg, raw);
+	if (fresh_zmq)
+		print_row(cfg, zmq);
+	if (fresh_ring)
+		print_row(cfg, ring);
 	return failures;
 }
 
@@ -1124,7 +1218,7 @@ static int run_all(const config *cfg)
 		return FQB_EXIT_FAILURE;
 	}
 	if (!cfg->json)
-		fqb_table_header(stdout, cfg->baseline);
+		fqb_table_header(stdout, cfg->baseline & BASE_ZMQ, cfg->baseline & BASE_RING);
 
 	for (int ti = 0; ti < n_transports; ti++) {
 		const char *schemes[MAX_SCHEMES];

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq
-# baseline; --json output must be one well-formed object per line with every documented key;
-# usage errors exit 2; nothing is left behind in TMPDIR. Speed is not checked.
+# Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq and
+# ring baselines; --json output must be one well-formed object per line with every documented
+# key; usage errors exit 2; nothing is left behind in TMPDIR. Speed is not checked.
 # Usage: smoke.sh /path/to/fq-bench
 set -u
 
@@ -81,6 +81,22 @@ run baseline 4 --transport zeromq --pattern thr,lat --scheme tcp --size 8K --cou
 [ "$(grep -c '"impl":"zmq"' "$WORK/baseline.out")" -eq 2 ] || fail "baseline rows missing"
 [ "$(grep -c '"ratio_vs_raw":' "$WORK/baseline.out")" -eq 2 ] || fail "ratio missing"
 
+# The raw shared-memory ring: one row per pattern, whatever the scheme, and its ratio.
+run ring 4 --transport zeromq --pattern thr,lat --scheme ipc --size 1K --count 300 \
+	--baseline ring
+[ "$(grep -c '"impl":"ring"' "$WORK/ring.out")" -eq 2 ] || fail "ring rows missing"
+[ "$(grep -c '"url_scheme":"memfd"' "$WORK/ring.out")" -eq 2 ] || fail "ring scheme"
+[ "$(grep -c '"ratio_vs_ring":' "$WORK/ring.out")" -eq 2 ] || fail "ring ratio missing"
+grep -q '"ratio_vs_raw":' "$WORK/ring.out" && fail "a zmq ratio without --baseline zmq"
+
+# Both baselines; the ring row is measured once for the two schemes.
+run both 5 --transport zeromq --pattern thr --scheme tcp,ipc --size 64 --count 1000 \
+	--baseline zmq,ring
+[ "$(grep -c '"impl":"zmq"' "$WORK/both.out")" -eq 2 ] || fail "zmq rows missing"
+[ "$(grep -c '"impl":"ring"' "$WORK/both.out")" -eq 1 ] || fail "ring row missing"
+[ "$(grep '"impl":"fabriq"' "$WORK/both.out" | grep '"ratio_vs_raw":' |
+	grep -c '"ratio_vs_ring":')" -eq 2 ] || fail "ratios missing"
+
 # No --transport: every usable transport compiled in, zeromq among them.
 run all +2 --sizes 64,4K --pattern thr --duration 0.2
 [ "$(grep -c '"transport":"zeromq"' "$WORK/all.out")" -eq 2 ] || fail "zeromq rows missing"
@@ -91,10 +107,15 @@ echo "== table output"
 cat "$WORK/table.out"
 grep -q '^impl ' "$WORK/table.out" || fail "table header missing"
 grep -q '^fabriq ' "$WORK/table.out" || fail "table row missing"
+"$BENCH" --transport zeromq --pattern lat --size 64 --count 200 --baseline zmq,ring \
+	>"$WORK/table2.out" || fail "table run with both baselines failed"
+cat "$WORK/table2.out"
+grep -q ' fq/raw fq/ring$' "$WORK/table2.out" || fail "ratio columns missing"
+grep -q '^ring ' "$WORK/table2.out" || fail "table ring row missing"
 
 echo "== usage errors"
 for args in "--bogus" "--size 12Q" "--count 0" "--count 5 --duration 1" "--pattern x" \
-	"--role sender"; do
+	"--role sender" "--baseline ring,x" "--impl x"; do
 	# shellcheck disable=SC2086 # split on purpose
 	"$BENCH" $args >/dev/null 2>&1
 	rc=$?
