@@ -182,6 +182,19 @@ typedef struct shm_msg {
 	shm_ref embedded;
 } shm_msg;
 
+/*
+ * Ask for a cache line in exclusive state ahead of a write (PREFETCHW), so that the
+ * transfer from the other core overlaps with other work instead of stalling the write.
+ */
+static inline void shm_prefetch_write(const void *p)
+{
+#if defined(__x86_64__)
+	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+	__builtin_prefetch(p, 1, 3);
+#endif
+}
+
 /* Allocator size classes: 4 steps per power of two above 256 bytes. */
 #define SHM_CLASSES 192
 
@@ -295,6 +308,8 @@ void shm_self_atfork(void);
 void shm_flush_frees(void);
 /* Give this thread's magazines of free blocks back to their nodes. */
 void shm_flush_magazines(void);
+/* Give back this thread's spare references to an own segment. */
+void shm_spares_flush(void);
 /* Push every thread's batches older than max_age_ms (I/O threads, periodically). */
 void shm_flush_stale(int64_t now_ms, int64_t max_age_ms);
 /* Blocks up to this many data bytes go back to their owner in batches. */

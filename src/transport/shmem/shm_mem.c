@@ -90,6 +90,7 @@ static void wrap_thread_exit(void *arg)
 		free(wrap_cache[--wrap_count]);
 	batches_thread_exit();
 	shm_flush_magazines();
+	shm_spares_flush();
 }
 
 static void wrap_key_init(void)
@@ -201,6 +202,53 @@ bool shm_register_user(shm_map *m)
 		}
 	}
 	return false;
+}
+
+/*
+ * Spare references: a sender hands its blocks on and drops its reference to their (own)
+ * segment at once, then takes one again for the next block it allocates. The thread keeps
+ * such references instead of giving them back one locked instruction at a time; magazine
+ * refills use them first. They are real references (the map stays alive while they exist)
+ * and go back when the thread moves to another segment, closes the node, or exits.
+ */
+static _Thread_local shm_map *spare_map;
+static _Thread_local long spare_refs;
+
+void shm_spares_flush(void)
+{
+	shm_map *m = spare_map;
+
+	spare_map = NULL;
+	if (m == NULL || spare_refs == 0)
+		return; /* (refills may have used every spare) */
+	if (spare_refs > 1)
+		atomic_fetch_sub_explicit(&m->refs, spare_refs - 1, memory_order_release);
+	spare_refs = 0;
+	shm_map_unref(m); /* the last one may free it */
+}
+
+/* Drop a reference to an own map, keeping it as a spare. */
+static void map_unref_spare(shm_map *m)
+{
+	if (m != spare_map) {
+		shm_spares_flush();
+		pthread_once(&wrap_once, wrap_key_init);
+		pthread_setspecific(wrap_key, (void *)1); /* given back at thread exit */
+		spare_map = m;
+	}
+	if (++spare_refs > 256) {
+		atomic_fetch_sub_explicit(&m->refs, 128, memory_order_release);
+		spare_refs -= 128; /* at least 128 remain: the map cannot reach 0 here */
+	}
+}
+
+/* Take a reference, from the spares if there are any. */
+static void map_ref_spare(shm_map *m)
+{
+	if (m == spare_map && spare_refs > 0)
+		spare_refs--;
+	else
+		shm_map_ref(m);
 }
 
 /* ---- Own segments ----------------------------------------------------------------------- */
@@ -665,7 +713,7 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 
 		if (alloc_locked(n, bytes, &m, &b, &c) != 0)
 			break;
-		shm_map_ref(m);
+		map_ref_spare(m);
 		blk_account(n, m, block_bytes(n, cls)); /* out to the magazine */
 		g->blk[g->count] = b;
 		g->map[g->count] = m;
@@ -710,6 +758,8 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	atomic_fetch_sub_explicit(&n->mag_blocks, 1, memory_order_relaxed);
 	*map = g->map[g->count];
 	*blk = g->blk[g->count];
+	if (g->count > 0)
+		shm_prefetch_write(g->blk[g->count - 1]); /* the next one's header */
 	blk_header(*map, *blk, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
 	return true;
 }
@@ -1032,7 +1082,10 @@ void shm_msg_forget(fq_msg *msg)
 	ref_adopted_done(r);
 	if (r->dmap != r->map)
 		shm_map_unref(r->dmap);
-	shm_map_unref(r->map);
+	if (r->map->own)
+		map_unref_spare(r->map);
+	else
+		shm_map_unref(r->map);
 	wrap_put(host);
 	if (host != m)
 		wrap_put(m);
@@ -1161,6 +1214,7 @@ void shm_node_mem_fini(shm_node *n)
 	shm_flush_magazines(); /* this thread's; other threads give theirs back when they
 	                        * next allocate or exit (their blocks keep the maps alive) */
 	shm_flush_frees();
+	shm_spares_flush();
 	pthread_mutex_lock(&n->alloc_lock);
 	collect_locked(n);
 	atomic_store(&n->closed, true);

@@ -129,9 +129,10 @@ struct shm_conn {
 	/* Rings. */
 	shm_map *in_map, *out_map;
 	shm_ring *in, *out;
-	uint64_t out_limit;     /* most entries queued on out */
-	uint64_t out_tail_seen; /* producer's cached copy of out->tail */
-	uint64_t in_head_seen;  /* consumer's cached copy of in->head */
+	uint64_t out_limit;                /* most entries queued on out */
+	uint64_t out_tail_seen;            /* producer's cached copy of out->tail */
+	uint64_t out_head, out_head_bytes; /* producer's own copies (never read back) */
+	uint64_t in_head_seen;             /* consumer's cached copy of in->head */
 	int peer_efd_in, peer_efd_out;
 	/* Segments the peer announced (by their index on this connection). */
 	pthread_mutex_t ctl_lock;
@@ -638,6 +639,8 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 	    (uint64_t)c->out->hwm + (uint64_t)snd_hwm < c->out_limit)
 		c->out_limit = (uint64_t)c->out->hwm + (uint64_t)snd_hwm;
 	c->out_tail_seen = atomic_load(&c->out->tail);
+	c->out_head = atomic_load(&c->out->head);
+	c->out_head_bytes = atomic_load(&c->out->head_bytes);
 	c->state = CONN_READY; /* the I/O thread adds it to the socket's peers */
 	return 0;
 }
@@ -1370,7 +1373,7 @@ static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
 	if (c->state != CONN_READY || atomic_load_explicit(&c->broken, memory_order_relaxed) ||
 	    atomic_load_explicit(&r->closed, memory_order_relaxed))
 		return false;
-	head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	head = c->out_head; /* the shared copy's line is the consumer's to read */
 	queued = head - c->out_tail_seen;
 	if (queued + n > c->out_limit || queued + n > r->cap) {
 		c->out_tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -1389,8 +1392,7 @@ static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
 	    atomic_load_explicit(&c->ss->s->opt[FQI_SO_SND_HWM_BYTES], memory_order_relaxed);
 	if (lim == 0 && snd_bytes == 0)
 		return true;
-	qbytes = atomic_load_explicit(&r->head_bytes, memory_order_relaxed) -
-	         atomic_load_explicit(&r->tail_bytes, memory_order_acquire);
+	qbytes = c->out_head_bytes - atomic_load_explicit(&r->tail_bytes, memory_order_acquire);
 	if (lim != 0 && qbytes + bytes > lim)
 		return false;
 	if (snd_bytes != 0 && qbytes + bytes > (uint64_t)snd_bytes)
@@ -1475,7 +1477,7 @@ static void unprepare(out_part *ops, size_t n)
 static int publish(shm_conn *c, out_part *ops, size_t n)
 {
 	shm_ring *r = c->out;
-	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t head = c->out_head;
 	uint64_t bytes = 0;
 	uint32_t seg, dseg;
 	int rc;
@@ -1499,10 +1501,11 @@ static int publish(shm_conn *c, out_part *ops, size_t n)
 		}
 	}
 	shm_fault("ring_push");
-	atomic_store_explicit(&r->head_bytes,
-	                      atomic_load_explicit(&r->head_bytes, memory_order_relaxed) + bytes,
-	                      memory_order_relaxed);
-	atomic_store_explicit(&r->head, head + n, memory_order_release);
+	c->out_head_bytes += bytes;
+	c->out_head = head + n;
+	shm_prefetch_write(&r->ent[(head + n + 2) & (r->cap - 1)]); /* the next line */
+	atomic_store_explicit(&r->head_bytes, c->out_head_bytes, memory_order_relaxed);
+	atomic_store_explicit(&r->head, c->out_head, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&r->cons_sleeping, memory_order_relaxed))
 		kick(c->peer_efd_in);
