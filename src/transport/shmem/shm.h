@@ -137,6 +137,10 @@ typedef struct ctl_msg {
 	char text[CTL_TEXT];
 } ctl_msg;
 
+/* Segments one connection can announce: SHM_SEG_CHUNKS x SHM_SEG_CHUNK indexes. */
+#define SHM_SEG_CHUNK  256
+#define SHM_SEG_CHUNKS 256
+
 /* ---- Private state ---------------------------------------------------------------------- */
 
 /*

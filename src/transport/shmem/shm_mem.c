@@ -128,17 +128,8 @@ void shm_map_unref(shm_map *m)
 {
 	if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	if (m->registered && !m->own) {
-		shm_seg_hdr *h = m->base;
-		uint64_t me = (uint32_t)shm_self();
-
-		for (unsigned i = 0; i < SHM_USERS; i++) {
-			uint64_t v = me;
-
-			if (atomic_compare_exchange_strong(&h->users[i], &v, 0))
-				break;
-		}
-	}
+	/* Our pid stays in the segment's user table: this process may map the segment again
+	 * (through another connection) and hold blocks; the owner drops the pid when we die. */
 	munmap(m->base, m->size);
 	close(m->fd);
 	if (m->node != NULL)
@@ -448,10 +439,21 @@ static void collect_locked(shm_node *n)
 			continue;
 		off = atomic_exchange_explicit(&((shm_seg_hdr *)m->base)->free_head, 0,
 		                               memory_order_acquire);
-		while (off != 0) {
+		/* The chain is written by other processes: bounded, and every block must be
+		 * FREEING (which also refuses a block pushed twice). */
+		for (size_t steps = m->bump / SHM_CACHE_LINE + 1; off != 0; steps--) {
 			shm_blk *b;
+			uint64_t w;
 
-			if (off < SHM_HDR_BYTES || off > m->size - SHM_BLK_HDR) {
+			if (steps == 0) {
+				FQI_ERROR(SUBSYS,
+				          "segment %zu: the stack of returned blocks loops; "
+				          "rest of it dropped",
+				          i);
+				break;
+			}
+			if (off < SHM_HDR_BYTES || off > m->size - SHM_BLK_HDR ||
+			    (off & (SHM_CACHE_LINE - 1)) != 0) {
 				FQI_ERROR(SUBSYS,
 				          "segment %zu: returned block at %llu is outside "
 				          "the segment; rest of the stack dropped",
@@ -460,8 +462,12 @@ static void collect_locked(shm_node *n)
 			}
 			b = (shm_blk *)((char *)m->base + off);
 			off = b->next;
-			if (b->magic != SHM_BLK_MAGIC)
+			w = atomic_load_explicit(&b->word, memory_order_acquire);
+			if (b->magic != SHM_BLK_MAGIC || SHM_WORD_STATE(w) != SHM_FREEING ||
+			    !atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0)))
 				continue;
+			/* FREE from here on, also while stubs keep it (local_refs > 0): the
+			 * reclaim scan must never count this return twice. */
 			blk_returned(n, m, b);
 		}
 	}
@@ -728,8 +734,9 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	unsigned cls = shm_class_of(bytes);
 	magazine *g = NULL, *victim = NULL;
 
-	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES || shm_fault_point != NULL)
+	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES)
 		return false;
+	shm_fault("alloc");
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
 		if (mags[i].node == n && mags[i].cls == cls) {
 			g = &mags[i];

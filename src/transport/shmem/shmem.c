@@ -121,6 +121,7 @@ struct shm_conn {
 	bool in_peers;       /* listed in ss->peers */
 	_Atomic bool broken; /* a data path found it unusable: the I/O thread ends it */
 	bool peer_closed;    /* BYE or hang-up seen */
+	bool out_released;   /* what we published and nobody read went back */
 	bool refused;        /* not taken as a peer (PAIR has one already) */
 	pid_t peer_pid;
 	uint64_t peer_node;
@@ -130,14 +131,17 @@ struct shm_conn {
 	shm_map *in_map, *out_map;
 	shm_ring *in, *out;
 	uint64_t out_limit;                /* most entries queued on out */
+	uint32_t in_cap, out_cap;          /* ring capacities, fixed at the handshake (the shared
+	                           * copy is the peer's to scribble on) */
 	uint64_t out_tail_seen;            /* producer's cached copy of out->tail */
 	uint64_t out_head, out_head_bytes; /* producer's own copies (never read back) */
 	uint64_t in_head_seen;             /* consumer's cached copy of in->head */
 	int peer_efd_in, peer_efd_out;
 	/* Segments the peer announced (by their index on this connection). */
 	pthread_mutex_t ctl_lock;
-	shm_map **in_maps;
-	size_t n_in, cap_in;
+	/* Two levels, grown only: receivers read it without ctl_lock while the I/O thread adds
+	 * announcements (slots are published with release stores). */
+	_Atomic(shm_map *) *_Atomic in_maps[SHM_SEG_CHUNKS];
 	/* Segments we announced: index -> map, and (owner, idx) -> index. */
 	shm_map **out_maps;
 	size_t n_out, cap_out;
@@ -190,6 +194,7 @@ struct shm_transport {
 	 */
 	shm_conn *dead_conns;
 	listener *dead_listeners;
+	shm_conn *orphans; /* of closed sockets, kept while a live peer may read their output */
 	connecter *connecters;
 	struct watch {
 		io_src src;
@@ -257,6 +262,11 @@ static void kick(int fd)
 	if (fd >= 0)
 		eventfd_write(fd, 1);
 }
+
+/* The peers changed: wake the directions this socket uses (an unused eventfd that stays
+ * readable would keep the socket's fd readable for a poll loop that never drains it). */
+struct shm_sock;
+static void kick_changed(struct shm_sock *ss);
 
 static void drain_fd(int fd)
 {
@@ -392,6 +402,14 @@ static int ring_create(fq_socket *s, shm_map **out)
 	return 0;
 }
 
+static void kick_changed(shm_sock *ss)
+{
+	if (type_receives(ss->s->type))
+		kick(ss->efd_in);
+	if (type_sends(ss->s->type))
+		kick(ss->efd_out);
+}
+
 /* ---- Connections ------------------------------------------------------------------------ */
 
 static void io_wake(shm_transport *st)
@@ -402,27 +420,33 @@ static void io_wake(shm_transport *st)
 /* Map conn index -> peer segment (ctl_lock held). */
 static int conn_add_in_map(shm_conn *c, uint32_t idx, shm_map *m)
 {
-	if (idx >= (1u << 24))
-		return FQ_EPROTO;
-	if (idx >= c->cap_in) {
-		size_t cap = c->cap_in ? c->cap_in : 16;
-		shm_map **v;
+	_Atomic(shm_map *) *chunk;
 
-		while (cap <= idx)
-			cap *= 2;
-		v = realloc(c->in_maps, cap * sizeof(*v));
-		if (v == NULL)
-			return FQ_ENOMEM;
-		memset(v + c->cap_in, 0, (cap - c->cap_in) * sizeof(*v));
-		c->in_maps = v;
-		c->cap_in = cap;
-	}
-	if (c->in_maps[idx] != NULL)
+	if (idx >= SHM_SEG_CHUNKS * SHM_SEG_CHUNK)
 		return FQ_EPROTO;
-	c->in_maps[idx] = m;
-	if (idx >= c->n_in)
-		c->n_in = idx + 1;
+	chunk = atomic_load(&c->in_maps[idx / SHM_SEG_CHUNK]);
+	if (chunk == NULL) {
+		chunk = calloc(SHM_SEG_CHUNK, sizeof(*chunk));
+		if (chunk == NULL)
+			return FQ_ENOMEM;
+		atomic_store_explicit(&c->in_maps[idx / SHM_SEG_CHUNK], chunk,
+		                      memory_order_release);
+	}
+	if (atomic_load(&chunk[idx % SHM_SEG_CHUNK]) != NULL)
+		return FQ_EPROTO;
+	atomic_store_explicit(&chunk[idx % SHM_SEG_CHUNK], m, memory_order_release);
 	return 0;
+}
+
+static shm_map *conn_in_map_peek(shm_conn *c, uint32_t idx)
+{
+	_Atomic(shm_map *) *chunk;
+
+	if (idx >= SHM_SEG_CHUNKS * SHM_SEG_CHUNK)
+		return NULL;
+	chunk = atomic_load_explicit(&c->in_maps[idx / SHM_SEG_CHUNK], memory_order_acquire);
+	return chunk ? atomic_load_explicit(&chunk[idx % SHM_SEG_CHUNK], memory_order_acquire)
+	             : NULL;
 }
 
 static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds);
@@ -582,6 +606,7 @@ static int conn_send_hello(shm_conn *c)
 	if (rc != 0)
 		return rc;
 	c->in = c->in_map->base;
+	c->in_cap = c->in->cap;
 	ctl_init(&m, CTL_HELLO);
 	m.sock_type = (uint32_t)s->type;
 	m.node_id = c->st->node->id;
@@ -632,9 +657,13 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 	c->out = ring->base;
 	c->peer_efd_in = fds[1];
 	c->peer_efd_out = fds[2];
+	/* A peer could pass something that blocks on write: never wait on it under slock. */
+	fcntl(c->peer_efd_in, F_SETFL, O_NONBLOCK);
+	fcntl(c->peer_efd_out, F_SETFL, O_NONBLOCK);
 	c->peer_node = m->node_id;
 	c->peer_type = m->sock_type;
-	c->out_limit = c->out->cap;
+	c->out_cap = c->out->cap;
+	c->out_limit = c->out_cap;
 	if (c->out->hwm != 0 && snd_hwm != 0 &&
 	    (uint64_t)c->out->hwm + (uint64_t)snd_hwm < c->out_limit)
 		c->out_limit = (uint64_t)c->out->hwm + (uint64_t)snd_hwm;
@@ -680,11 +709,14 @@ static void sock_add_peer(shm_sock *ss, shm_conn *c)
 		send_subs(ss, c);
 	pthread_mutex_unlock(&ss->slock);
 	pthread_mutex_unlock(&ss->rlock);
-	kick(ss->efd_in);
-	kick(ss->efd_out);
+	kick_changed(ss);
 }
 
-/* Release what we published to a ring that nobody will read any more. slock held. */
+/*
+ * Release what we published to a ring that nobody will read any more: its consumer closed
+ * it (ring->closed) or died. Never earlier: a live consumer may still take any entry over,
+ * and a released own block is reused at once. The consumer's tail is left alone.
+ */
 static void conn_release_out(shm_conn *c)
 {
 	uint64_t head, tail;
@@ -693,10 +725,10 @@ static void conn_release_out(shm_conn *c)
 		return;
 	head = atomic_load(&c->out->head);
 	tail = atomic_load(&c->out->tail);
-	if (head - tail > c->out->cap)
+	if (head - tail > c->out_cap)
 		return; /* the peer wrote nonsense into the tail: leave it to the owners */
 	for (uint64_t pos = tail; pos != head; pos++) {
-		shm_ent e = c->out->ent[pos & (c->out->cap - 1)];
+		shm_ent e = c->out->ent[pos & (c->out_cap - 1)];
 		uint64_t off = e.blk & ((1ULL << 48) - 1);
 
 		if (e.seg < c->n_out && c->out_maps[e.seg] != NULL &&
@@ -704,20 +736,68 @@ static void conn_release_out(shm_conn *c)
 			shm_blk_release(c->out_maps[e.seg],
 			                (shm_blk *)((char *)c->out_maps[e.seg]->base + off));
 	}
-	atomic_store(&c->out->tail, head);
+	c->out_released = true;
+}
+
+static bool ring_empty(const shm_ring *r)
+{
+	return r == NULL || atomic_load_explicit(&r->head, memory_order_acquire) ==
+	                        atomic_load_explicit(&r->tail, memory_order_relaxed);
+}
+
+/* Has process pid ended (gone, or a zombie)? */
+static bool pid_gone(pid_t pid)
+{
+	char path[64], buf[512];
+	ssize_t len;
+	int fd;
+	char *paren;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return false;
+	buf[len] = '\0';
+	paren = strrchr(buf, ')');
+	return paren != NULL && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/*
+ * May our side of a gone connection be freed? Its outbound entries must be read, or
+ * released once nobody can read them. Touches no socket state (orphans have none).
+ */
+static bool conn_out_settled(shm_conn *c)
+{
+	if (c->out == NULL || c->out_released || ring_empty(c->out))
+		return true;
+	if (atomic_load(&c->out->closed) ||
+	    (c->peer_pid != shm_self() && c->peer_pid > 0 && pid_gone(c->peer_pid))) {
+		conn_release_out(c);
+		return true;
+	}
+	return false;
 }
 
 static void conn_free(shm_conn *c)
 {
-	for (size_t i = 0; i < c->n_in; i++)
-		shm_map_unref(c->in_maps[i]);
+	for (size_t i = 0; i < SHM_SEG_CHUNKS; i++) {
+		_Atomic(shm_map *) *chunk = atomic_load(&c->in_maps[i]);
+
+		for (size_t j = 0; chunk != NULL && j < SHM_SEG_CHUNK; j++)
+			shm_map_unref(atomic_load(&chunk[j]));
+		free(chunk);
+	}
 	for (size_t i = 0; i < c->n_out; i++)
 		shm_map_unref(c->out_maps[i]);
 	for (size_t i = 0; i < c->nsubs; i++)
 		free(c->subs[i]);
 	free(c->subs);
 	free(c->sub_len);
-	free(c->in_maps);
+
 	free(c->out_maps);
 	free(c->out_hash);
 	shm_map_unref(c->in_map);
@@ -730,12 +810,6 @@ static void conn_free(shm_conn *c)
 		close(c->fd);
 	pthread_mutex_destroy(&c->ctl_lock);
 	free(c);
-}
-
-static bool ring_empty(const shm_ring *r)
-{
-	return r == NULL || atomic_load_explicit(&r->head, memory_order_acquire) ==
-	                        atomic_load_explicit(&r->tail, memory_order_relaxed);
 }
 
 static void watch_pid(shm_transport *st, pid_t pid);
@@ -758,8 +832,9 @@ static void conn_gone(shm_conn *c, const char *why)
 	pthread_mutex_lock(&ss->slock);
 	c->state = CONN_GONE;
 	c->peer_closed = true;
-	conn_release_out(c);
-	if (c->in != NULL)
+	/* What the peer published stays readable (it is drained before the connection goes);
+	 * what we published stays for the peer unless it is done (conn_out_settled). */
+	if (c->in != NULL && (ss->closing || atomic_load(&c->broken)))
 		atomic_store(&c->in->closed, 1);
 	pthread_mutex_unlock(&ss->slock);
 	pthread_mutex_unlock(&ss->rlock);
@@ -772,8 +847,7 @@ static void conn_gone(shm_conn *c, const char *why)
 		c->origin->next_ms = fqi_clock_ms() + c->origin->ivl;
 		c->origin = NULL;
 	}
-	kick(ss->efd_in);
-	kick(ss->efd_out);
+	kick_changed(ss);
 }
 
 static void listener_free(listener *l)
@@ -810,7 +884,7 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 	for (shm_conn **pp = &st->conns; *pp != NULL;) {
 		shm_conn *c = *pp;
 		shm_sock *ss = c->ss;
-		bool done;
+		bool in_done, out_done;
 
 		if (c->state != CONN_GONE) {
 			pp = &c->next;
@@ -818,8 +892,10 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 		}
 		pthread_mutex_lock(&ss->rlock);
 		pthread_mutex_lock(&ss->slock);
-		done = all || ss->closing || ring_empty(c->in) || !type_receives(ss->s->type);
-		if (done && c->in_peers) {
+		in_done = all || ss->closing || atomic_load(&c->broken) || ring_empty(c->in) ||
+		          !type_receives(ss->s->type);
+		out_done = all || conn_out_settled(c);
+		if ((in_done || ss->closing) && c->in_peers) {
 			for (size_t i = 0; i < ss->npeers; i++) {
 				if (ss->peers[i] == c) {
 					ss->peers[i] = ss->peers[--ss->npeers];
@@ -830,19 +906,46 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 			if (ss->turn_conn == c)
 				ss->turn_conn = NULL;
 		}
+		if (in_done && c->in != NULL)
+			atomic_store(&c->in->closed, 1); /* we never read it again */
 		pthread_mutex_unlock(&ss->slock);
 		pthread_mutex_unlock(&ss->rlock);
-		if (!done) {
+		if (!in_done) {
+			pp = &c->next;
+			continue;
+		}
+		if (!out_done && !ss->closing) {
 			pp = &c->next;
 			continue;
 		}
 		*pp = c->next;
-		if (defer) {
+		if (!out_done) {
+			/* The socket closes, but a live peer may still read what we published:
+			 * the I/O thread keeps the connection until it is settled. */
+			c->ss = NULL;
+			c->next = st->orphans;
+			st->orphans = c;
+		} else if (defer) {
 			c->next = st->dead_conns;
 			st->dead_conns = c;
 		} else {
 			conn_free(c);
 		}
+	}
+}
+
+/* Orphaned connections (of closed sockets) whose output is settled go. I/O thread. */
+static void orphans_reap(shm_transport *st, bool all)
+{
+	for (shm_conn **pp = &st->orphans; *pp != NULL;) {
+		shm_conn *c = *pp;
+
+		if (!all && !conn_out_settled(c)) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		conn_free(c);
 	}
 }
 
@@ -988,6 +1091,16 @@ static int unix_listen(const char *path, int *fd_out)
 		if (alive) {
 			close(fd);
 			return FQ_EADDRINUSE;
+		}
+		{
+			struct stat sb;
+
+			if (lstat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode)) {
+				FQI_WARN(SUBSYS, "%s exists and is not a socket: not replaced",
+				         path);
+				close(fd);
+				return FQ_EADDRINUSE;
+			}
 		}
 		unlink(path);
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
@@ -1375,14 +1488,14 @@ static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
 		return false;
 	head = c->out_head; /* the shared copy's line is the consumer's to read */
 	queued = head - c->out_tail_seen;
-	if (queued + n > c->out_limit || queued + n > r->cap) {
+	if (queued + n > c->out_limit || queued + n > c->out_cap) {
 		c->out_tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
 		queued = head - c->out_tail_seen;
-		if (queued > r->cap)
+		if (queued > c->out_cap)
 			return false; /* corrupt tail: treat as full */
 		if (queued != 0 && queued + n > c->out_limit)
 			return false;
-		if (queued + n > r->cap)
+		if (queued + n > c->out_cap)
 			return false;
 	}
 	if (queued == 0)
@@ -1489,7 +1602,7 @@ static int publish(shm_conn *c, out_part *ops, size_t n)
 		if (rc != 0)
 			return rc;
 		{
-			shm_ent *e = &r->ent[(head + i) & (r->cap - 1)];
+			shm_ent *e = &r->ent[(head + i) & (c->out_cap - 1)];
 
 			e->seg = seg;
 			e->dseg = dseg;
@@ -1503,7 +1616,7 @@ static int publish(shm_conn *c, out_part *ops, size_t n)
 	shm_fault("ring_push");
 	c->out_head_bytes += bytes;
 	c->out_head = head + n;
-	shm_prefetch_write(&r->ent[(head + n + 2) & (r->cap - 1)]); /* the next line */
+	shm_prefetch_write(&r->ent[(head + n + 2) & (c->out_cap - 1)]); /* the next line */
 	atomic_store_explicit(&r->head_bytes, c->out_head_bytes, memory_order_relaxed);
 	atomic_store_explicit(&r->head, c->out_head, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1526,7 +1639,7 @@ static void finish_sent(fq_msg **parts, out_part *ops, size_t n)
 	}
 }
 
-static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline);
+static int wait_fd(shm_sock *ss, int efd, int64_t deadline);
 
 static int check_intr(shm_sock *ss)
 {
@@ -1603,6 +1716,18 @@ static int send_pub(shm_sock *ss, fq_msg **parts, size_t n)
 		}
 	}
 	return 0;
+}
+
+/* Could a send of n parts go somewhere now? (REP: only to the requester; slock held) */
+static bool send_room(shm_sock *ss, size_t n, uint64_t bytes)
+{
+	if (ss->s->type == FQ_REP)
+		return ss->turn_conn != NULL && conn_has_room(ss->turn_conn, n, bytes);
+	for (size_t k = 0; k < ss->npeers; k++) {
+		if (conn_has_room(ss->peers[k], n, bytes))
+			return true;
+	}
+	return false;
 }
 
 static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
@@ -1702,7 +1827,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			bool fits = ss->npeers == 0;
 
 			for (size_t k = 0; k < ss->npeers && !fits; k++)
-				fits = ss->peers[k]->out == NULL || n <= ss->peers[k]->out->cap;
+				fits = ss->peers[k]->out == NULL || n <= ss->peers[k]->out_cap;
 			if (!fits) {
 				rc = FQ_EMSGSIZE;
 				break;
@@ -1727,24 +1852,28 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			pthread_mutex_lock(&ss->slock);
 			continue;
 		}
+		atomic_fetch_add(&ss->waiters_out, 1);
 		arm_out(ss, true);
 		/* Re-check after arming (a consumer may have made room just before). */
-		{
-			bool room = false;
-
-			for (size_t k = 0; k < ss->npeers && !room; k++)
-				room = conn_has_room(ss->peers[k], n, bytes);
-			if (room)
-				continue;
+		if (send_room(ss, n, bytes)) {
+			atomic_fetch_sub(&ss->waiters_out, 1);
+			continue;
 		}
 		pthread_mutex_unlock(&ss->slock);
-		rc = wait_fd(ss, ss->efd_out, &ss->waiters_out, deadline);
+		rc = wait_fd(ss, ss->efd_out, deadline);
 		pthread_mutex_lock(&ss->slock);
+		atomic_fetch_sub(&ss->waiters_out, 1);
 		if (rc != 0)
 			break;
 	}
-	if (ss->armed_out)
+	if (rc == FQ_EAGAIN && atomic_load(&ss->waiters_out) == 0) {
+		drain_fd(ss->efd_out);
+		arm_out(ss, true);
+		if (send_room(ss, n, bytes))
+			kick(ss->efd_out);
+	} else if (rc == 0 && ss->armed_out && atomic_load(&ss->waiters_out) == 0) {
 		arm_out(ss, false);
+	}
 	pthread_mutex_unlock(&ss->slock);
 	if (atomic_load_explicit(&ss->waiters_out, memory_order_relaxed) > 0)
 		kick(ss->efd_out);
@@ -1755,13 +1884,13 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 
 static shm_map *conn_in_map(shm_conn *c, uint32_t idx)
 {
-	if (idx < c->n_in && c->in_maps[idx] != NULL)
-		return c->in_maps[idx];
+	shm_map *m = conn_in_map_peek(c, idx);
+
+	if (m != NULL)
+		return m;
 	/* Its announcement was sent before the entry: read it now. */
 	conn_drain_ctl(c);
-	if (idx < c->n_in && c->in_maps[idx] != NULL)
-		return c->in_maps[idx];
-	return NULL;
+	return conn_in_map_peek(c, idx);
 }
 
 /* Bytes [off, off + len) inside a map of `size` bytes, past its header? */
@@ -1792,9 +1921,9 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		if (head == tail)
 			return 0;
 	}
-	if (head - tail > r->cap)
+	if (head - tail > c->in_cap)
 		goto bad;
-	n = (size_t)(r->ent[tail & (r->cap - 1)].blk >> 48);
+	n = (size_t)(r->ent[tail & (c->in_cap - 1)].blk >> 48);
 	if (n == 0 || n > head - tail)
 		goto bad;
 	if (n > max)
@@ -1802,7 +1931,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	for (size_t i = 0; i < n; i++)
 		msgs[i] = NULL; /* the error paths free what was taken */
 	for (size_t i = 0; i < n; i++) {
-		shm_ent e = r->ent[(tail + i) & (r->cap - 1)];
+		shm_ent e = r->ent[(tail + i) & (c->in_cap - 1)];
 		uint64_t off = e.blk & ((1ULL << 48) - 1);
 		shm_map *map = conn_in_map(c, e.seg), *dmap = conn_in_map(c, e.dseg);
 		shm_blk *b;
@@ -1810,7 +1939,8 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 
 		if (i > 0 && (e.blk >> 48) != 0)
 			goto bad_release;
-		if (map == NULL || dmap == NULL || !in_bounds(off, SHM_BLK_HDR, map->size) ||
+		if (map == NULL || dmap == NULL || (off & (SHM_CACHE_LINE - 1)) != 0 ||
+		    !in_bounds(off, SHM_BLK_HDR, map->size) ||
 		    !in_bounds(e.doff, e.size, dmap->size) || map->kind != SHM_SEG_POOL) {
 			FQI_WARN(SUBSYS,
 			         "peer pid %d sent a handle outside its segments; dropping "
@@ -1886,8 +2016,7 @@ bad:
 	FQI_WARN(SUBSYS, "peer pid %d corrupted its ring; dropping the connection",
 	         (int)c->peer_pid);
 drop:
-	atomic_store(&r->closed, 1);
-	atomic_store(&r->tail, head); /* never read it again */
+	atomic_store(&r->closed, 1); /* we never read it again: the producer takes back */
 	atomic_store(&c->broken, true);
 	io_wake(ss->st);
 	return rc;
@@ -1907,9 +2036,11 @@ static void arm_in(shm_sock *ss, bool on)
 static bool any_input(shm_sock *ss)
 {
 	if (ss->s->type == FQ_REQ)
-		return ss->turn_conn != NULL && !ring_empty(ss->turn_conn->in);
+		return ss->turn_conn != NULL && !atomic_load(&ss->turn_conn->broken) &&
+		       !ring_empty(ss->turn_conn->in);
 	for (size_t i = 0; i < ss->npeers; i++) {
-		if (!ring_empty(ss->peers[i]->in))
+		if (!atomic_load_explicit(&ss->peers[i]->broken, memory_order_relaxed) &&
+		    !ring_empty(ss->peers[i]->in))
 			return true;
 	}
 	return false;
@@ -1955,9 +2086,10 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				uint64_t tail = atomic_load(&r->tail),
 				         head =
 				             atomic_load_explicit(&r->head, memory_order_acquire);
-				size_t want = head != tail
-				                  ? (size_t)(r->ent[tail & (r->cap - 1)].blk >> 48)
-				                  : 0;
+				size_t want =
+				    head != tail
+				        ? (size_t)(r->ent[tail & (c->in_cap - 1)].blk >> 48)
+				        : 0;
 				fq_parts *p = NULL;
 
 				if (want == 0 || want > SHM_MAX_PARTS) {
@@ -2024,21 +2156,32 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 			pthread_mutex_lock(&ss->rlock);
 			continue;
 		}
+		atomic_fetch_add(&ss->waiters_in, 1);
 		arm_in(ss, true);
-		if (any_input(ss))
+		if (any_input(ss)) {
+			atomic_fetch_sub(&ss->waiters_in, 1);
 			continue;
+		}
 		pthread_mutex_unlock(&ss->rlock);
-		rc = wait_fd(ss, ss->efd_in, &ss->waiters_in, deadline);
+		rc = wait_fd(ss, ss->efd_in, deadline);
 		pthread_mutex_lock(&ss->rlock);
+		atomic_fetch_sub(&ss->waiters_in, 1);
 		if (rc != 0)
 			break;
 	}
 out:
-	if (ss->armed_in)
+	if (rc == FQ_EAGAIN && atomic_load(&ss->waiters_in) == 0) {
+		/* A poll loop waits on the fd next: make the next message wake it. */
+		drain_fd(ss->efd_in);
+		arm_in(ss, true);
+		if (any_input(ss))
+			kick(ss->efd_in);
+	} else if (rc == 0 && ss->armed_in && atomic_load(&ss->waiters_in) == 0) {
 		arm_in(ss, false);
+	}
 	pthread_mutex_unlock(&ss->rlock);
-	if (rc == 0 && atomic_load_explicit(&ss->waiters_in, memory_order_relaxed) > 0)
-		kick(ss->efd_in);
+	if (atomic_load_explicit(&ss->waiters_in, memory_order_relaxed) > 0)
+		kick(ss->efd_in); /* another receiver may be the one to take what is left */
 	return rc;
 }
 
@@ -2053,7 +2196,9 @@ static int shm_recvv(fq_socket *s, fq_parts **out, int flags)
 }
 
 /* Sleep on efd until kicked, interrupted or the deadline. */
-static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline)
+/* Sleep on efd until kicked, interrupted or the deadline. The caller counted itself as a
+ * waiter before it armed the flags (so nobody disarms them under it). */
+static int wait_fd(shm_sock *ss, int efd, int64_t deadline)
 {
 	struct pollfd p = {.fd = efd, .events = POLLIN};
 	int ms = fqi_deadline_remaining(deadline);
@@ -2062,13 +2207,9 @@ static int wait_fd(shm_sock *ss, int efd, _Atomic int *waiters, int64_t deadline
 	if (ms == 0)
 		return FQ_ETIMEDOUT;
 	shm_flush_frees(); /* blocks this thread gave back must not wait while it sleeps */
-	atomic_fetch_add(waiters, 1);
-	if (check_intr(ss) != 0) {
-		atomic_fetch_sub(waiters, 1);
+	if (check_intr(ss) != 0)
 		return FQ_EINTR;
-	}
 	rc = poll(&p, 1, ms < 0 || ms > 100 ? 100 : ms);
-	atomic_fetch_sub(waiters, 1);
 	if (rc > 0)
 		drain_fd(efd);
 	if (check_intr(ss) != 0)
@@ -2085,6 +2226,8 @@ static int shm_events(fq_socket *s)
 	shm_sock *ss = ss_of(s);
 	int ev = 0;
 
+	if (check_intr(ss) != 0)
+		return FQ_EINTR; /* the fd stays readable while interrupted */
 	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
 		pthread_mutex_lock(&ss->rlock);
 		if (atomic_load(&ss->waiters_in) == 0)
@@ -2128,8 +2271,7 @@ static void shm_interrupt(fq_socket *s, bool on)
 	shm_sock *ss = ss_of(s);
 
 	atomic_store(&ss->intr, on);
-	kick(ss->efd_in);
-	kick(ss->efd_out);
+	kick_changed(ss);
 }
 
 /* ---- Socket life -------------------------------------------------------------------------- */
@@ -2416,6 +2558,15 @@ void shm_region_returned(shm_node *n, shm_blk *b)
 /* Deliver queued region acknowledgements (I/O thread, no lock held). */
 static void flush_acks(shm_transport *st)
 {
+	struct batch {
+		shm_region_priv *rp;
+		fq_region_ack *acks;
+		size_t n;
+	} *todo = NULL;
+	size_t ntodo = 0, cap = 0;
+
+	/* Take the acks under the lock; call back and release references after it (a last
+	 * reference closes the region, which takes this lock). */
 	pthread_mutex_lock(&st->region_lock);
 	for (shm_region_priv *rp = st->regions; rp != NULL; rp = rp->next) {
 		fq_region_ack *acks;
@@ -2424,21 +2575,38 @@ static void flush_acks(shm_transport *st)
 		pthread_mutex_lock(&rp->lock);
 		acks = rp->pending;
 		n = rp->npending;
-		rp->pending = NULL;
-		rp->npending = rp->cap_pending = 0;
+		if (n != 0 && ntodo == cap) {
+			struct batch *v = realloc(todo, (cap ? 2 * cap : 8) * sizeof(*v));
+
+			if (v == NULL) {
+				pthread_mutex_unlock(&rp->lock);
+				break; /* next time */
+			}
+			todo = v;
+			cap = cap ? 2 * cap : 8;
+		}
+		if (n != 0) {
+			rp->pending = NULL;
+			rp->npending = rp->cap_pending = 0;
+			fqi_region_ref(rp->r); /* keeps rp while we are outside the lock */
+			todo[ntodo++] = (struct batch){rp, acks, n};
+		}
 		pthread_mutex_unlock(&rp->lock);
-		if (n == 0)
-			continue;
-		shm_fault("region_ack");
-		if (rp->r->ack_fn != NULL)
-			rp->r->ack_fn(acks, n, rp->r->arg);
-		atomic_fetch_sub(&st->node->outstanding_region_msgs, n);
-		free(acks);
-		/* Each message held a region reference (the region may close now). */
-		for (size_t i = 0; i < n; i++)
-			fqi_region_unref(rp->r);
 	}
 	pthread_mutex_unlock(&st->region_lock);
+	for (size_t k = 0; k < ntodo; k++) {
+		fq_region *r = todo[k].rp->r;
+
+		shm_fault("region_ack");
+		if (r->ack_fn != NULL)
+			r->ack_fn(todo[k].acks, todo[k].n, r->arg);
+		atomic_fetch_sub(&st->node->outstanding_region_msgs, todo[k].n);
+		free(todo[k].acks);
+		/* Each message held a region reference, and so did we. */
+		for (size_t i = 0; i <= todo[k].n; i++)
+			fqi_region_unref(r);
+	}
+	free(todo);
 }
 
 static void io_accept(shm_transport *st, listener *l)
@@ -2488,6 +2656,7 @@ static void *io_main(void *arg)
 			st->last_scan_ms = now;
 			scan_users(st);
 			conn_reap(st, false, false);
+			orphans_reap(st, false);
 		}
 		pthread_mutex_unlock(&st->lock);
 		if (atomic_load(&st->node->outstanding_region_msgs) != 0) {
@@ -2619,6 +2788,7 @@ static void shm_fini(fq_transport *t)
 	pthread_mutex_lock(&st->lock);
 	free_dead(st);
 	conn_reap(st, true, false);
+	orphans_reap(st, true); /* our blocks stay with their readers; we stop watching */
 	for (size_t i = 0; i < st->nwatch; i++) {
 		close(st->watches[i]->fd);
 		free(st->watches[i]);
