@@ -293,6 +293,49 @@ static int role(int argc, char **argv)
 		fq_socket_close(s);
 		pause_ms(200); /* acks */
 		fq_region_close(reg);
+	} else if (strcmp(r, "closer") == 0 && argc == 3) { /* URL ROUNDS */
+		/* Send fast, close with linger 0 while the consumer still drains, then reuse the
+		 * blocks for messages we keep: the consumer must never see one of those. */
+		int rounds = atoi(argv[2]);
+		static fq_msg *held[60000];
+		size_t nheld = 0;
+
+		for (int k = 0; k < rounds; k++) {
+			fq_socket *s = sock(t, FQ_PUSH, 0);
+			int64_t until;
+
+			fq_socket_set_int(s, "linger", 0);
+			fq_connect(s, argv[1]);
+			while (!(fq_socket_events(s) & FQ_POLLOUT))
+				pause_ms(1);
+			until = now_ms() + 30;
+			for (uint64_t i = 0; now_ms() < until; i++) {
+				fq_msg *m = make_msg(t, i, 64);
+
+				if (m == NULL)
+					return 4;
+				memcpy((char *)fq_msg_data(m) + 8, "S1", 2);
+				if (fq_send(s, &m, FQ_DONTWAIT) != 0)
+					fq_msg_free(m);
+			}
+			fq_socket_close(s);
+			for (int i = 0; i < 3000 && nheld < 60000; i++) {
+				fq_msg *m = NULL;
+
+				if (fq_msg_alloc(t, 64, &m) != 0)
+					return 4;
+				memset(fq_msg_data(m), 'S', 64);
+				memcpy((char *)fq_msg_data(m) + 8, "S2", 2);
+				held[nheld++] = m;
+			}
+			pause_ms(20);
+		}
+		pause_ms(500);
+		for (size_t i = 0; i < nheld; i++) {
+			if (memcmp((char *)fq_msg_data(held[i]) + 8, "S2", 2) != 0)
+				return 8; /* changed under us: somebody else had the block */
+			fq_msg_free(held[i]);
+		}
 	} else if (strcmp(r, "intruder") == 0 && argc == 2) { /* URL: must receive nothing */
 		fq_socket *s = sock(t, FQ_PULL, 1000);
 		fq_msg *m = NULL;
@@ -722,6 +765,52 @@ static void run_chain(fq_transport *t, int seconds)
 	expect_clean(t, "chain", now_ms());
 }
 
+/* ---- A producer closing while its consumer drains ----------------------------------------- */
+
+static void run_closer(void)
+{
+	char url[200];
+	fq_transport *t = NULL;
+	fq_socket *pull;
+	long s1 = 0, s2 = 0;
+	pid_t pid;
+	int status;
+
+	fprintf(stderr, "closer: a producer closes (linger 0) while we drain, and reuses blocks\n");
+	if (fq_transport_open(&t, "shmem", NULL) != 0) {
+		failures++;
+		return;
+	}
+	pull = sock(t, FQ_PULL, 0);
+	snprintf(url, sizeof(url), "ipc://%s/closer", scratch);
+	fq_bind(pull, url);
+	pid = spawn(NULL, NULL, (const char *[]){"closer", url, "10", NULL});
+	for (int64_t idle = now_ms() + 3000; now_ms() < idle;) {
+		fq_msg *m = NULL;
+
+		if (fq_recv(pull, &m, FQ_DONTWAIT) != 0) {
+			if (!alive(pid) && now_ms() + 2500 < idle)
+				idle = now_ms() + 500;
+			continue;
+		}
+		if (memcmp((char *)fq_msg_data(m) + 8, "S2", 2) == 0)
+			s2++;
+		else
+			s1++;
+		fq_msg_free(m);
+		idle = now_ms() + 3000;
+	}
+	status = reap(pid, 10000);
+	fprintf(stderr, "  closer: %ld messages, %ld of them blocks the producer had reused\n",
+	        s1 + s2, s2);
+	CHECK(s2 == 0, "closer: received %ld blocks that the producer holds", s2);
+	CHECK(s1 > 0, "closer: nothing arrived");
+	CHECK(status == 0, "closer: the producer saw its held messages change (status 0x%x)",
+	      status);
+	fq_socket_close(pull);
+	fq_transport_close(t);
+}
+
 /* ---- Another user --------------------------------------------------------------------------- */
 
 static void run_intruder(fq_transport *t)
@@ -855,6 +944,8 @@ int main(int argc, char **argv)
 		run_chain(t, atoi(argv[2]));
 	} else if (strcmp(argv[1], "intruder") == 0) {
 		run_intruder(t);
+	} else if (strcmp(argv[1], "closer") == 0) {
+		run_closer();
 	} else {
 		fprintf(stderr, "unknown command\n");
 		return 2;

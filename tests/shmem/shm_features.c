@@ -8,6 +8,7 @@
 #include "transport/shmem/shm.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -580,5 +581,155 @@ Test(shmem, hostile_peer,
 	fqt_close(good);
 	fqt_close(pull);
 	expect_all_back(t);
+	fq_transport_close(t);
+}
+
+/* ---- Regressions from review ------------------------------------------------------------- */
+
+static atomic_int late_acks;
+
+static void count_acks(const fq_region_ack *a, size_t n, void *arg)
+{
+	(void)a;
+	(void)arg;
+	atomic_fetch_add(&late_acks, (int)n);
+}
+
+Test(shmem, region_closed_with_messages_out,
+     .description = "closing a region while its messages are out: acks still come, no hang")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_region *reg = NULL;
+	fq_socket *push, *pull;
+	fq_msg *m = NULL, *r = NULL;
+	int64_t deadline;
+
+	FQ_PASS(fq_region_open(&reg, t, 64 * KiB, count_acks, NULL));
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	FQ_PASS(fq_msg_from_region(reg, fq_region_data(reg), 100, NULL, &m));
+	FQ_PASS(fq_send(push, &m, 0));
+	FQ_PASS(fqt_recv(pull, &r, 0));
+	fq_region_close(reg); /* the message still points into it */
+	fq_msg_free(r);
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (atomic_load(&late_acks) == 0 && fqt_now_ms() < deadline)
+		fqt_pause();
+	cr_assert(atomic_load(&late_acks) == 1);
+	fqt_close(push);
+	fqt_close(pull);
+	fq_transport_close(t); /* returned: the I/O thread is not stuck */
+}
+
+struct intr_arg {
+	fq_socket *s;
+	int delay_ms;
+};
+
+static void *interrupt_later(void *arg)
+{
+	struct intr_arg *a = arg;
+
+	usleep((useconds_t)a->delay_ms * 1000);
+	fq_socket_interrupt(a->s);
+	return NULL;
+}
+
+Test(shmem, interrupt_wakes_poller, .description = "fq_socket_interrupt ends fq_poller_wait")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *push, *pull;
+	fq_poller *p = NULL;
+	struct intr_arg a;
+	pthread_t th;
+	int64_t t0;
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	FQ_PASS(fq_poller_open(&p));
+	FQ_PASS(fq_poller_add(p, pull, FQ_POLLIN));
+	a = (struct intr_arg){pull, 100};
+	cr_assert(pthread_create(&th, NULL, interrupt_later, &a) == 0);
+	t0 = fqt_now_ms();
+	FQ_FAIL(fq_poller_wait(p, 5000), FQ_EINTR);
+	cr_assert(fqt_now_ms() - t0 < 2000, "took %lld ms", (long long)(fqt_now_ms() - t0));
+	pthread_join(th, NULL);
+	FQ_FAIL(fq_socket_events(pull), FQ_EINTR);
+	fq_socket_resume(pull);
+	fq_poller_close(p);
+	fqt_close(push);
+	fqt_close(pull);
+	fq_transport_close(t);
+}
+
+struct slow_sender {
+	fq_socket *s;
+	fq_transport *t;
+};
+
+static void *send_three(void *arg)
+{
+	struct slow_sender *ss = arg;
+
+	for (int i = 0; i < 3; i++) {
+		fq_msg *m = fqt_msg_str(ss->t, "tick");
+
+		usleep(50000);
+		if (fq_send(ss->s, &m, 0) != 0)
+			fq_msg_free(m);
+	}
+	return NULL;
+}
+
+Test(shmem, fd_loop_does_not_spin,
+     .description = "poll(fq_socket_fd) + receive until FQ_EAGAIN wakes once per message")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *push, *pull;
+	struct slow_sender ss;
+	pthread_t th;
+	int fd, got = 0, wakeups = 0;
+	int64_t deadline;
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &push, &pull);
+	FQ_PASS(fq_socket_fd(pull, &fd));
+	ss = (struct slow_sender){push, t};
+	cr_assert(pthread_create(&th, NULL, send_three, &ss) == 0);
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (got < 3 && fqt_now_ms() < deadline) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		fq_msg *m = NULL;
+
+		if (poll(&pfd, 1, 1000) > 0)
+			wakeups++;
+		while (fq_recv(pull, &m, FQ_DONTWAIT) == 0) {
+			got++;
+			fq_msg_free(m);
+		}
+	}
+	pthread_join(th, NULL);
+	cr_assert(got == 3);
+	cr_assert(wakeups <= 20, "%d wake-ups for 3 messages: the fd stays readable", wakeups);
+	fqt_close(push);
+	fqt_close(pull);
+	fq_transport_close(t);
+}
+
+Test(shmem, bind_keeps_other_files, .description = "bind never deletes a file that is no socket")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *s = fqt_socket(t, FQ_PULL);
+	char url[FQT_URL_MAX];
+	const char *path;
+	FILE *fp;
+
+	fqt_url("ipc", url);
+	path = url + strlen("ipc://");
+	fp = fopen(path, "w");
+	cr_assert(fp != NULL);
+	fputs("precious", fp);
+	fclose(fp);
+	FQ_FAIL(fq_bind(s, url), FQ_EADDRINUSE);
+	cr_assert(access(path, F_OK) == 0, "bind deleted %s", path);
+	unlink(path);
+	fqt_close(s);
 	fq_transport_close(t);
 }
