@@ -54,7 +54,7 @@ url() {
 start() {
 	_name=$1
 	shift
-	timeout "$LIMIT" "$@" >"$SCRATCH/$_name.out" 2>"$SCRATCH/$_name.err" &
+	timeout --foreground -k 10 "$LIMIT" "$@" >"$SCRATCH/$_name.out" 2>"$SCRATCH/$_name.err" &
 	eval "PID_$_name=$!"
 	PIDS="$PIDS $!"
 }
@@ -63,7 +63,7 @@ start() {
 run() {
 	_name=$1
 	shift
-	timeout "$LIMIT" "$@" >"$SCRATCH/$_name.out" 2>"$SCRATCH/$_name.err"
+	timeout --foreground -k 10 "$LIMIT" "$@" >"$SCRATCH/$_name.out" 2>"$SCRATCH/$_name.err"
 	RC=$?
 }
 
