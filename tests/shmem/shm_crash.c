@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -124,10 +125,18 @@ static pid_t spawn(const char *fault, const char *after, const char *const *args
 		envp[e++] = after_env;
 	}
 	envp[e] = NULL;
-	pid = fork();
-	if (pid == 0) {
-		execve(self_exe, argv, envp);
-		_exit(127);
+	{
+		pid_t parent = getpid();
+
+		pid = fork();
+		if (pid == 0) {
+			/* Never outlive the test (a killed test must not leave roles running). */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
+				_exit(1);
+			execve(self_exe, argv, envp);
+			_exit(127);
+		}
 	}
 	for (size_t i = 0; i < 16; i++) {
 		if (children[i] == 0) {
@@ -551,7 +560,7 @@ static void fault_forwarder(fq_transport *t, const char *point)
 	fq_bind(src, a);
 	fq_bind(sink, b);
 	pid = spawn(point, "30", (const char *[]){"forwarder", a, b, NULL});
-	while (alive(pid)) {
+	for (int64_t give_up = now_ms() + 20000; alive(pid) && now_ms() < give_up;) {
 		fq_msg *m = make_msg(t, sent, 300);
 
 		if (fq_send(src, &m, FQ_DONTWAIT) == 0)
@@ -601,7 +610,7 @@ static void fault_pub(fq_transport *t, const char *point)
 	fq_connect(s1, url);
 	fq_connect(s2, url);
 	pid = spawn(point, "20", (const char *[]){"pub", url, "100000", NULL});
-	while (alive(pid)) {
+	for (int64_t give_up = now_ms() + 20000; alive(pid) && now_ms() < give_up;) {
 		fq_msg *m = NULL;
 
 		for (int k = 0; k < 2; k++) {
