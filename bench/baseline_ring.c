@@ -439,11 +439,17 @@ static int sender(const fqb_role_args *a)
 	if (rside_open(&s, a, FQB_THR) != 0)
 		return FQB_EXIT_FAILURE;
 	prod_init(&p, &s, 0);
-	/* The pool's pages exist before the clock starts, as a warm allocator's would. */
+	/*
+	 * The pool's pages exist before the clock starts, as a warm allocator's would: those the
+	 * loop writes, every one with --memset.
+	 */
 	for (uint64_t b = 0; b < s.l.nbuf && size > 0; b++) {
 		char *buf = s.base + s.l.pool_off + b * s.l.stride;
 
-		buf[0] = buf[size - 1] = 0x5a;
+		if (a->fill)
+			memset(buf, 0x5a, size);
+		else
+			buf[0] = buf[size - 1] = 0x5a;
 	}
 	cpu0 = fqb_cpu_seconds();
 	if (a->count == 0)
@@ -460,12 +466,7 @@ static int sender(const fqb_role_args *a)
 			const uint64_t slot = (p.head + j) & p.mask;
 			const uint64_t off = s.l.pool_off + slot * s.l.stride;
 
-			if (size > 0) {
-				char *buf = s.base + off;
-
-				buf[0] = (char)i;
-				buf[size - 1] = (char)i;
-			}
+			fqb_touch(s.base + off, size, i, a->fill);
 			p.r->ent[slot] = (ring_ent){.off = off,
 			                            .size = size,
 			                            .parts = j == 0 ? (uint32_t)parts : 0,
@@ -608,6 +609,8 @@ static int pinger(const fqb_role_args *a)
 	if (a->count == 0)
 		end_ns = t0 + (uint64_t)(a->duration * 1e9);
 	while (a->count == 0 || n < a->count) {
+		for (size_t j = 0; a->fill && j < a->parts; j++)
+			fqb_touch(s.base + mine[j].off, a->size, n, true);
 		if (push_message(&p, src, a->parts, a->timeout_ms) != 0 || pull_echo(&c, a) != 0)
 			goto out;
 		now = fqb_now_ns();

@@ -124,11 +124,8 @@ static int sender(const fqb_role_args *a)
 				fqb_report_error("zmq_msg_init_size: %s", zmq_strerror(errno));
 				goto fail;
 			}
-			if (a->size > 0) {
-				p = zmq_msg_data(&msg);
-				p[0] = (char)i;
-				p[a->size - 1] = (char)i;
-			}
+			p = zmq_msg_data(&msg);
+			fqb_touch(p, a->size, i, a->fill);
 			if (zmq_msg_send(&msg, z.sock, more) < 0) {
 				fqb_report_error("zmq_msg_send: %s", zmq_strerror(errno));
 				zmq_msg_close(&msg);
@@ -269,6 +266,8 @@ static int pinger(const fqb_role_args *a)
 	if (a->count == 0)
 		end_ns = t0 + (uint64_t)(a->duration * 1e9);
 	while (a->count == 0 || n < a->count) {
+		for (size_t j = 0; a->fill && j < a->parts; j++)
+			fqb_touch(zmq_msg_data(&msgs[j]), a->size, n, true);
 		if (send_message(z.sock, msgs, a->parts) != 0 || recv_message(z.sock, msgs, a) != 1)
 			goto out;
 		now = fqb_now_ns();

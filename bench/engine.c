@@ -261,6 +261,13 @@ void fqb_report_sender(fqb_role role, uint64_t count, double cpu)
 	fflush(stdout);
 }
 
+void fqb_report_solo(uint64_t count, double seconds, double cpu)
+{
+	printf("result role=sender count=%llu seconds=%.9f cpu=%.6f\n", (unsigned long long)count,
+	       seconds, cpu);
+	fflush(stdout);
+}
+
 void fqb_report_pinger(uint64_t count, double seconds, const fqb_lat_stats *st, double cpu)
 {
 	printf("result role=pinger count=%llu seconds=%.9f p50=%.4f p99=%.4f mean=%.4f max=%.4f "
@@ -337,40 +344,80 @@ static void fmt_us(char *buf, size_t len, double v)
 		snprintf(buf, len, "%.2f", v);
 }
 
-void fqb_table_header(FILE *out, bool with_ratio, bool with_ring)
+static const struct {
+	unsigned col;
+	const char *name;
+	int width;
+} ratio_cols[] = {
+    {FQB_COL_RAW, "fq/raw", 6},     {FQB_COL_RING, "fq/ring", 7},   {FQB_COL_IOX, "fq/iox", 6},
+    {FQB_COL_FUTEX, "fq/futex", 8}, {FQB_COL_MEMSET, "/memset", 7},
+};
+
+static double ratio_col(const fqb_result *r, unsigned col)
+{
+	switch (col) {
+	case FQB_COL_RAW:
+		return r->ratio;
+	case FQB_COL_RING:
+		return r->ratio_ring;
+	case FQB_COL_IOX:
+		return r->ratio_iox;
+	case FQB_COL_FUTEX:
+		return r->ratio_futex;
+	default:
+		return r->ratio_memset;
+	}
+}
+
+static void fmt_cpu(char *buf, size_t len, double v)
+{
+	if (v < 0)
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.2f", v);
+}
+
+void fqb_table_header(FILE *out, unsigned cols)
 {
 	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5s %10s %12s %8s %8s %7s %7s", "impl", "transport",
 	        "scheme", "pat", "size", "parts", "msgs/s", "throughput", "p50 us", "p99 us",
 	        "cpu snd", "cpu rcv");
-	if (with_ratio)
-		fprintf(out, " %6s", "fq/raw");
-	if (with_ring)
-		fprintf(out, " %7s", "fq/ring");
+	for (size_t i = 0; i < sizeof(ratio_cols) / sizeof(ratio_cols[0]); i++) {
+		if (cols & ratio_cols[i].col)
+			fprintf(out, " %*s", ratio_cols[i].width, ratio_cols[i].name);
+	}
 	fputc('\n', out);
 	fflush(out);
 }
 
-void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio, bool with_ring)
+void fqb_table_row(FILE *out, const fqb_result *r, unsigned cols)
 {
-	char size[24], rate[24], bytes[24], p50[24], p99[24];
+	char size[24], rate[24], bytes[24], p50[24], p99[24], csnd[24], crcv[24];
+	int blanks = 0;
 
 	fmt_size(size, sizeof(size), r->size);
 	fmt_rate(rate, sizeof(rate), r->msgs_per_s);
 	fmt_bytes_rate(bytes, sizeof(bytes), r->bytes_per_s);
 	fmt_us(p50, sizeof(p50), r->lat_p50_us);
 	fmt_us(p99, sizeof(p99), r->lat_p99_us);
-	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5zu %10s %12s %8s %8s %7.2f %7.2f", r->impl,
+	fmt_cpu(csnd, sizeof(csnd), r->cpu_s_sender);
+	fmt_cpu(crcv, sizeof(crcv), r->cpu_s_receiver);
+	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5zu %10s %12s %8s %8s %7s %7s", r->impl,
 	        r->transport, r->url_scheme, fqb_pattern_name(r->pattern), size, r->parts, rate,
-	        bytes, p50, p99, r->cpu_s_sender, r->cpu_s_receiver);
+	        bytes, p50, p99, csnd, crcv);
 	/* The ratio columns: left empty, without trailing blanks, where there is no ratio. */
-	if (with_ring && r->ratio_ring >= 0) {
-		if (with_ratio && r->ratio >= 0)
-			fprintf(out, " %6.2f", r->ratio);
-		else if (with_ratio)
-			fprintf(out, " %6s", "");
-		fprintf(out, " %7.2f", r->ratio_ring);
-	} else if (with_ratio && r->ratio >= 0) {
-		fprintf(out, " %6.2f", r->ratio);
+	for (size_t i = 0; i < sizeof(ratio_cols) / sizeof(ratio_cols[0]); i++) {
+		double v;
+
+		if (!(cols & ratio_cols[i].col))
+			continue;
+		v = ratio_col(r, ratio_cols[i].col);
+		if (v < 0) {
+			blanks += 1 + ratio_cols[i].width;
+			continue;
+		}
+		fprintf(out, "%*s %*.2f", blanks, "", ratio_cols[i].width, v);
+		blanks = 0;
 	}
 	fputc('\n', out);
 	fflush(out);
@@ -410,8 +457,9 @@ void fqb_json_row(FILE *out, const fqb_result *r)
 	json_str(out, "pattern", fqb_pattern_name(r->pattern));
 	fputc(',', out);
 	json_str(out, "url_scheme", r->url_scheme);
-	fprintf(out, ",\"size\":%zu,\"parts\":%zu,\"zero_copy\":%s,\"count\":%llu", r->size,
-	        r->parts, r->zero_copy ? "true" : "false", (unsigned long long)r->count);
+	fprintf(out, ",\"size\":%zu,\"parts\":%zu,\"zero_copy\":%s,\"memset\":%s,\"count\":%llu",
+	        r->size, r->parts, r->zero_copy ? "true" : "false", r->fill ? "true" : "false",
+	        (unsigned long long)r->count);
 	json_num(out, "seconds", r->seconds, "%.6f");
 	json_num(out, "msgs_per_s", r->msgs_per_s, "%.1f");
 	json_num(out, "bytes_per_s", r->bytes_per_s, "%.1f");
@@ -425,6 +473,12 @@ void fqb_json_row(FILE *out, const fqb_result *r)
 		json_num(out, "ratio_vs_raw", r->ratio, "%.4f");
 	if (r->ratio_ring >= 0)
 		json_num(out, "ratio_vs_ring", r->ratio_ring, "%.4f");
+	if (r->ratio_iox >= 0)
+		json_num(out, "ratio_vs_iceoryx", r->ratio_iox, "%.4f");
+	if (r->ratio_futex >= 0)
+		json_num(out, "ratio_vs_futex", r->ratio_futex, "%.4f");
+	if (r->ratio_memset >= 0)
+		json_num(out, "ratio_vs_memset", r->ratio_memset, "%.4f");
 	fputs("}\n", out);
 	fflush(out);
 }

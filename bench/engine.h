@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define FQB_EXIT_OK      0
@@ -73,6 +74,7 @@ typedef struct fqb_role_args {
 	int timeout_ms;  /* send/receive timeout and linger */
 	bool hold;       /* after the end marker, wait for stdin to close (fqb_hold_wait) */
 	bool adopt;      /* thr sender: wrap one preallocated buffer instead of allocating */
+	bool fill;       /* --memset: the sender (pinger) writes every byte of every message */
 } fqb_role_args;
 
 /*
@@ -90,6 +92,23 @@ static inline size_t fqb_marker_size(size_t size)
  * a power of two minus one, so the check is one AND per message.
  */
 uint64_t fqb_clock_mask(size_t bytes_per_message);
+
+/*
+ * What a sender writes into the payload of message `i` before sending it: its first and last
+ * byte, or, with --memset (`fill`), every byte, with a value that changes from one message to
+ * the next.
+ */
+static inline void fqb_touch(char *p, size_t size, uint64_t i, bool fill)
+{
+	if (size == 0)
+		return;
+	if (fill) {
+		memset(p, (int)(unsigned char)(i + 1), size);
+	} else {
+		p[0] = (char)i;
+		p[size - 1] = (char)i;
+	}
+}
 
 /* ---- Latency samples -------------------------------------------------------------------- */
 
@@ -137,6 +156,8 @@ void fqb_report_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 void fqb_report_receiver(uint64_t count, double seconds, double cpu);
 /* Sender and ponger: CPU seconds (and messages sent). */
 void fqb_report_sender(fqb_role role, uint64_t count, double cpu);
+/* A run of one process (the memset reference): iterations, seconds, CPU seconds. */
+void fqb_report_solo(uint64_t count, double seconds, double cpu);
 /* Pinger: round trips, seconds, one-way statistics, CPU seconds. */
 void fqb_report_pinger(uint64_t count, double seconds, const fqb_lat_stats *st, double cpu);
 /* Value of key=... in a report line; 0 if found, -1 if not. */
@@ -147,7 +168,7 @@ int fqb_report_get(const char *line, const char *key, double *out);
 #define FQB_NA (-1.0) /* a field that does not apply to the pattern */
 
 typedef struct fqb_result {
-	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq" or "ring" */
+	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq", "ring", "iceoryx", "futex" or "memset" */
 	char transport[FQB_NAME_MAX];
 	char url_scheme[FQB_NAME_MAX];
 	fqb_pattern pattern;
@@ -157,15 +178,28 @@ typedef struct fqb_result {
 	double msgs_per_s;  /* thr: messages/s; lat: round trips/s */
 	double bytes_per_s; /* payload bytes/s (thr), FQB_NA for lat */
 	double lat_p50_us, lat_p99_us, lat_mean_us, lat_max_us; /* FQB_NA for thr */
-	double cpu_s_sender, cpu_s_receiver; /* sender/pinger and receiver/ponger */
-	double ratio;      /* fabriq / raw libzmq for the pattern's main figure, or FQB_NA */
-	double ratio_ring; /* fabriq / raw shared-memory ring, or FQB_NA */
-	bool zero_copy;    /* thr: the sender sent from one preallocated buffer */
+	double cpu_s_sender, cpu_s_receiver; /* sender/pinger and receiver/ponger (FQB_NA: none) */
+	double ratio;        /* fabriq / raw libzmq for the pattern's main figure, or FQB_NA */
+	double ratio_ring;   /* fabriq / raw shared-memory ring, or FQB_NA */
+	double ratio_iox;    /* fabriq / iceoryx, or FQB_NA */
+	double ratio_futex;  /* fabriq / futex ping-pong (lat), or FQB_NA */
+	double ratio_memset; /* thr, --memset: this row's bytes/s / the memset row's, or FQB_NA */
+	bool zero_copy;      /* thr: the sender sent from one preallocated buffer */
+	bool fill;           /* --memset: the sender wrote every byte of every message */
 } fqb_result;
 
-/* with_ratio: the fq/raw column (--baseline zmq); with_ring: the fq/ring column (ring). */
-void fqb_table_header(FILE *out, bool with_ratio, bool with_ring);
-void fqb_table_row(FILE *out, const fqb_result *r, bool with_ratio, bool with_ring);
+/* The ratio columns of the table, in their order (a set). */
+enum {
+	FQB_COL_RAW = 1,    /* fq/raw: --baseline zmq */
+	FQB_COL_RING = 2,   /* fq/ring: --baseline ring */
+	FQB_COL_IOX = 4,    /* fq/iox: --baseline iceoryx */
+	FQB_COL_FUTEX = 8,  /* fq/futex: --baseline futex */
+	FQB_COL_MEMSET = 16 /* /memset: --memset */
+};
+
+/* `cols`: the FQB_COL_* columns to show. */
+void fqb_table_header(FILE *out, unsigned cols);
+void fqb_table_row(FILE *out, const fqb_result *r, unsigned cols);
 /* One JSON object on one line. */
 void fqb_json_row(FILE *out, const fqb_result *r);
 

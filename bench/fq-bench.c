@@ -1,6 +1,7 @@
 /*
- * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq and with
- * a raw shared-memory ring (the machine's limit).
+ * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq, with a
+ * raw shared-memory ring (the machine's limit), with iceoryx, with a futex ping-pong (the floor
+ * of a blocking wake-up) and with memset (the machine's write bandwidth).
  *
  * By default the tool is the parent of each run: it starts both sides as two processes (this
  * same executable with --role), on a fresh address, optionally pinned to CPUs, collects their
@@ -11,9 +12,15 @@
  *      last byte and sends it (fq_send, or fq_sendv with --parts); the receiver times from the
  *      first message to the end marker.
  * lat: PAIR ping-pong; the pinger reads the clock once per round trip; one-way = round trip/2.
+ * --memset: every sender (pinger) writes every byte of every message instead of two.
  */
 #include <fabriq/fabriq.h>
 
+#include "baseline_futex.h"
+#ifdef FQB_HAVE_ICEORYX
+#include "baseline_iceoryx.h"
+#endif
+#include "baseline_memset.h"
 #include "baseline_ring.h"
 #include "baseline_zmq.h"
 #include "engine.h"
@@ -35,10 +42,34 @@
  */
 #define PEER_TIMEOUT_MS 10000
 
-typedef enum impl_kind { IMPL_FABRIQ, IMPL_ZMQ, IMPL_RING } impl_kind;
+typedef enum impl_kind {
+	IMPL_FABRIQ,
+	IMPL_ZMQ,
+	IMPL_RING,
+	IMPL_IOX,
+	IMPL_FUTEX,
+	IMPL_MEMSET
+} impl_kind;
+
+/* --impl names and the row names of each implementation. */
+static const char *const impl_names[] = {
+    [IMPL_FABRIQ] = "fabriq", [IMPL_ZMQ] = "zmq",     [IMPL_RING] = "ring",
+    [IMPL_IOX] = "iceoryx",   [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "memset",
+};
+/* The transport and url scheme columns of a baseline's rows (fabriq's are its own). */
+static const char *const impl_transports[] = {
+    [IMPL_FABRIQ] = "",    [IMPL_ZMQ] = "libzmq",  [IMPL_RING] = "spsc",
+    [IMPL_IOX] = "pubsub", [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "libc",
+};
 
 /* --baseline: which raw implementations each case is also run on (a set). */
-enum { BASE_ZMQ = 1, BASE_RING = 2 };
+enum { BASE_ZMQ = 1, BASE_RING = 2, BASE_IOX = 4, BASE_FUTEX = 8 };
+
+#ifdef FQB_HAVE_ICEORYX
+static const bool have_iceoryx = true;
+#else
+static const bool have_iceoryx = false;
+#endif
 
 typedef struct config {
 	/* What to run */
@@ -59,6 +90,7 @@ typedef struct config {
 	bool json;
 	unsigned baseline;   /* BASE_* */
 	bool adopt;          /* thr: fabriq sender sends one buffer with fq_msg_adopt */
+	bool fill;           /* --memset: senders write every byte; the memset reference row */
 	bool baseline_first; /* run the baselines before fabriq in each case */
 	/* Role mode */
 	fqb_role role;
@@ -81,6 +113,7 @@ enum {
 	OPT_HOLD,
 	OPT_ADOPT,
 	OPT_BASELINE_FIRST,
+	OPT_MEMSET,
 	OPT_VERSION,
 };
 
@@ -107,6 +140,7 @@ static const struct option long_options[] = {
     {"hold", no_argument, NULL, OPT_HOLD},
     {"adopt", no_argument, NULL, OPT_ADOPT},
     {"baseline-first", no_argument, NULL, OPT_BASELINE_FIRST},
+    {"memset", no_argument, NULL, OPT_MEMSET},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -119,9 +153,9 @@ static void usage(FILE *out)
 	    "Usage: fq-bench [--transport NAME|all] [--pattern thr|lat|thr,lat]\n"
 	    "                [--size BYTES | --sizes LIST] [--count N | --duration S]\n"
 	    "                [--parts P] [--url URL | --scheme tcp|ipc|tcp,ipc] [--cpus A,B]\n"
-	    "                [--hwm N] [--baseline zmq|ring|zmq,ring] [--json] [--timeout S]\n"
+	    "                [--hwm N] [--baseline LIST] [--memset] [--json] [--timeout S]\n"
 	    "       fq-bench --role sender|receiver|pinger|ponger --url URL [--bind|--connect]\n"
-	    "                [--impl fabriq|zmq|ring] [same options as above]\n"
+	    "                [--impl fabriq|zmq|ring|iceoryx|futex|memset] [same options]\n"
 	    "\n"
 	    "Measure message throughput (thr: PUSH->PULL) and latency (lat: PAIR ping-pong)\n"
 	    "of fabriq transports, each run in two processes started by fq-bench itself.\n"
@@ -142,30 +176,46 @@ static void usage(FILE *out)
 	    "  -c, --cpus A,B           pin the sender/pinger to CPU A, the receiver/ponger\n"
 	    "                           to CPU B\n"
 	    "      --hwm N              send and receive high-water marks in messages\n"
-	    "      --baseline LIST      also run each case raw: zmq (raw libzmq on the same\n"
-	    "                           scheme; adds a fq/raw column), ring (a busy-polled\n"
-	    "                           SPSC ring of 32-byte handles in a memfd shared by two\n"
-	    "                           processes pinned as the fabriq ones: the limit of\n"
-	    "                           shared-memory messaging on this machine; adds a\n"
-	    "                           fq/ring column), or zmq,ring\n"
+	    "      --baseline LIST      also run each case on some of (comma-separated):\n"
+	    "                           zmq      raw libzmq on the same scheme (fq/raw column)\n"
+	    "                           ring     a busy-polled SPSC ring of 32-byte handles in\n"
+	    "                                    a memfd shared by two processes pinned as the\n"
+	    "                                    fabriq ones: the limit of shared-memory\n"
+	    "                                    messaging on this machine (fq/ring column)\n"
+	    "                           iceoryx  iceoryx publish/subscribe (C API, loaned\n"
+	    "                                    chunks, blocking publisher, busy-polling\n"
+	    "                                    subscriber); fq-bench starts iox-roudi for\n"
+	    "                                    the run if none is running (fq/iox column)\n"
+	    "                           futex    lat only: a FUTEX_WAIT/FUTEX_WAKE ping-pong\n"
+	    "                                    through one shared word, no spinning: the\n"
+	    "                                    floor of a blocking wake-up; one row of\n"
+	    "                                    size 0 per run (fq/futex column)\n"
 	    "      --baseline-first     run the baselines first in each case (alone: zmq)\n"
+	    "      --memset             every sender (and pinger) writes every byte of every\n"
+	    "                           message with memset, not just the first and last;\n"
+	    "                           thr adds a memset row per size (memset of SIZE bytes\n"
+	    "                           into one buffer, on the sender's CPU, as long as a\n"
+	    "                           run) and a /memset column: each row's bytes/s over it\n"
 	    "      --adopt              thr: the fabriq sender sends one preallocated buffer\n"
 	    "                           (fq_msg_adopt) instead of fq_msg_alloc per message\n"
-	    "  -j, --json               one JSON object per result line instead of a table\n"
-	    "      --timeout S          bound on one run in seconds (default 60, plus the\n"
-	    "                           duration); stragglers are killed\n"
-	    "      --role ROLE          run one side only: sender, receiver, pinger, ponger\n"
-	    "      --bind, --connect    role mode: bind or connect the URL (default: receiver\n"
-	    "                           and ponger bind, sender and pinger connect)\n"
-	    "      --impl IMPL          role mode: fabriq (default), zmq (the raw libzmq\n"
-	    "                           baseline) or ring (the raw ring; --url memfd://FD,\n"
-	    "                           an inherited descriptor of a file both sides map)\n"
-	    "      --hold               role mode, sender or pinger: after the last message,\n"
-	    "                           keep the socket open until stdin closes\n"
-	    "  -h, --help               show this help and exit\n"
-	    "      --version            show the version and exit\n"
-	    "\n"
-	    "Exit status: 0 success, 1 a run failed, 2 usage error.\n");
+	    "  -j, --json               one JSON object per result line instead of a table\n");
+	fprintf(out,
+	        "      --timeout S          bound on one run in seconds (default 60, plus the\n"
+	        "                           duration); stragglers are killed\n"
+	        "      --role ROLE          run one side only: sender, receiver, pinger, ponger\n"
+	        "      --bind, --connect    role mode: bind or connect the URL (default: receiver\n"
+	        "                           and ponger bind, sender and pinger connect)\n"
+	        "      --impl IMPL          role mode: fabriq (default), zmq (the raw libzmq\n"
+	        "                           baseline), ring or futex (--url memfd://FD, an\n"
+	        "                           inherited descriptor of a file both sides map),\n"
+	        "                           iceoryx (--url iox://SERVICE/INSTANCE; needs a\n"
+	        "                           running iox-roudi) or memset (--role sender alone)\n"
+	        "      --hold               role mode, sender or pinger: after the last message,\n"
+	        "                           keep the socket open until stdin closes\n"
+	        "  -h, --help               show this help and exit\n"
+	        "      --version            show the version and exit\n"
+	        "\n"
+	        "Exit status: 0 success, 1 a run failed, 2 usage error.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -238,6 +288,11 @@ static int parse_schemes(char *text, config *cfg)
 
 static int parse_baselines(const char *text, unsigned *out)
 {
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} names[] = {
+	    {"zmq", BASE_ZMQ}, {"ring", BASE_RING}, {"iceoryx", BASE_IOX}, {"futex", BASE_FUTEX}};
 	char item[16];
 
 	for (const char *p = text;; p++) {
@@ -248,12 +303,15 @@ static int parse_baselines(const char *text, unsigned *out)
 			return -1;
 		memcpy(item, p, len);
 		item[len] = '\0';
-		if (strcmp(item, "zmq") == 0)
-			*out |= BASE_ZMQ;
-		else if (strcmp(item, "ring") == 0)
-			*out |= BASE_RING;
-		else
+		size_t i;
+
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			if (strcmp(item, names[i].name) == 0)
+				break;
+		}
+		if (i == sizeof(names) / sizeof(names[0]))
 			return -1;
+		*out |= names[i].bit;
 		if (comma == NULL)
 			return 0;
 		p = comma;
@@ -339,8 +397,9 @@ static int parse_args(int argc, char **argv, config *cfg)
 			break;
 		case OPT_BASELINE:
 			if (parse_baselines(optarg, &cfg->baseline) != 0)
-				return usage_error(
-				    "unknown --baseline '%s' (zmq, ring or zmq,ring)", optarg);
+				return usage_error("unknown --baseline '%s' (a list of zmq, ring, "
+				                   "iceoryx, futex)",
+				                   optarg);
 			break;
 		case OPT_ROLE:
 			if (fqb_role_parse(optarg, &cfg->role) != 0)
@@ -358,19 +417,26 @@ static int parse_args(int argc, char **argv, config *cfg)
 		case OPT_BASELINE_FIRST:
 			cfg->baseline_first = true;
 			break;
+		case OPT_MEMSET:
+			cfg->fill = true;
+			break;
 		case OPT_CONNECT:
 			cfg->bind = 0;
 			break;
-		case OPT_IMPL:
-			if (strcmp(optarg, "fabriq") == 0)
-				cfg->impl = IMPL_FABRIQ;
-			else if (strcmp(optarg, "zmq") == 0)
-				cfg->impl = IMPL_ZMQ;
-			else if (strcmp(optarg, "ring") == 0)
-				cfg->impl = IMPL_RING;
-			else
-				return usage_error("bad --impl '%s' (fabriq, zmq or ring)", optarg);
+		case OPT_IMPL: {
+			size_t i;
+
+			for (i = 0; i < sizeof(impl_names) / sizeof(impl_names[0]); i++) {
+				if (strcmp(optarg, impl_names[i]) == 0)
+					break;
+			}
+			if (i == sizeof(impl_names) / sizeof(impl_names[0]))
+				return usage_error("bad --impl '%s' (fabriq, zmq, ring, iceoryx, "
+				                   "futex or memset)",
+				                   optarg);
+			cfg->impl = (impl_kind)i;
 			break;
+		}
 		case 'h':
 			usage(stdout);
 			exit(FQB_EXIT_OK);
@@ -539,12 +605,7 @@ static int fq_sender(const fqb_role_args *a)
 					fq_msg_free(v[--j]);
 				goto fail;
 			}
-			if (size > 0) {
-				char *p = fq_msg_data(v[j]);
-
-				p[0] = (char)i;
-				p[size - 1] = (char)i;
-			}
+			fqb_touch(fq_msg_data(v[j]), size, i, a->fill);
 		}
 		rc = parts == 1 ? fq_send(f.s, &v[0], 0) : fq_sendv(f.s, v, parts, 0);
 		if (rc != 0) {
@@ -667,6 +728,15 @@ static void free_message(const fqb_role_args *a, fq_msg **m, fq_msg **v)
 	}
 }
 
+/* --memset: the pinger writes every byte of the message it is about to send. */
+static void fill_message(const fqb_role_args *a, fq_msg *m, fq_msg **v, uint64_t n)
+{
+	if (!a->fill)
+		return;
+	for (size_t j = 0; j < a->parts; j++)
+		fqb_touch(fq_msg_data(a->parts == 1 ? m : v[j]), a->size, n, true);
+}
+
 /* Round trips not measured before the timed ones: connection set-up and first-touch costs. */
 #define WARMUP 100
 
@@ -708,6 +778,7 @@ static int fq_pinger(const fqb_role_args *a)
 	if (a->count == 0)
 		end_ns = t0 + (uint64_t)(a->duration * 1e9);
 	while (a->count == 0 || n < a->count) {
+		fill_message(a, m, v, n);
 		if (fq_send_message(&f, a, &m, v) != 0 || fq_recv_message(&f, a, &m, v) != 1)
 			goto out;
 		now = fqb_now_ns();
@@ -783,6 +854,7 @@ static int run_role(const config *cfg)
 	    .hwm = cfg->hwm,
 	    .hold = cfg->hold,
 	    .adopt = cfg->adopt,
+	    .fill = cfg->fill,
 	    .timeout_ms =
 	        cfg->timeout * 500 < PEER_TIMEOUT_MS ? (int)(cfg->timeout * 500) : PEER_TIMEOUT_MS,
 	};
@@ -795,10 +867,25 @@ static int run_role(const config *cfg)
 		fqb_report_error("cannot pin to CPU %d: %s", cfg->cpus[0], strerror(errno));
 		return FQB_EXIT_FAILURE;
 	}
-	if (cfg->impl == IMPL_ZMQ)
+	switch (cfg->impl) {
+	case IMPL_ZMQ:
 		return fqb_zmq_role(&a);
-	if (cfg->impl == IMPL_RING)
+	case IMPL_RING:
 		return fqb_ring_role(&a);
+	case IMPL_FUTEX:
+		return fqb_futex_role(&a);
+	case IMPL_MEMSET:
+		return fqb_memset_role(&a);
+	case IMPL_IOX:
+#ifdef FQB_HAVE_ICEORYX
+		return fqb_iox_role(&a);
+#else
+		fqb_report_error("this fq-bench was built without iceoryx");
+		return FQB_EXIT_FAILURE;
+#endif
+	case IMPL_FABRIQ:
+		break;
+	}
 	switch (a.role) {
 	case FQB_ROLE_SENDER:
 		return fq_sender(&a);
@@ -906,7 +993,7 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 	argv_add(b, "--role");
 	argv_add(b, fqb_role_name(role));
 	argv_add(b, "--impl");
-	argv_add(b, impl == IMPL_ZMQ ? "zmq" : impl == IMPL_RING ? "ring" : "fabriq");
+	argv_add(b, impl_names[impl]);
 	argv_add(b, "--transport");
 	argv_add(b, transport);
 	if (cfg->transport_options != NULL) {
@@ -919,7 +1006,8 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 		argv_add(b, "--bind");
 	} else {
 		argv_add(b, "--connect");
-		argv_add(b, "--hold");
+		if (impl != IMPL_MEMSET)
+			argv_add(b, "--hold");
 	}
 	argv_num(b, "--size", "%.0f", (double)size);
 	argv_num(b, "--parts", "%.0f", (double)cfg->parts);
@@ -935,6 +1023,8 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 	argv_num(b, "--timeout", "%.3f", cfg->timeout);
 	if (cfg->adopt && impl == IMPL_FABRIQ && role == FQB_ROLE_SENDER)
 		argv_add(b, "--adopt");
+	if (cfg->fill && (role == FQB_ROLE_SENDER || role == FQB_ROLE_PINGER))
+		argv_add(b, "--memset");
 	if (cfg->hwm >= 0)
 		argv_num(b, "--hwm", "%.0f", (double)cfg->hwm);
 }
@@ -946,6 +1036,11 @@ static double get(const char *line, const char *key)
 	return fqb_report_get(line, key, &v) == 0 ? v : FQB_NA;
 }
 
+static void no_ratios(fqb_result *r)
+{
+	r->ratio = r->ratio_ring = r->ratio_iox = r->ratio_futex = r->ratio_memset = FQB_NA;
+}
+
 /* Turn the two sides' report lines into a result row. False if they make no sense. */
 static bool fill_result(fqb_result *r, fqb_pattern pattern, const char *measuring,
                         const char *other)
@@ -954,7 +1049,7 @@ static bool fill_result(fqb_result *r, fqb_pattern pattern, const char *measurin
 	r->seconds = get(measuring, "seconds");
 	r->bytes_per_s = r->lat_p50_us = r->lat_p99_us = r->lat_mean_us = r->lat_max_us = FQB_NA;
 	r->msgs_per_s = r->seconds > 0 ? (double)r->count / r->seconds : FQB_NA;
-	r->ratio = r->ratio_ring = FQB_NA;
+	no_ratios(r);
 	if (pattern == FQB_THR) {
 		double sent = get(other, "count");
 
@@ -980,6 +1075,36 @@ static bool fill_result(fqb_result *r, fqb_pattern pattern, const char *measurin
 	return true;
 }
 
+#ifdef FQB_HAVE_ICEORYX
+/* Runs of this parent so far: each iceoryx run gets topics of its own. */
+static unsigned iox_runs;
+#endif
+
+/* The memset reference: one child on the sender's CPU. True and *r filled on success. */
+static bool run_memset(const config *cfg, size_t size, fqb_result *r)
+{
+	uint64_t deadline = fqb_now_ns() + (uint64_t)((cfg->timeout + cfg->duration) * 1e9);
+	fqb_child kid;
+	argv_buf args;
+
+	child_args(&args, cfg, IMPL_MEMSET, "none", FQB_ROLE_SENDER, "none://", size);
+	if (fqb_child_spawn(&kid, "memset", self_exe, args.v, cfg->cpus[0], false, -1) != 0)
+		return false;
+	if (!fqb_children_finish(&kid, 1, deadline)) {
+		fqb_child_explain(&kid);
+		return false;
+	}
+	r->count = (uint64_t)get(kid.result, "count");
+	r->seconds = get(kid.result, "seconds");
+	r->msgs_per_s = r->seconds > 0 ? (double)r->count / r->seconds : FQB_NA;
+	r->bytes_per_s = r->msgs_per_s >= 0 ? r->msgs_per_s * (double)size : FQB_NA;
+	r->lat_p50_us = r->lat_p99_us = r->lat_mean_us = r->lat_max_us = FQB_NA;
+	r->cpu_s_sender = get(kid.result, "cpu");
+	r->cpu_s_receiver = FQB_NA;
+	no_ratios(r);
+	return true;
+}
+
 /* One run: both sides as child processes. True and *r filled on success. */
 static bool run_case(const config *cfg, impl_kind impl, const char *transport, const char *scheme,
                      fqb_pattern pattern, size_t size, fqb_result *r)
@@ -990,35 +1115,41 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	uint64_t deadline;
 	fqb_child kids[2];
 	argv_buf args;
-	bool ok = false;
-	int ring_fd = -1;
+	bool ok = false, spawned[2] = {false, false};
+	int mem_fd = -1;
 
 	memset(r, 0, sizeof(*r));
-	snprintf(r->impl, sizeof(r->impl), "%s",
-	         impl == IMPL_ZMQ    ? "zmq"
-	         : impl == IMPL_RING ? "ring"
-	                             : "fabriq");
+	snprintf(r->impl, sizeof(r->impl), "%s", impl_names[impl]);
 	snprintf(r->transport, sizeof(r->transport), "%s",
-	         impl == IMPL_ZMQ    ? "libzmq"
-	         : impl == IMPL_RING ? "spsc"
-	                             : transport);
+	         impl == IMPL_FABRIQ ? transport : impl_transports[impl]);
 	snprintf(r->url_scheme, sizeof(r->url_scheme), "%s", scheme);
 	r->pattern = pattern;
 	r->size = size;
 	r->parts = cfg->parts;
+	r->fill = cfg->fill && impl != IMPL_FUTEX;
 	if (pattern == FQB_THR)
-		r->zero_copy = impl == IMPL_ZMQ    ? size >= FQB_ZMQ_ZERO_COPY_MIN
-		               : impl == IMPL_RING ? true
-		                                   : cfg->adopt;
+		r->zero_copy = impl == IMPL_ZMQ      ? size >= FQB_ZMQ_ZERO_COPY_MIN
+		               : impl == IMPL_FABRIQ ? cfg->adopt
+		                                     : true;
+	if (impl == IMPL_MEMSET) {
+		r->zero_copy = false;
+		ok = run_memset(cfg, size, r);
+		goto out_url;
+	}
 
-	if (impl == IMPL_RING) {
+	if (impl == IMPL_RING || impl == IMPL_FUTEX) {
 		/* One shared file per run, inherited by both sides under the same number. */
-		ring_fd = fqb_ring_create();
-		if (ring_fd < 0) {
+		mem_fd = impl == IMPL_RING ? fqb_ring_create() : fqb_futex_create();
+		if (mem_fd < 0) {
 			fprintf(stderr, "fq-bench: memfd_create: %s\n", strerror(errno));
 			goto out_url;
 		}
-		snprintf(url, sizeof(url), "%s://%d", FQB_RING_SCHEME, ring_fd);
+		snprintf(url, sizeof(url), "%s://%d",
+		         impl == IMPL_RING ? FQB_RING_SCHEME : FQB_FUTEX_SCHEME, mem_fd);
+	} else if (impl == IMPL_IOX) {
+#ifdef FQB_HAVE_ICEORYX
+		fqb_iox_url(url, sizeof(url), ++iox_runs);
+#endif
 	} else if (cfg->url != NULL) {
 		snprintf(url, sizeof(url), "%s", cfg->url);
 	} else if (make_url(scheme, url, sizeof(url), dir, sizeof(dir)) != 0) {
@@ -1028,8 +1159,9 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 
 	child_args(&args, cfg, impl, transport, binder, url, size);
 	if (fqb_child_spawn(&kids[0], fqb_role_name(binder), self_exe, args.v, cfg->cpus[1], false,
-	                    ring_fd) != 0)
+	                    mem_fd) != 0)
 		goto out_url;
+	spawned[0] = true;
 	if (!fqb_child_wait_url(&kids[0], deadline)) {
 		fprintf(stderr, "fq-bench: the %s did not bind %s%s%s\n", fqb_role_name(binder),
 		        url, kids[0].error[0] ? ": " : "", kids[0].error);
@@ -1038,10 +1170,11 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	}
 	child_args(&args, cfg, impl, transport, connecter, kids[0].url, size);
 	if (fqb_child_spawn(&kids[1], fqb_role_name(connecter), self_exe, args.v, cfg->cpus[0],
-	                    true, ring_fd) != 0) {
+	                    true, mem_fd) != 0) {
 		fqb_child_kill(&kids[0]);
 		goto out_url;
 	}
+	spawned[1] = true;
 	if (!fqb_children_finish(kids, 2, deadline)) {
 		fqb_child_explain(&kids[0]);
 		fqb_child_explain(&kids[1]);
@@ -1051,8 +1184,19 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	                 pattern == FQB_THR ? kids[1].result : kids[0].result);
 out_url:
 	remove_url(dir);
-	if (ring_fd >= 0)
-		close(ring_fd);
+	if (mem_fd >= 0)
+		close(mem_fd);
+#ifdef FQB_HAVE_ICEORYX
+	/* A side that was killed leaves its iceoryx socket in /tmp. */
+	if (impl == IMPL_IOX) {
+		if (spawned[0])
+			fqb_iox_forget(binder, kids[0].pid);
+		if (spawned[1])
+			fqb_iox_forget(connecter, kids[1].pid);
+	}
+#else
+	(void)spawned;
+#endif
 	if (!ok)
 		fprintf(stderr, "fq-bench: %s %s %s %s %zu bytes x %zu: run failed\n", r->impl,
 		        transport, scheme, fqb_pattern_name(pattern), size, cfg->parts);
@@ -1061,7 +1205,8 @@ out_url:
 
 /*
  * Raw results, measured once per case and reused for every transport: libzmq per scheme, the
- * ring (which has no scheme of its own) once per pattern and size.
+ * ring, iceoryx and memset (which have no scheme of their own) once per pattern and size, the
+ * futex once (lat, size 0).
  */
 typedef struct baseline_cache {
 	struct {
@@ -1071,9 +1216,25 @@ typedef struct baseline_cache {
 		size_t size;
 		bool ok;
 		fqb_result r;
-	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 1)];
+	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 4)];
 	int n;
 } baseline_cache;
+
+static const char *baseline_scheme(impl_kind impl, const char *scheme)
+{
+	switch (impl) {
+	case IMPL_RING:
+		return FQB_RING_SCHEME;
+	case IMPL_FUTEX:
+		return FQB_FUTEX_SCHEME;
+	case IMPL_IOX:
+		return "iox";
+	case IMPL_MEMSET:
+		return "none";
+	default:
+		return scheme;
+	}
+}
 
 static const fqb_result *baseline(const config *cfg, baseline_cache *bc, impl_kind impl,
                                   const char *scheme, fqb_pattern pattern, size_t size, bool *fresh)
@@ -1081,8 +1242,9 @@ static const fqb_result *baseline(const config *cfg, baseline_cache *bc, impl_ki
 	int i;
 
 	*fresh = false;
-	if (impl == IMPL_RING)
-		scheme = FQB_RING_SCHEME;
+	scheme = baseline_scheme(impl, scheme);
+	if (impl == IMPL_FUTEX)
+		size = 0; /* no payload: one row per run */
 	for (i = 0; i < bc->n; i++) {
 		if (bc->e[i].impl == impl && strcmp(bc->e[i].scheme, scheme) == 0 &&
 		    bc->e[i].pattern == pattern && bc->e[i].size == size)
@@ -1095,10 +1257,20 @@ static const fqb_result *baseline(const config *cfg, baseline_cache *bc, impl_ki
 	snprintf(bc->e[i].scheme, sizeof(bc->e[i].scheme), "%s", scheme);
 	bc->e[i].pattern = pattern;
 	bc->e[i].size = size;
-	bc->e[i].ok = run_case(cfg, impl, impl == IMPL_RING ? "ring" : "zeromq", scheme, pattern,
-	                       size, &bc->e[i].r);
+	bc->e[i].ok = run_case(cfg, impl, impl == IMPL_ZMQ ? "zeromq" : impl_names[impl], scheme,
+	                       pattern, size, &bc->e[i].r);
 	*fresh = bc->e[i].ok;
 	return bc->e[i].ok ? &bc->e[i].r : NULL;
+}
+
+/* The ratio columns the table shows. */
+static unsigned table_cols(const config *cfg)
+{
+	return ((cfg->baseline & BASE_ZMQ) ? FQB_COL_RAW : 0) |
+	       ((cfg->baseline & BASE_RING) ? FQB_COL_RING : 0) |
+	       ((cfg->baseline & BASE_IOX) ? FQB_COL_IOX : 0) |
+	       ((cfg->baseline & BASE_FUTEX) && cfg->patterns[FQB_LAT] ? FQB_COL_FUTEX : 0) |
+	       (cfg->fill && cfg->patterns[FQB_THR] ? FQB_COL_MEMSET : 0);
 }
 
 static void print_row(const config *cfg, const fqb_result *r)
@@ -1106,7 +1278,7 @@ static void print_row(const config *cfg, const fqb_result *r)
 	if (cfg->json)
 		fqb_json_row(stdout, r);
 	else
-		fqb_table_row(stdout, r, cfg->baseline & BASE_ZMQ, cfg->baseline & BASE_RING);
+		fqb_table_row(stdout, r, table_cols(cfg));
 }
 
 static int scheme_of(const char *url, char *out, size_t len)
@@ -1130,56 +1302,79 @@ static double ratio_of(const fqb_result *fq, const fqb_result *raw)
 	return FQB_NA;
 }
 
+/* A row's bytes per second over the memset reference's (thr). */
+static double memset_ratio(const fqb_result *r, const fqb_result *ref)
+{
+	if (ref == NULL || r == NULL || r->pattern != FQB_THR || r->bytes_per_s < 0 ||
+	    !(ref->bytes_per_s > 0))
+		return FQB_NA;
+	return r->bytes_per_s / ref->bytes_per_s;
+}
+
+/* The baselines of one case, in the order of their rows. */
+enum { B_ZMQ, B_RING, B_IOX, B_FUTEX, B_MEMSET, N_B };
+
 /*
  * One case on fabriq, and on the raw implementations of --baseline (libzmq on the tcp and ipc
- * schemes, the ring on any); prints the rows, each raw one the first time it is measured.
- * Returns failures.
+ * schemes, the others on any) and the memset reference (--memset, thr); prints the rows, each
+ * raw one the first time it is measured. Returns failures.
  */
 static int run_one(const config *cfg, baseline_cache *bc, const char *transport, const char *scheme,
                    fqb_pattern p, size_t size)
 {
-	const bool want_zmq = (cfg->baseline & BASE_ZMQ) &&
-	                      (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0);
-	const bool want_ring = cfg->baseline & BASE_RING;
-	const fqb_result *zmq = NULL, *ring = NULL;
-	bool fresh_zmq = false, fresh_ring = false;
+	const impl_kind kinds[N_B] = {IMPL_ZMQ, IMPL_RING, IMPL_IOX, IMPL_FUTEX, IMPL_MEMSET};
+	const bool want[N_B] = {
+	    (cfg->baseline & BASE_ZMQ) &&
+	        (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0),
+	    (cfg->baseline & BASE_RING) != 0,
+	    (cfg->baseline & BASE_IOX) != 0,
+	    (cfg->baseline & BASE_FUTEX) && p == FQB_LAT,
+	    cfg->fill && p == FQB_THR,
+	};
+	const fqb_result *raw[N_B] = {NULL};
+	bool fresh[N_B] = {false};
 	int failures = 0;
 	fqb_result r;
+	bool ok;
 
 	if (cfg->baseline_first) {
-		if (want_zmq)
-			failures += (zmq = baseline(cfg, bc, IMPL_ZMQ, scheme, p, size,
-			                            &fresh_zmq)) == NULL;
-		if (want_ring)
-			failures += (ring = baseline(cfg, bc, IMPL_RING, scheme, p, size,
-			                             &fresh_ring)) == NULL;
+		for (int b = 0; b < N_B; b++) {
+			if (want[b])
+				failures += (raw[b] = baseline(cfg, bc, kinds[b], scheme, p, size,
+				                               &fresh[b])) == NULL;
+		}
 	}
-	if (!run_case(cfg, IMPL_FABRIQ, transport, scheme, p, size, &r)) {
-		if (fresh_zmq)
-			print_row(cfg, zmq);
-		if (fresh_ring)
-			print_row(cfg, ring);
-		return failures + 1;
+	ok = run_case(cfg, IMPL_FABRIQ, transport, scheme, p, size, &r);
+	if (!ok)
+		failures++;
+	if (ok && !cfg->baseline_first) {
+		for (int b = 0; b < N_B; b++) {
+			if (want[b])
+				failures += (raw[b] = baseline(cfg, bc, kinds[b], scheme, p, size,
+				                               &fresh[b])) == NULL;
+		}
 	}
-	if (!cfg->baseline_first) {
-		if (want_zmq)
-			failures += (zmq = baseline(cfg, bc, IMPL_ZMQ, scheme, p, size,
-			                            &fresh_zmq)) == NULL;
-		if (want_ring)
-			failures += (ring = baseline(cfg, bc, IMPL_RING, scheme, p, size,
-			                             &fresh_ring)) == NULL;
+	if (ok) {
+		r.ratio = ratio_of(&r, raw[B_ZMQ]);
+		r.ratio_ring = ratio_of(&r, raw[B_RING]);
+		r.ratio_iox = ratio_of(&r, raw[B_IOX]);
+		r.ratio_futex = ratio_of(&r, raw[B_FUTEX]);
+		r.ratio_memset = memset_ratio(&r, raw[B_MEMSET]);
+		print_row(cfg, &r);
 	}
-	r.ratio = ratio_of(&r, zmq);
-	r.ratio_ring = ratio_of(&r, ring);
-	print_row(cfg, &r);
-	if (fresh_zmq)
-		print_row(cfg, zmq);
-	if (fresh_ring)
-		print_row(cfg, ring);
+	for (int b = 0; b < N_B; b++) {
+		if (fresh[b]) {
+			fqb_result shown = *raw[b];
+
+			if (b != B_MEMSET)
+				shown.ratio_memset = memset_ratio(&shown, raw[B_MEMSET]);
+			print_row(cfg, &shown);
+		}
+	}
 	return failures;
 }
 
-static int run_all(const config *cfg)
+static int run_all(config *cfg)
 {
 	const char *transports[MAX_TRANSPORTS];
 	static baseline_cache bc;
@@ -1217,8 +1412,36 @@ static int run_all(const config *cfg)
 		fprintf(stderr, "fq-bench: no usable transport\n");
 		return FQB_EXIT_FAILURE;
 	}
+	if ((cfg->baseline & BASE_FUTEX) && cfg->patterns[FQB_THR])
+		fprintf(stderr, "fq-bench: --baseline futex measures lat only: no futex row for "
+		                "thr\n");
+	if ((cfg->baseline & BASE_IOX) && !have_iceoryx) {
+		fprintf(stderr, "fq-bench: --baseline iceoryx skipped: this fq-bench was built "
+		                "without iceoryx (FQ_BENCH_ICEORYX; Debian package "
+		                "libiceoryx-binding-c-dev)\n");
+		cfg->baseline &= ~(unsigned)BASE_IOX;
+	}
+#ifdef FQB_HAVE_ICEORYX
+	if (cfg->baseline & BASE_IOX) {
+		char why[256] = "";
+		int rc =
+		    fqb_iox_start(cfg->sizes, cfg->n_sizes, cfg->parts, cfg->hwm, why, sizeof(why));
+
+		if (rc != 0) {
+			if (rc > 0) {
+				fprintf(stderr, "fq-bench: --baseline iceoryx skipped: %s\n", why);
+			} else {
+				fprintf(stderr,
+				        "fq-bench: --baseline iceoryx: no RouDi, no iceoryx "
+				        "rows\n");
+				failures++;
+			}
+			cfg->baseline &= ~(unsigned)BASE_IOX;
+		}
+	}
+#endif
 	if (!cfg->json)
-		fqb_table_header(stdout, cfg->baseline & BASE_ZMQ, cfg->baseline & BASE_RING);
+		fqb_table_header(stdout, table_cols(cfg));
 
 	for (int ti = 0; ti < n_transports; ti++) {
 		const char *schemes[MAX_SCHEMES];
@@ -1252,6 +1475,9 @@ static int run_all(const config *cfg)
 			}
 		}
 	}
+#ifdef FQB_HAVE_ICEORYX
+	fqb_iox_stop();
+#endif
 	if (runs == 0 && failures == 0)
 		return FQB_EXIT_FAILURE;
 	return failures ? FQB_EXIT_FAILURE : FQB_EXIT_OK;

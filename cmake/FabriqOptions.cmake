@@ -6,3 +6,6 @@ option(FQ_BENCH "Build the benchmark engine and raw-library baselines" ON)
 option(FQ_TESTS "Build the test suite (Criterion)" ON)
 option(FQ_WERROR "Treat warnings as errors" OFF)
 set(FQ_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address,undefined")
+set(FQ_BENCH_ICEORYX "AUTO" CACHE STRING
+    "fq-bench --baseline iceoryx: AUTO (when iceoryx's C binding is found), ON (required), OFF")
+set_property(CACHE FQ_BENCH_ICEORYX PROPERTY STRINGS AUTO ON OFF)

@@ -10,6 +10,7 @@ packages=(
 	libjansson-dev       # JSON configuration (device framework), fq-info --json
 	python3-zmq          # an independent ZeroMQ peer for interoperability checks
 	procps iproute2      # process and socket checks in multi-process tests
+	iceoryx libiceoryx-binding-c-dev # fq-bench --baseline iceoryx: iox-roudi and the C API
 )
 
 missing=()

@@ -1,0 +1,44 @@
+/*
+ * The memset reference (see baseline_memset.h): the loop a --memset sender runs per message,
+ * without the messaging. The buffer is written once before the clock starts (its pages exist,
+ * as a warm allocator's would) and is never read: an empty asm statement that claims to read
+ * memory after each memset keeps the compiler from dropping the stores.
+ */
+#include "baseline_memset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int fqb_memset_role(const fqb_role_args *a)
+{
+	const uint64_t mask = fqb_clock_mask(a->size);
+	uint64_t i, t0, t1, end_ns = 0;
+	char *buf;
+	double cpu0;
+
+	if (a->role != FQB_ROLE_SENDER) {
+		fqb_report_error("memset: the reference has one side only: --role sender");
+		return FQB_EXIT_USAGE;
+	}
+	buf = malloc(a->size ? a->size : 1);
+	if (buf == NULL) {
+		fqb_report_error("out of memory for a %zu-byte buffer", a->size);
+		return FQB_EXIT_FAILURE;
+	}
+	memset(buf, 0x5a, a->size);
+	__asm__ __volatile__("" : : "r"(buf) : "memory");
+	cpu0 = fqb_cpu_seconds();
+	t0 = fqb_now_ns();
+	if (a->count == 0)
+		end_ns = t0 + (uint64_t)(a->duration * 1e9);
+	for (i = 0; a->count == 0 || i < a->count; i++) {
+		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+			break;
+		memset(buf, (int)(unsigned char)(i + 1), a->size);
+		__asm__ __volatile__("" : : "r"(buf) : "memory");
+	}
+	t1 = fqb_now_ns();
+	fqb_report_solo(i, (double)(t1 - t0) / 1e9, fqb_cpu_seconds() - cpu0);
+	free(buf);
+	return FQB_EXIT_OK;
+}
