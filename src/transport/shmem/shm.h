@@ -246,6 +246,7 @@ typedef struct shm_node {
 	size_t seg_size, limit, align;
 	char session[32];
 	int64_t alloc_timeout_ms;
+	bool prefault;
 	/* Allocator: only this process allocates from its segments. */
 	pthread_mutex_t alloc_lock;
 	shm_map **segs; /* own segments by index (NULL when retired) */

@@ -318,6 +318,11 @@ int shm_seg_new(shm_node *n, size_t size, uint32_t kind, bool dedicated, shm_map
 		free(m);
 		return rc;
 	}
+	if (n->prefault && kind == SHM_SEG_POOL && !dedicated) {
+		/* Fault the pages in now, in the kernel, rather than one by one in a sender. */
+		if (madvise(m->base, size, MADV_POPULATE_WRITE) != 0)
+			FQI_DEBUG(SUBSYS, "prefault of %zu bytes: %s", size, strerror(errno));
+	}
 	h = m->base;
 	h->magic = SHM_SEG_MAGIC;
 	h->version = SHM_VERSION;
@@ -710,9 +715,14 @@ void shm_flush_magazines(void)
 /* Refill g for (n, cls) with blocks of `bytes`; alloc_lock held. */
 static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t bytes)
 {
+	/* Large blocks come a few at a time: a block that just came back is still in the
+	 * cache, and a sender that writes every byte should get that one again. */
+	size_t want = (256 * 1024) / block_bytes(n, cls);
+
+	want = want < 1 ? 1 : want > SHM_MAG ? SHM_MAG : want;
 	g->node = n;
 	g->cls = cls;
-	while (g->count < SHM_MAG) {
+	while (g->count < want) {
 		shm_map *m;
 		shm_blk *b;
 		unsigned c;

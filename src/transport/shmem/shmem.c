@@ -51,6 +51,7 @@ enum {
 	OPT_SPIN,
 	OPT_BUSY_POLL,
 	OPT_SESSION,
+	OPT_PREFAULT,
 	OPT_COUNT
 };
 
@@ -71,6 +72,9 @@ static const fqi_option shm_options[OPT_COUNT] = {
                        "busy per waiting thread)"},
     [OPT_SESSION] = {"session", FQ_OPT_STRING, "default", 0, 0,
                      "label of the segments (as FairMQ's --session), shown by fq-shmmon"},
+    [OPT_PREFAULT] = {"prefault", FQ_OPT_BOOL, "false", 0, 1,
+                      "give pool segments their memory when they are created (no page faults "
+                      "on first use; costs segment_size of memory at once)"},
 };
 
 /* ---- Objects ---------------------------------------------------------------------------- */
@@ -2752,6 +2756,7 @@ static int shm_init(fq_transport *t)
 	n->limit = (size_t)t->opt[OPT_SEGMENT_LIMIT];
 	n->align = (size_t)t->opt[OPT_ALIGNMENT];
 	n->alloc_timeout_ms = t->opt[OPT_ALLOC_TIMEOUT];
+	n->prefault = t->opt[OPT_PREFAULT] != 0;
 	snprintf(n->session, sizeof(n->session), "%s",
 	         t->opt_str[OPT_SESSION] ? t->opt_str[OPT_SESSION] : "default");
 	st->node = n;
