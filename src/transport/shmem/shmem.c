@@ -79,6 +79,36 @@ static const fqi_option shm_options[OPT_COUNT] = {
 
 /* ---- Objects ---------------------------------------------------------------------------- */
 
+/*
+ * The socket locks guard a few hundred nanoseconds of ring work: a test-and-set lock whose
+ * release is a plain store (a pthread mutex pays a second locked instruction to unlock),
+ * yielding after a while so that a preempted holder can finish.
+ */
+typedef struct shm_lock {
+	_Atomic int v;
+} shm_lock;
+
+static inline void shm_lock_take(shm_lock *l)
+{
+	for (unsigned spins = 0; atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0;) {
+		do {
+			if (++spins % 128 == 0)
+				sched_yield();
+			else
+#if defined(__x86_64__) || defined(__i386__)
+				__builtin_ia32_pause();
+#else
+				atomic_signal_fence(memory_order_seq_cst);
+#endif
+		} while (atomic_load_explicit(&l->v, memory_order_relaxed) != 0);
+	}
+}
+
+static inline void shm_lock_give(shm_lock *l)
+{
+	atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
 typedef struct shm_transport shm_transport;
 typedef struct shm_sock shm_sock;
 typedef struct shm_conn shm_conn;
@@ -163,7 +193,7 @@ struct shm_conn {
 struct shm_sock {
 	fq_socket *s;
 	shm_transport *st;
-	pthread_mutex_t slock, rlock;
+	shm_lock slock, rlock; /* short sections only: nobody sleeps holding them */
 	int efd_in, efd_out, pfd;
 	_Atomic bool intr;
 	_Atomic int waiters_in, waiters_out;
@@ -576,10 +606,10 @@ static int conn_drain_ctl(shm_conn *c)
 			}
 			case CTL_SUB:
 			case CTL_UNSUB:
-				pthread_mutex_lock(&c->ss->slock);
+				shm_lock_take(&c->ss->slock);
 				rc = sub_list_change(&c->subs, &c->sub_len, &c->nsubs, m.text,
 				                     m.len, m.type == CTL_SUB);
-				pthread_mutex_unlock(&c->ss->slock);
+				shm_lock_give(&c->ss->slock);
 				break;
 			case CTL_BYE:
 				c->peer_closed = true;
@@ -684,23 +714,23 @@ static int send_subs(shm_sock *ss, shm_conn *c);
 
 static void sock_add_peer(shm_sock *ss, shm_conn *c)
 {
-	pthread_mutex_lock(&ss->rlock);
-	pthread_mutex_lock(&ss->slock);
+	shm_lock_take(&ss->rlock);
+	shm_lock_take(&ss->slock);
 	if (ss->npeers == ss->cap_peers) {
 		size_t cap = ss->cap_peers ? 2 * ss->cap_peers : 8;
 		shm_conn **v = realloc(ss->peers, cap * sizeof(*v));
 
 		if (v == NULL) {
-			pthread_mutex_unlock(&ss->slock);
-			pthread_mutex_unlock(&ss->rlock);
+			shm_lock_give(&ss->slock);
+			shm_lock_give(&ss->rlock);
 			return;
 		}
 		ss->peers = v;
 		ss->cap_peers = cap;
 	}
 	if (ss->s->type == FQ_PAIR && ss->npeers > 0) {
-		pthread_mutex_unlock(&ss->slock);
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->slock);
+		shm_lock_give(&ss->rlock);
 		FQI_INFO(SUBSYS, "PAIR socket has a peer already; refusing pid %d",
 		         (int)c->peer_pid);
 		c->refused = true;
@@ -711,8 +741,8 @@ static void sock_add_peer(shm_sock *ss, shm_conn *c)
 	c->in_peers = true;
 	if (ss->s->type == FQ_SUB)
 		send_subs(ss, c);
-	pthread_mutex_unlock(&ss->slock);
-	pthread_mutex_unlock(&ss->rlock);
+	shm_lock_give(&ss->slock);
+	shm_lock_give(&ss->rlock);
 	kick_changed(ss);
 }
 
@@ -832,16 +862,16 @@ static void conn_gone(shm_conn *c, const char *why)
 	if (why != NULL)
 		FQI_LOG(ss->s->type == FQ_PUSH || ss->s->type == FQ_PUB ? FQ_LOG_INFO : FQ_LOG_WARN,
 		        SUBSYS, "connection to pid %d ended: %s", (int)c->peer_pid, why);
-	pthread_mutex_lock(&ss->rlock);
-	pthread_mutex_lock(&ss->slock);
+	shm_lock_take(&ss->rlock);
+	shm_lock_take(&ss->slock);
 	c->state = CONN_GONE;
 	c->peer_closed = true;
 	/* What the peer published stays readable (it is drained before the connection goes);
 	 * what we published stays for the peer unless it is done (conn_out_settled). */
 	if (c->in != NULL && (ss->closing || atomic_load(&c->broken)))
 		atomic_store(&c->in->closed, 1);
-	pthread_mutex_unlock(&ss->slock);
-	pthread_mutex_unlock(&ss->rlock);
+	shm_lock_give(&ss->slock);
+	shm_lock_give(&ss->rlock);
 	epoll_ctl(c->st->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	shutdown(c->fd, SHUT_RDWR);
 	if (c->peer_pid > 0 && c->peer_pid != shm_self())
@@ -894,8 +924,8 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 			pp = &c->next;
 			continue;
 		}
-		pthread_mutex_lock(&ss->rlock);
-		pthread_mutex_lock(&ss->slock);
+		shm_lock_take(&ss->rlock);
+		shm_lock_take(&ss->slock);
 		in_done = all || ss->closing || atomic_load(&c->broken) || ring_empty(c->in) ||
 		          !type_receives(ss->s->type);
 		out_done = all || conn_out_settled(c);
@@ -912,8 +942,8 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 		}
 		if (in_done && c->in != NULL)
 			atomic_store(&c->in->closed, 1); /* we never read it again */
-		pthread_mutex_unlock(&ss->slock);
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->slock);
+		shm_lock_give(&ss->rlock);
 		if (!in_done) {
 			pp = &c->next;
 			continue;
@@ -1748,14 +1778,14 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 		return FQ_EMSGSIZE;
 	for (size_t i = 0; i < n; i++)
 		bytes += parts[i]->size;
-	pthread_mutex_lock(&ss->slock);
+	shm_lock_take(&ss->slock);
 	if ((s->type == FQ_REQ && ss->awaiting) || (s->type == FQ_REP && !ss->awaiting)) {
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 		return FQ_ESTATE;
 	}
 	if (s->type == FQ_PUB) {
 		rc = send_pub(ss, parts, n);
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 		return rc;
 	}
 	for (;;) {
@@ -1846,14 +1876,14 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			spin_until = now_us() + ss->st->spin_us;
 		}
 		if (ss->st->busy_poll || now_us() < spin_until) {
-			pthread_mutex_unlock(&ss->slock);
+			shm_lock_give(&ss->slock);
 			if (fqi_deadline_remaining(deadline) == 0) {
-				pthread_mutex_lock(&ss->slock);
+				shm_lock_take(&ss->slock);
 				rc = FQ_ETIMEDOUT;
 				break;
 			}
 			spin_pause();
-			pthread_mutex_lock(&ss->slock);
+			shm_lock_take(&ss->slock);
 			continue;
 		}
 		atomic_fetch_add(&ss->waiters_out, 1);
@@ -1863,9 +1893,9 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			atomic_fetch_sub(&ss->waiters_out, 1);
 			continue;
 		}
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 		rc = wait_fd(ss, ss->efd_out, deadline);
-		pthread_mutex_lock(&ss->slock);
+		shm_lock_take(&ss->slock);
 		atomic_fetch_sub(&ss->waiters_out, 1);
 		if (rc != 0)
 			break;
@@ -1878,7 +1908,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	} else if (rc == 0 && ss->armed_out && atomic_load(&ss->waiters_out) == 0) {
 		arm_out(ss, false);
 	}
-	pthread_mutex_unlock(&ss->slock);
+	shm_lock_give(&ss->slock);
 	if (atomic_load_explicit(&ss->waiters_out, memory_order_relaxed) > 0)
 		kick(ss->efd_out);
 	return rc;
@@ -2060,9 +2090,9 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 
 	if (!type_receives(s->type))
 		return FQ_ENOTSUP;
-	pthread_mutex_lock(&ss->rlock);
+	shm_lock_take(&ss->rlock);
 	if ((s->type == FQ_REQ && !ss->awaiting) || (s->type == FQ_REP && ss->awaiting)) {
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->rlock);
 		return FQ_ESTATE;
 	}
 	for (;;) {
@@ -2155,9 +2185,9 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				rc = FQ_ETIMEDOUT;
 				break;
 			}
-			pthread_mutex_unlock(&ss->rlock);
+			shm_lock_give(&ss->rlock);
 			spin_pause();
-			pthread_mutex_lock(&ss->rlock);
+			shm_lock_take(&ss->rlock);
 			continue;
 		}
 		atomic_fetch_add(&ss->waiters_in, 1);
@@ -2166,9 +2196,9 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 			atomic_fetch_sub(&ss->waiters_in, 1);
 			continue;
 		}
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->rlock);
 		rc = wait_fd(ss, ss->efd_in, deadline);
-		pthread_mutex_lock(&ss->rlock);
+		shm_lock_take(&ss->rlock);
 		atomic_fetch_sub(&ss->waiters_in, 1);
 		if (rc != 0)
 			break;
@@ -2183,7 +2213,7 @@ out:
 	} else if (rc == 0 && ss->armed_in && atomic_load(&ss->waiters_in) == 0) {
 		arm_in(ss, false);
 	}
-	pthread_mutex_unlock(&ss->rlock);
+	shm_lock_give(&ss->rlock);
 	if (atomic_load_explicit(&ss->waiters_in, memory_order_relaxed) > 0)
 		kick(ss->efd_in); /* another receiver may be the one to take what is left */
 	return rc;
@@ -2233,7 +2263,7 @@ static int shm_events(fq_socket *s)
 	if (check_intr(ss) != 0)
 		return FQ_EINTR; /* the fd stays readable while interrupted */
 	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
-		pthread_mutex_lock(&ss->rlock);
+		shm_lock_take(&ss->rlock);
 		if (atomic_load(&ss->waiters_in) == 0)
 			drain_fd(ss->efd_in);
 		if (any_input(ss)) {
@@ -2243,10 +2273,10 @@ static int shm_events(fq_socket *s)
 			if (any_input(ss))
 				ev |= FQ_POLLIN;
 		}
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->rlock);
 	}
 	if (type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)) {
-		pthread_mutex_lock(&ss->slock);
+		shm_lock_take(&ss->slock);
 		if (atomic_load(&ss->waiters_out) == 0)
 			drain_fd(ss->efd_out);
 		if (s->type == FQ_PUB || (s->type == FQ_REP && ss->awaiting)) {
@@ -2259,7 +2289,7 @@ static int shm_events(fq_socket *s)
 			if (!(ev & FQ_POLLOUT))
 				arm_out(ss, true);
 		}
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 	}
 	return ev;
 }
@@ -2287,8 +2317,8 @@ static int shm_sock_open(fq_socket *s)
 
 	ss->s = s;
 	ss->st = st_of(s->t);
-	pthread_mutex_init(&ss->slock, NULL);
-	pthread_mutex_init(&ss->rlock, NULL);
+	atomic_init(&ss->slock.v, 0);
+	atomic_init(&ss->rlock.v, 0);
 	ss->efd_in = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ss->efd_out = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ss->pfd = epoll_create1(EPOLL_CLOEXEC);
@@ -2322,7 +2352,7 @@ static int shm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 			return id == FQI_SO_SUBSCRIBE && text == NULL ? 0 : FQ_ENOTSUP;
 		if (len > CTL_TEXT)
 			return FQ_EINVAL;
-		pthread_mutex_lock(&ss->slock);
+		shm_lock_take(&ss->slock);
 		rc = sub_list_change(&ss->subs, &ss->sub_len, &ss->nsubs, text ? text : "", len,
 		                     id == FQI_SO_SUBSCRIBE);
 		for (size_t i = 0; rc == 0 && i < ss->npeers; i++) {
@@ -2333,17 +2363,17 @@ static int shm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 			memcpy(m.text, text ? text : "", len);
 			ctl_send(ss->peers[i]->fd, &m, ctl_len(&m), NULL, 0);
 		}
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 		return rc;
 	}
 	case FQI_SO_RCV_HWM_BYTES:
-		pthread_mutex_lock(&ss->rlock);
+		shm_lock_take(&ss->rlock);
 		for (size_t i = 0; i < ss->npeers; i++) {
 			if (ss->peers[i]->in != NULL)
 				atomic_store(&ss->peers[i]->in->hwm_bytes,
 				             (uint64_t)atomic_load(&s->opt[id]));
 		}
-		pthread_mutex_unlock(&ss->rlock);
+		shm_lock_give(&ss->rlock);
 		return 0;
 	default:
 		return 0;
@@ -2359,7 +2389,7 @@ static void linger_wait(shm_sock *ss)
 	for (;;) {
 		bool pending = false;
 
-		pthread_mutex_lock(&ss->slock);
+		shm_lock_take(&ss->slock);
 		for (size_t i = 0; i < ss->npeers; i++) {
 			shm_conn *c = ss->peers[i];
 
@@ -2369,7 +2399,7 @@ static void linger_wait(shm_sock *ss)
 		}
 		if (pending)
 			arm_out(ss, true);
-		pthread_mutex_unlock(&ss->slock);
+		shm_lock_give(&ss->slock);
 		if (!pending || fqi_deadline_remaining(deadline) == 0)
 			return;
 		{
@@ -2444,8 +2474,6 @@ static void shm_close(fq_socket *s)
 	close(ss->efd_in);
 	close(ss->efd_out);
 	close(ss->pfd);
-	pthread_mutex_destroy(&ss->slock);
-	pthread_mutex_destroy(&ss->rlock);
 }
 
 /* ---- I/O thread ----------------------------------------------------------------------------- */
