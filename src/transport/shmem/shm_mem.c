@@ -671,6 +671,7 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 typedef struct magazine {
 	shm_node *node;
 	unsigned cls, count;
+	unsigned taken; /* handed out since n->mag_blocks was last told (one atomic per refill) */
 	shm_blk *blk[SHM_MAG];
 	shm_map *map[SHM_MAG]; /* each holds a map reference */
 } magazine;
@@ -683,6 +684,9 @@ static void mag_flush(magazine *g)
 	shm_node *n = g->node;
 
 	if (g->count == 0) {
+		if (g->taken != 0)
+			atomic_fetch_sub(&n->mag_blocks, g->taken);
+		g->taken = 0;
 		g->node = NULL;
 		return;
 	}
@@ -698,7 +702,8 @@ static void mag_flush(magazine *g)
 		b->local_refs = 1;
 		blk_to_list(n, g->map[i], b); /* counts it back in */
 	}
-	atomic_fetch_sub(&n->mag_blocks, g->count);
+	atomic_fetch_sub(&n->mag_blocks, g->count + g->taken);
+	g->taken = 0;
 	pthread_mutex_unlock(&n->alloc_lock);
 	for (unsigned i = 0; i < g->count; i++)
 		shm_map_unref(g->map[i]); /* may free the node with the last one */
@@ -736,6 +741,10 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 		g->count++;
 	}
 	atomic_fetch_add(&n->mag_blocks, g->count);
+	atomic_fetch_sub(&n->mag_blocks, g->taken);
+	g->taken = 0;
+	for (unsigned k = 1; k <= 4 && k <= g->count; k++)
+		shm_prefetch_write(g->blk[g->count - k]);
 }
 
 /* A block from this thread's magazine, or false (then the caller takes the slow path). */
@@ -772,11 +781,11 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 		}
 	}
 	g->count--;
-	atomic_fetch_sub_explicit(&n->mag_blocks, 1, memory_order_relaxed);
+	g->taken++; /* no locked instruction here: it would wait for the header line */
 	*map = g->map[g->count];
 	*blk = g->blk[g->count];
-	if (g->count > 0)
-		shm_prefetch_write(g->blk[g->count - 1]); /* the next one's header */
+	if (g->count >= 4)
+		shm_prefetch_write(g->blk[g->count - 4]); /* a header we write 4 blocks on */
 	blk_header(*map, *blk, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
 	return true;
 }
@@ -1209,6 +1218,13 @@ void shm_node_stats(shm_node *n, shm_stats *st)
 		st->used_bytes += atomic_load(&h->used_bytes);
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
+	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
+		/* This thread's hand-outs (other threads tell theirs at their next refill). */
+		if (mags[i].node == n && mags[i].taken != 0) {
+			atomic_fetch_sub(&n->mag_blocks, mags[i].taken);
+			mags[i].taken = 0;
+		}
+	}
 	st->blocks_out -= atomic_load(&n->mag_blocks); /* free, in threads' magazines */
 	st->reclaimed_blocks = atomic_load(&n->reclaimed_blocks);
 	st->dropped_entries = atomic_load(&n->dropped_entries);
