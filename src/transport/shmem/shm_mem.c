@@ -399,8 +399,12 @@ static void blk_to_list(shm_node *n, shm_map *m, shm_blk *b)
 		m->cached = true;
 		return;
 	}
-	b->next = (uint64_t)(uintptr_t)n->free_cls[b->cls];
-	n->free_cls[b->cls] = b;
+	b->next = 0;
+	if (n->free_cls[b->cls] == NULL)
+		n->free_cls[b->cls] = b;
+	else
+		n->free_last[b->cls]->next = (uint64_t)(uintptr_t)b;
+	n->free_last[b->cls] = b;
 }
 
 /* Region acknowledgements: implemented by shmem.c, called with alloc_lock held. */
