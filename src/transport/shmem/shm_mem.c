@@ -786,6 +786,12 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	}
 	g->count--;
 	g->taken++; /* no locked instruction here: it would wait for the header line */
+	if (g->count == 0) {
+		/* Empty: it holds no map reference any more, so nothing keeps n alive for a
+		 * later flush; tell n now. */
+		atomic_fetch_sub_explicit(&n->mag_blocks, g->taken, memory_order_relaxed);
+		g->taken = 0;
+	}
 	*map = g->map[g->count];
 	*blk = g->blk[g->count];
 	if (g->count >= 4)

@@ -183,6 +183,12 @@ struct shm_conn {
 	size_t hash_cap;
 	shm_map *last_map; /* last lookup (a map announced here: out_maps holds it) */
 	uint32_t last_idx;
+	/* Control messages waiting for the I/O thread to send them (never sent while a socket
+	 * lock is held: the reader may be our own I/O thread). */
+	pthread_mutex_t outq_lock;
+	ctl_msg *outq;
+	size_t outq_n, outq_cap, outq_sent;
+	bool outq_polling; /* EPOLLOUT requested */
 	/* PUB side: the peer's subscriptions (guarded by ss->slock). */
 	char **subs;
 	size_t *sub_len;
@@ -808,12 +814,13 @@ static bool conn_out_settled(shm_conn *c)
 {
 	if (c->out == NULL || c->out_released || ring_empty(c->out))
 		return true;
-	if (atomic_load(&c->out->closed) ||
-	    (c->peer_pid != shm_self() && c->peer_pid > 0 && pid_gone(c->peer_pid))) {
+	if (atomic_load(&c->out->closed)) {
 		conn_release_out(c);
 		return true;
 	}
-	return false;
+	/* A dead peer's output is released by peer_died, before its blocks are taken back. */
+	return c->peer_pid != shm_self() && c->peer_pid > 0 && pid_gone(c->peer_pid) &&
+	       c->out_released;
 }
 
 static void conn_free(shm_conn *c)
@@ -843,6 +850,8 @@ static void conn_free(shm_conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	pthread_mutex_destroy(&c->ctl_lock);
+	pthread_mutex_destroy(&c->outq_lock);
+	free(c->outq);
 	free(c);
 }
 
@@ -1000,6 +1009,7 @@ static shm_conn *conn_new(shm_transport *st, shm_sock *ss, int fd)
 	c->fd = fd;
 	c->peer_efd_in = c->peer_efd_out = -1;
 	pthread_mutex_init(&c->ctl_lock, NULL);
+	pthread_mutex_init(&c->outq_lock, NULL);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
 		FQI_WARN(SUBSYS,
 		         "refusing a connection from uid %d (pid %d): only uid %d may "
@@ -1404,17 +1414,71 @@ static int sub_list_change(char ***subs, size_t **lens, size_t *n, const char *t
 	return 0;
 }
 
-/* Tell one PUB peer all our subscriptions (slock held). */
+/* Queue a control message (no fds) for the I/O thread. Any lock may be held. */
+static int ctl_queue(shm_conn *c, const ctl_msg *m)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->outq_lock);
+	if (c->outq_n == c->outq_cap) {
+		size_t cap = c->outq_cap ? 2 * c->outq_cap : 8;
+		ctl_msg *v = realloc(c->outq, cap * sizeof(*v));
+
+		if (v == NULL)
+			rc = FQ_ENOMEM;
+		else {
+			c->outq = v;
+			c->outq_cap = cap;
+		}
+	}
+	if (rc == 0)
+		memcpy(&c->outq[c->outq_n++], m, ctl_len(m));
+	pthread_mutex_unlock(&c->outq_lock);
+	io_wake(c->st);
+	return rc;
+}
+
+/* Send what is queued without waiting; ask for EPOLLOUT when the peer is full. I/O thread,
+ * st->lock held. */
+static void ctl_flush(shm_conn *c)
+{
+	bool full = false;
+
+	pthread_mutex_lock(&c->outq_lock);
+	while (c->outq_sent < c->outq_n && c->state != CONN_GONE) {
+		ctl_msg *m = &c->outq[c->outq_sent];
+
+		if (send(c->fd, m, ctl_len(m), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+			full = errno == EAGAIN || errno == EINTR;
+			break;
+		}
+		c->outq_sent++;
+	}
+	if (c->outq_sent == c->outq_n)
+		c->outq_sent = c->outq_n = 0;
+	pthread_mutex_unlock(&c->outq_lock);
+	if (full != c->outq_polling && c->state != CONN_GONE) {
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (full ? EPOLLOUT : 0),
+		                         .data.ptr = &c->src};
+
+		epoll_ctl(c->st->ep, EPOLL_CTL_MOD, c->fd, &ev);
+		c->outq_polling = full;
+	}
+}
+
+/* Tell one PUB peer all our subscriptions (slock held: queued, not sent here). */
 static int send_subs(shm_sock *ss, shm_conn *c)
 {
 	for (size_t i = 0; i < ss->nsubs; i++) {
 		ctl_msg m;
+		int rc;
 
 		ctl_init(&m, CTL_SUB);
 		m.len = (uint32_t)ss->sub_len[i];
 		memcpy(m.text, ss->subs[i], ss->sub_len[i]);
-		if (ctl_send(c->fd, &m, ctl_len(&m), NULL, 0) != 0)
-			return FQ_ECLOSED;
+		rc = ctl_queue(c, &m);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }
@@ -1945,7 +2009,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	uint64_t head = c->in_head_seen; /* entries up to here were acquired already */
 	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
 	pid_t me = shm_self();
-	size_t n;
+	size_t n, bad_at = 0;
 	bool lost = false, too_big = false;
 	long rc;
 
@@ -1971,6 +2035,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		shm_blk *b;
 		uint64_t w;
 
+		bad_at = i;
 		if (i > 0 && (e.blk >> 48) != 0)
 			goto bad_release;
 		if (map == NULL || dmap == NULL || (off & (SHM_CACHE_LINE - 1)) != 0 ||
@@ -2037,13 +2102,15 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	return (long)n;
 
 bad_release:
-	/* Nothing was taken from the ring; release what this call took over. */
+	/* Release what this call took over, and move the tail past those entries so that the
+	 * producer does not release them again (after reusing the blocks). */
 	rc = FQ_EPROTO;
 	for (size_t i = 0; i < n; i++) {
 		if (msgs[i] != NULL)
 			fq_msg_free(msgs[i]);
 		msgs[i] = NULL;
 	}
+	atomic_store_explicit(&r->tail, tail + bad_at, memory_order_release);
 	goto drop;
 bad:
 	rc = FQ_EPROTO;
@@ -2262,6 +2329,14 @@ static int shm_events(fq_socket *s)
 
 	if (check_intr(ss) != 0)
 		return FQ_EINTR; /* the fd stays readable while interrupted */
+	/* A direction this call does not look at (REQ: the one of the other turn) must not
+	 * keep the fd readable: drain it when nobody sleeps on it. */
+	if (atomic_load(&ss->waiters_in) == 0 &&
+	    !(type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)))
+		drain_fd(ss->efd_in);
+	if (atomic_load(&ss->waiters_out) == 0 &&
+	    !(type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)))
+		drain_fd(ss->efd_out);
 	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
 		shm_lock_take(&ss->rlock);
 		if (atomic_load(&ss->waiters_in) == 0)
@@ -2361,7 +2436,7 @@ static int shm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 			ctl_init(&m, id == FQI_SO_SUBSCRIBE ? CTL_SUB : CTL_UNSUB);
 			m.len = (uint32_t)len;
 			memcpy(m.text, text ? text : "", len);
-			ctl_send(ss->peers[i]->fd, &m, ctl_len(&m), NULL, 0);
+			rc = ctl_queue(ss->peers[i], &m);
 		}
 		shm_lock_give(&ss->slock);
 		return rc;
@@ -2478,6 +2553,29 @@ static void shm_close(fq_socket *s)
 
 /* ---- I/O thread ----------------------------------------------------------------------------- */
 
+/*
+ * Process pid died. First release what we published to it and it never took (those blocks
+ * are still ours), then take back what it held: in the other order, a block taken back and
+ * reused at once could still be named by one of our unread ring entries and be released
+ * a second time. st->lock held.
+ */
+static void peer_died(shm_transport *st, pid_t pid)
+{
+	for (shm_conn *c = st->conns; c != NULL; c = c->next) {
+		if (c->peer_pid != pid || c->out_released || c->state == CONN_HANDSHAKE)
+			continue;
+		shm_lock_take(&c->ss->slock);
+		atomic_store(&c->broken, true); /* no send uses it any more; the loop ends it */
+		conn_release_out(c);
+		shm_lock_give(&c->ss->slock);
+	}
+	for (shm_conn *c = st->orphans; c != NULL; c = c->next) {
+		if (c->peer_pid == pid && !c->out_released)
+			conn_release_out(c);
+	}
+	shm_reclaim_pid(st->node, pid);
+}
+
 static void watch_pid(shm_transport *st, pid_t pid)
 {
 	struct watch *w;
@@ -2491,7 +2589,7 @@ static void watch_pid(shm_transport *st, pid_t pid)
 	fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0) {
 		if (errno == ESRCH)
-			shm_reclaim_pid(st->node, pid); /* gone already */
+			peer_died(st, pid); /* gone already */
 		return;
 	}
 	if (st->nwatch == st->cap_watch) {
@@ -2529,7 +2627,7 @@ static void watch_fired(shm_transport *st, struct watch *w)
 		}
 	}
 	FQI_INFO(SUBSYS, "process %d is gone; taking back its blocks", (int)w->pid);
-	shm_reclaim_pid(st->node, w->pid);
+	peer_died(st, w->pid);
 	free(w);
 }
 
@@ -2742,8 +2840,11 @@ static void *io_main(void *arg)
 				break;
 			}
 		}
-		/* Handshakes that completed, and connections a data path found broken. */
+		/* Handshakes that completed, connections a data path found broken, and
+		 * queued control messages. */
 		for (shm_conn *c = st->conns; c != NULL; c = c->next) {
+			if (c->state == CONN_READY)
+				ctl_flush(c);
 			if (c->state == CONN_READY && !c->in_peers && !c->refused)
 				sock_add_peer(c->ss, c);
 			if (c->state != CONN_GONE && atomic_load(&c->broken))
