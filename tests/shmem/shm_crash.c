@@ -345,6 +345,13 @@ static int role(int argc, char **argv)
 				return 8; /* changed under us: somebody else had the block */
 			fq_msg_free(held[i]);
 		}
+	} else if (strcmp(r, "taker") == 0 && argc == 2) { /* URL: run with FQ_SHM_FAULT=ring_pop */
+		fq_socket *s = sock(t, FQ_PULL, 5000);
+		fq_msg *m = NULL;
+
+		fq_connect(s, argv[1]);
+		fq_recv(s, &m, 0); /* killed inside, after taking the block over */
+		return 6;
 	} else if (strcmp(r, "intruder") == 0 && argc == 2) { /* URL: must receive nothing */
 		fq_socket *s = sock(t, FQ_PULL, 1000);
 		fq_msg *m = NULL;
@@ -774,6 +781,54 @@ static void run_chain(fq_transport *t, int seconds)
 	expect_clean(t, "chain", now_ms());
 }
 
+/* ---- A consumer dies holding a taken-over entry: no block may be handed out twice -------- */
+
+static void run_reuse(void)
+{
+	char url[200];
+	fq_transport *t = NULL;
+	fq_socket *push;
+	static fq_msg *held[20000];
+	static void *where[20000];
+	int n = 0, dups = 0, status;
+	pid_t pid;
+
+	fprintf(stderr, "reuse: a consumer dies inside ring_pop; we allocate on meanwhile\n");
+	if (fq_transport_open(&t, "shmem", NULL) != 0) {
+		failures++;
+		return;
+	}
+	push = sock(t, FQ_PUSH, 1000);
+	snprintf(url, sizeof(url), "ipc://%s/reuse", scratch);
+	fq_bind(push, url);
+	pid = spawn("ring_pop", "0", (const char *[]){"taker", url, NULL});
+	for (int i = 0; i < 4; i++) {
+		fq_msg *m = make_msg(t, (uint64_t)i, 64);
+
+		if (fq_send(push, &m, 0) != 0)
+			fq_msg_free(m);
+	}
+	status = reap(pid, 5000);
+	expect_sigkill(status, "reuse");
+	/* Allocate while the death is noticed, blocks taken back and ring entries released. */
+	for (int64_t until = now_ms() + 400; n < 20000 && now_ms() < until; n++) {
+		if (fq_msg_alloc(t, 64, &held[n]) != 0)
+			break;
+		where[n] = fq_msg_data(held[n]);
+		for (int k = 0; k < n; k++)
+			dups += where[k] == where[n];
+		pause_ms(0);
+		usleep(100);
+	}
+	fprintf(stderr, "  reuse: %d messages held, %d blocks handed out twice\n", n, dups);
+	CHECK(dups == 0, "reuse: %d blocks were handed out twice", dups);
+	for (int k = 0; k < n; k++)
+		fq_msg_free(held[k]);
+	fq_socket_close(push);
+	expect_clean(t, "reuse", now_ms());
+	fq_transport_close(t);
+}
+
 /* ---- A producer closing while its consumer drains ----------------------------------------- */
 
 static void run_closer(void)
@@ -955,6 +1010,8 @@ int main(int argc, char **argv)
 		run_intruder(t);
 	} else if (strcmp(argv[1], "closer") == 0) {
 		run_closer();
+	} else if (strcmp(argv[1], "reuse") == 0) {
+		run_reuse();
 	} else {
 		fprintf(stderr, "unknown command\n");
 		return 2;

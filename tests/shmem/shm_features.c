@@ -733,3 +733,96 @@ Test(shmem, bind_keeps_other_files, .description = "bind never deletes a file th
 	fqt_close(s);
 	fq_transport_close(t);
 }
+
+#include <sys/resource.h>
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+Test(shmem, req_poll_does_not_spin,
+     .description = "a poller waiting on an awaiting REQ sleeps (peers changed meanwhile)")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *req = fqt_socket(t, FQ_REQ), *rep1 = fqt_socket(t, FQ_REP);
+	fq_socket *rep2 = fqt_socket(t, FQ_REP);
+	char u1[FQT_URL_MAX], u2[FQT_URL_MAX];
+	fq_poller *p = NULL;
+	double cpu;
+
+	fqt_bind(rep1, fqt_url("ipc", u1));
+	fqt_bind(rep2, fqt_url("ipc", u2));
+	fqt_connect(req, u1);
+	fqt_send_str(req, "question");
+	fqt_connect(req, u2); /* a peer change while the REQ awaits its reply */
+	FQ_PASS(fq_poller_open(&p));
+	FQ_PASS(fq_poller_add(p, req, FQ_POLLIN));
+	cpu = cpu_seconds();
+	FQ_PASS(fq_poller_wait(p, 500)); /* no reply comes: 0 ready after 500 ms */
+	cpu = cpu_seconds() - cpu;
+	cr_assert(cpu < 0.2, "the poller burnt %.2f s of CPU in 0.5 s", cpu);
+	fq_poller_close(p);
+	fqt_close(req);
+	fqt_close(rep1);
+	fqt_close(rep2);
+	fq_transport_close(t);
+}
+
+Test(shmem, many_subscriptions,
+     .description = "150 subscriptions of 1000 bytes all reach a PUB "
+                    "of the same transport")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *pub = fqt_socket(t, FQ_PUB), *sub = fqt_socket(t, FQ_SUB);
+	char url[FQT_URL_MAX], topic[1001];
+	bool seen[150] = {false};
+	int got = 0;
+	int64_t deadline;
+
+	for (int i = 0; i < 150; i++) {
+		memset(topic, 'a' + i % 26, 1000);
+		snprintf(topic, 5, "%03d", i);
+		topic[3] = '-';
+		topic[1000] = '\0';
+		FQ_PASS(fq_socket_set(sub, "subscribe", topic));
+	}
+	fqt_bind(pub, fqt_url("ipc", url));
+	fqt_connect(sub, url);
+	/* Publish every topic until each has arrived once (subscriptions travel meanwhile). */
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (got < 150 && fqt_now_ms() < deadline) {
+		for (int i = 0; i < 150; i++) {
+			fq_msg *m = NULL;
+
+			memset(topic, 'a' + i % 26, 1000);
+			snprintf(topic, 5, "%03d", i);
+			topic[3] = '-';
+			FQ_PASS(fq_msg_alloc(t, 1000, &m));
+			memcpy(fq_msg_data(m), topic, 1000);
+			FQ_PASS(fq_send(pub, &m, 0));
+		}
+		for (;;) {
+			fq_msg *r = NULL;
+			int k;
+
+			if (fq_recv(sub, &r, FQ_DONTWAIT) != 0)
+				break;
+			k = atoi((const char *)fq_msg_data(r));
+			if (k >= 0 && k < 150 && !seen[k]) {
+				seen[k] = true;
+				got++;
+			}
+			fq_msg_free(r);
+		}
+		fqt_pause();
+	}
+	cr_assert(got == 150, "only %d of 150 subscribed topics arrived", got);
+	fqt_close(pub);
+	fqt_close(sub);
+	fq_transport_close(t);
+}
