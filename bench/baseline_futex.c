@@ -45,17 +45,7 @@ int fqb_futex_create(void)
 
 static int parse_fd(const char *url)
 {
-	const char *prefix = FQB_FUTEX_SCHEME "://";
-	char *end;
-	long v;
-
-	if (strncmp(url, prefix, strlen(prefix)) != 0)
-		return -1;
-	errno = 0;
-	v = strtol(url + strlen(prefix), &end, 10);
-	if (errno != 0 || end == url + strlen(prefix) || *end != '\0' || v < 0 || v > 65535)
-		return -1;
-	return (int)v;
+	return fqb_parse_fd_url(url, FQB_FUTEX_SCHEME);
 }
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
@@ -239,13 +229,7 @@ static int pinger(const fqb_role_args *a)
 	wake(f);
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
-	{
-		double cpu = fqb_cpu_seconds() - cpu0;
-		fqb_lat_stats st;
-
-		fqb_lat_stats_compute(&samples, &st);
-		fqb_report_pinger(n, (double)(prev - t0) / 1e9, &st, cpu);
-	}
+	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
 	rc = FQB_EXIT_OK;
 out:
 	close_page(f, fd);
@@ -293,13 +277,8 @@ out:
 
 int fqb_futex_role(const fqb_role_args *a)
 {
-	switch (a->role) {
-	case FQB_ROLE_PINGER:
-		return pinger(a);
-	case FQB_ROLE_PONGER:
-		return ponger(a);
-	default:
-		fqb_report_error("futex: lat only (--role pinger or ponger)");
-		return FQB_EXIT_USAGE;
-	}
+	static const fqb_role_fns fns = {NULL, NULL, pinger, ponger,
+	                                 "futex: lat only (--role pinger or ponger)"};
+
+	return fqb_role_run(&fns, a);
 }

@@ -940,14 +940,8 @@ static int pinger(const fqb_role_args *a)
 		goto out;
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
-	{
-		double cpu = fqb_cpu_seconds() - cpu0;
-		fqb_lat_stats st;
-
-		fqb_lat_stats_compute(&samples, &st);
-		fqb_report_pinger(n, (double)(prev - t0) / 1e9, &st, cpu);
-		reported = 1;
-	}
+	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
+	reported = 1;
 	rc = FQB_EXIT_OK;
 out:
 	iside_close_bounded(&s);
@@ -1013,17 +1007,7 @@ fail:
 
 int fqb_iox_role(const fqb_role_args *a)
 {
-	switch (a->role) {
-	case FQB_ROLE_SENDER:
-		return sender(a);
-	case FQB_ROLE_RECEIVER:
-		return receiver(a);
-	case FQB_ROLE_PINGER:
-		return pinger(a);
-	case FQB_ROLE_PONGER:
-		return ponger(a);
-	default:
-		fqb_report_error("no role");
-		return FQB_EXIT_USAGE;
-	}
+	static const fqb_role_fns fns = {sender, receiver, pinger, ponger, "no role"};
+
+	return fqb_role_run(&fns, a);
 }

@@ -183,17 +183,7 @@ static int plan(const fqb_role_args *a, fqb_pattern pattern, layout *l)
 
 static int parse_fd(const char *url)
 {
-	const char *prefix = FQB_RING_SCHEME "://";
-	char *end;
-	long v;
-
-	if (strncmp(url, prefix, strlen(prefix)) != 0)
-		return -1;
-	errno = 0;
-	v = strtol(url + strlen(prefix), &end, 10);
-	if (errno != 0 || end == url + strlen(prefix) || *end != '\0' || v < 0 || v > 65535)
-		return -1;
-	return (int)v;
+	return fqb_parse_fd_url(url, FQB_RING_SCHEME);
 }
 
 static void rside_close(rside *s)
@@ -627,13 +617,7 @@ static int pinger(const fqb_role_args *a)
 		goto out;
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
-	{
-		double cpu = fqb_cpu_seconds() - cpu0;
-		fqb_lat_stats st;
-
-		fqb_lat_stats_compute(&samples, &st);
-		fqb_report_pinger(n, (double)(prev - t0) / 1e9, &st, cpu);
-	}
+	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
 	rc = FQB_EXIT_OK;
 out:
 	rside_close(&s);
@@ -691,17 +675,7 @@ static int ponger(const fqb_role_args *a)
 
 int fqb_ring_role(const fqb_role_args *a)
 {
-	switch (a->role) {
-	case FQB_ROLE_SENDER:
-		return sender(a);
-	case FQB_ROLE_RECEIVER:
-		return receiver(a);
-	case FQB_ROLE_PINGER:
-		return pinger(a);
-	case FQB_ROLE_PONGER:
-		return ponger(a);
-	default:
-		fqb_report_error("no role");
-		return FQB_EXIT_USAGE;
-	}
+	static const fqb_role_fns fns = {sender, receiver, pinger, ponger, "no role"};
+
+	return fqb_role_run(&fns, a);
 }

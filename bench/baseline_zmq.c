@@ -286,13 +286,7 @@ static int pinger(const fqb_role_args *a)
 	}
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
-	{
-		double cpu = fqb_cpu_seconds() - cpu0;
-		fqb_lat_stats st;
-
-		fqb_lat_stats_compute(&samples, &st);
-		fqb_report_pinger(n, (double)(prev - t0) / 1e9, &st, cpu);
-	}
+	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
 	rc = FQB_EXIT_OK;
 out:
 	close_msgs(msgs, a->parts);
@@ -332,17 +326,7 @@ static int ponger(const fqb_role_args *a)
 
 int fqb_zmq_role(const fqb_role_args *a)
 {
-	switch (a->role) {
-	case FQB_ROLE_SENDER:
-		return sender(a);
-	case FQB_ROLE_RECEIVER:
-		return receiver(a);
-	case FQB_ROLE_PINGER:
-		return pinger(a);
-	case FQB_ROLE_PONGER:
-		return ponger(a);
-	default:
-		fqb_report_error("no role");
-		return FQB_EXIT_USAGE;
-	}
+	static const fqb_role_fns fns = {sender, receiver, pinger, ponger, "no role"};
+
+	return fqb_role_run(&fns, a);
 }

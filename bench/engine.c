@@ -277,6 +277,59 @@ void fqb_report_pinger(uint64_t count, double seconds, const fqb_lat_stats *st, 
 	fflush(stdout);
 }
 
+void fqb_report_pinger_samples(fqb_samples *s, uint64_t count, uint64_t t0_ns, uint64_t last_ns,
+                               double cpu0)
+{
+	double cpu = fqb_cpu_seconds() - cpu0;
+	fqb_lat_stats st;
+
+	fqb_lat_stats_compute(s, &st);
+	fqb_report_pinger(count, (double)(last_ns - t0_ns) / 1e9, &st, cpu);
+}
+
+int fqb_role_run(const fqb_role_fns *fns, const fqb_role_args *a)
+{
+	int (*fn)(const fqb_role_args *) = NULL;
+
+	switch (a->role) {
+	case FQB_ROLE_SENDER:
+		fn = fns->sender;
+		break;
+	case FQB_ROLE_RECEIVER:
+		fn = fns->receiver;
+		break;
+	case FQB_ROLE_PINGER:
+		fn = fns->pinger;
+		break;
+	case FQB_ROLE_PONGER:
+		fn = fns->ponger;
+		break;
+	default:
+		break;
+	}
+	if (fn == NULL) {
+		fqb_report_error("%s", fns->why ? fns->why : "no role");
+		return FQB_EXIT_USAGE;
+	}
+	return fn(a);
+}
+
+int fqb_parse_fd_url(const char *url, const char *scheme)
+{
+	size_t plen = strlen(scheme);
+	char *end;
+	long v;
+
+	if (strncmp(url, scheme, plen) != 0 || strncmp(url + plen, "://", 3) != 0)
+		return -1;
+	url += plen + 3;
+	errno = 0;
+	v = strtol(url, &end, 10);
+	if (errno != 0 || end == url || *end != '\0' || v < 0 || v > 65535)
+		return -1;
+	return (int)v;
+}
+
 int fqb_report_get(const char *line, const char *key, double *out)
 {
 	size_t klen = strlen(key);

@@ -142,6 +142,18 @@ typedef struct fqb_lat_stats {
 /* Sort the samples and compute one-way statistics (nearest-rank percentiles). */
 void fqb_lat_stats_compute(fqb_samples *s, fqb_lat_stats *out);
 
+/* One implementation's role functions; a NULL one is a usage error (`why` says so). */
+typedef struct fqb_role_fns {
+	int (*sender)(const fqb_role_args *a);
+	int (*receiver)(const fqb_role_args *a);
+	int (*pinger)(const fqb_role_args *a);
+	int (*ponger)(const fqb_role_args *a);
+	const char *why; /* message for a role the implementation lacks */
+} fqb_role_fns;
+int fqb_role_run(const fqb_role_fns *fns, const fqb_role_args *a);
+/* The fd of a "SCHEME://FD" url (memfd-based baselines), or -1. */
+int fqb_parse_fd_url(const char *url, const char *scheme);
+
 /* ---- Report lines (child -> parent, on the child's stdout) ------------------------------ */
 
 /*
@@ -160,6 +172,10 @@ void fqb_report_sender(fqb_role role, uint64_t count, double cpu);
 void fqb_report_solo(uint64_t count, double seconds, double cpu);
 /* Pinger: round trips, seconds, one-way statistics, CPU seconds. */
 void fqb_report_pinger(uint64_t count, double seconds, const fqb_lat_stats *st, double cpu);
+/* Pinger's closing report from its samples: round trips, first to last timestamp (ns), CPU
+ * seconds since cpu0. */
+void fqb_report_pinger_samples(fqb_samples *s, uint64_t count, uint64_t t0_ns, uint64_t last_ns,
+                               double cpu0);
 /* Value of key=... in a report line; 0 if found, -1 if not. */
 int fqb_report_get(const char *line, const char *key, double *out);
 

@@ -795,13 +795,7 @@ static int fq_pinger(const fqb_role_args *a)
 		goto out;
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
-	{
-		double cpu = fqb_cpu_seconds() - cpu0;
-		fqb_lat_stats st;
-
-		fqb_lat_stats_compute(&samples, &st);
-		fqb_report_pinger(n, (double)(prev - t0) / 1e9, &st, cpu);
-	}
+	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
 	rc = FQB_EXIT_OK;
 out:
 	free_message(a, &m, v);
@@ -886,17 +880,11 @@ static int run_role(const config *cfg)
 	case IMPL_FABRIQ:
 		break;
 	}
-	switch (a.role) {
-	case FQB_ROLE_SENDER:
-		return fq_sender(&a);
-	case FQB_ROLE_RECEIVER:
-		return fq_receiver(&a);
-	case FQB_ROLE_PINGER:
-		return fq_pinger(&a);
-	case FQB_ROLE_PONGER:
-		return fq_ponger(&a);
-	default:
-		return FQB_EXIT_USAGE;
+	{
+		static const fqb_role_fns fns = {fq_sender, fq_receiver, fq_pinger, fq_ponger,
+		                                 "no role"};
+
+		return fqb_role_run(&fns, &a);
 	}
 }
 
