@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/tool_common.h"
+
 #define EXIT_USAGE 2
 
 enum { OPT_VERSION = 256, OPT_STRERROR };
@@ -83,47 +85,6 @@ static void env_name(char *buf, size_t len, const char *component, const char *n
 	snprintf(buf, len, "FQ_%s_%s", component, name);
 	for (char *p = buf; *p != '\0'; p++)
 		*p = (char)toupper((unsigned char)*p);
-}
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped (RFC 8259). */
-static void json_string(FILE *out, const char *s)
-{
-	if (s == NULL) {
-		fputs("null", out);
-		return;
-	}
-	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", out);
-			break;
-		case '\\':
-			fputs("\\\\", out);
-			break;
-		case '\b':
-			fputs("\\b", out);
-			break;
-		case '\f':
-			fputs("\\f", out);
-			break;
-		case '\n':
-			fputs("\\n", out);
-			break;
-		case '\r':
-			fputs("\\r", out);
-			break;
-		case '\t':
-			fputs("\\t", out);
-			break;
-		default:
-			if (*p < 0x20)
-				fprintf(out, "\\u%04x", *p);
-			else
-				fputc(*p, out);
-		}
-	}
-	fputc('"', out);
 }
 
 static void print_transports(bool json)

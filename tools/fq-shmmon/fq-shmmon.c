@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/tool_common.h"
+
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
 
@@ -92,47 +94,6 @@ static void usage(FILE *out)
 	        "and tcp:// endpoints are abstract sockets, which go away with their process.\n"
 	        "\n"
 	        "Exit status: 0 success, 1 runtime failure, 2 usage error.\n");
-}
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped (RFC 8259). */
-static void json_string(FILE *out, const char *s)
-{
-	if (s == NULL) {
-		fputs("null", out);
-		return;
-	}
-	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", out);
-			break;
-		case '\\':
-			fputs("\\\\", out);
-			break;
-		case '\b':
-			fputs("\\b", out);
-			break;
-		case '\f':
-			fputs("\\f", out);
-			break;
-		case '\n':
-			fputs("\\n", out);
-			break;
-		case '\r':
-			fputs("\\r", out);
-			break;
-		case '\t':
-			fputs("\\t", out);
-			break;
-		default:
-			if (*p < 0x20)
-				fprintf(out, "\\u%04x", *p);
-			else
-				fputc(*p, out);
-		}
-	}
-	fputc('"', out);
 }
 
 /* Room for element n of a growing array: the array (moved perhaps), or NULL when out of memory. */
