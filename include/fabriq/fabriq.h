@@ -71,7 +71,8 @@ FQ_API const char *fq_version(void);
 	X(ERANGE, -17, "value out of range")                                                    \
 	X(EPERM, -18, "permission denied")                                                      \
 	X(EUNAVAIL, -19, "transport not usable on this machine")                                \
-	X(EINTERNAL, -20, "internal error")
+	X(EINTERNAL, -20, "internal error")                                                     \
+	X(EEXIST, -21, "already exists")
 
 typedef enum fq_err {
 	FQ_OK = 0,
@@ -116,6 +117,12 @@ FQ_API void fq_log_set_level(fq_log_level level);
 FQ_API fq_log_level fq_log_get_level(void);
 /* Parse "warn" etc.; returns 0 and sets *out, or FQ_EINVAL. */
 FQ_API int fq_log_level_parse(const char *text, fq_log_level *out);
+/*
+ * Log a printf-style message through the installed sink when `level` is enabled (the message
+ * is cut at 1023 bytes). For applications, devices and plugins. Thread-safe.
+ */
+FQ_API void fq_log(fq_log_level level, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- Types ------------------------------------------------------------------------------ */
 

@@ -70,19 +70,37 @@ fq_log_level fq_log_get_level(void)
 	return (fq_log_level)atomic_load(&fqi_log_level_now);
 }
 
-void fqi_log(fq_log_level level, const char *subsys, const char *fmt, ...)
+static void log_emit(fq_log_level level, const char *subsys, const char *fmt, va_list ap)
 {
 	char msg[1024];
-	va_list ap;
 	fq_log_fn fn;
 	void *arg;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	pthread_mutex_lock(&sink_lock);
 	fn = sink_fn != NULL ? sink_fn : log_stderr;
 	arg = sink_arg;
 	pthread_mutex_unlock(&sink_lock);
 	fn(level, subsys, msg, arg);
+}
+
+void fqi_log(fq_log_level level, const char *subsys, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(level, subsys, fmt, ap);
+	va_end(ap);
+}
+
+void fq_log(fq_log_level level, const char *subsys, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level == FQ_LOG_NONE ||
+	    (int)level > atomic_load_explicit(&fqi_log_level_now, memory_order_relaxed))
+		return;
+	va_start(ap, fmt);
+	log_emit(level, subsys, fmt, ap);
+	va_end(ap);
 }
