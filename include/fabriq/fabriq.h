@@ -371,6 +371,13 @@ typedef struct fq_opt_info {
  * Returns 0 and fills *out for i < count, FQ_ENOENT past the end. Thread-safe.
  */
 FQ_API int fq_option_at(size_t i, fq_opt_info *out);
+/*
+ * Parse `text` as a value of `type`, as option tables do: bools (1/0, true/false, yes/no,
+ * on/off, y/n), integers, sizes (K/M/G/T binary suffixes, optionally "iB" or "B"), durations
+ * (milliseconds, -1 or "inf" = infinite; sizes >= 0, durations >= -1). Strings give 0.
+ * Errors: FQ_EINVAL (not a value of that type), FQ_ERANGE (out of range). Thread-safe.
+ */
+FQ_API int fq_opt_parse(fq_opt_type type, const char *text, int64_t *out);
 
 #ifdef __cplusplus
 }

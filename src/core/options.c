@@ -111,6 +111,31 @@ int fqi_option_parse(const fqi_option *o, const char *text, int64_t *out)
 	return 0;
 }
 
+int fq_opt_parse(fq_opt_type type, const char *text, int64_t *out)
+{
+	/* The widest range each type allows; tables narrow it per option. */
+	static const fqi_option any[] = {
+	    [FQ_OPT_BOOL] = {"", FQ_OPT_BOOL, "", 0, 1, ""},
+	    [FQ_OPT_INT] = {"", FQ_OPT_INT, "", INT64_MIN, INT64_MAX, ""},
+	    [FQ_OPT_SIZE] = {"", FQ_OPT_SIZE, "", 0, INT64_MAX, ""},
+	    [FQ_OPT_DURATION] = {"", FQ_OPT_DURATION, "", -1, INT64_MAX, ""},
+	    [FQ_OPT_STRING] = {"", FQ_OPT_STRING, "", 0, 0, ""},
+	};
+	int64_t v;
+	int rc;
+
+	if ((unsigned)type >= FQI_ARRAY_LEN(any) || text == NULL || out == NULL)
+		return FQ_EINVAL;
+	/* strtoll would take leading blanks and '+': a configuration value has neither. */
+	if (type != FQ_OPT_BOOL && type != FQ_OPT_STRING &&
+	    (isspace((unsigned char)text[0]) || text[0] == '+'))
+		return FQ_EINVAL;
+	rc = fqi_option_parse(&any[type], text, &v);
+	if (rc == 0)
+		*out = v;
+	return rc;
+}
+
 int fqi_option_find(const fqi_option *table, size_t count, const char *name)
 {
 	for (size_t i = 0; i < count; i++) {
