@@ -345,7 +345,8 @@ static void enter_state(fq_device *d, fq_state s)
 
 	d->state = s;
 	n = d->nstate_subs < 32 ? d->nstate_subs : 32;
-	memcpy(subs, d->state_subs, n * sizeof(*subs));
+	if (n > 0)
+		memcpy(subs, d->state_subs, n * sizeof(*subs));
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	fq_log(FQ_LOG_INFO, FQD_SUBSYS, "%s: state %s", fq_device_id(d), fq_state_name(s));
