@@ -91,6 +91,12 @@ typedef struct fq_device_option {
 	bool multi;
 } fq_device_option;
 
+/*
+ * The standard device options, as fq_option_at(3) rows with component "device" (for fq-info
+ * --options): fills *out for i < their number, else FQ_ENOENT. Thread-safe.
+ */
+FQ_API int fq_device_option_at(size_t i, fq_opt_info *out);
+
 /* ---- Callbacks -------------------------------------------------------------------------- */
 
 /*

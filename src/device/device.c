@@ -142,6 +142,23 @@ const char *fq_device_id(fq_device *d)
 	return d != NULL && d->id != NULL ? d->id : "";
 }
 
+int fq_device_option_at(size_t i, fq_opt_info *out)
+{
+	const fq_device_option *o;
+
+	if (out == NULL)
+		return FQ_EINVAL;
+	if (i >= fqc_std_options_count)
+		return FQ_ENOENT;
+	o = &fqc_std_options[i];
+	out->component = "device";
+	out->name = o->name;
+	out->type = o->type;
+	out->default_value = o->default_value != NULL ? o->default_value : "";
+	out->help = o->help;
+	return 0;
+}
+
 /* ---- Configuration ---------------------------------------------------------------------- */
 
 /* FairMQ's severities onto fabriq's log levels. */

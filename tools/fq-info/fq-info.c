@@ -7,6 +7,10 @@
  * linked against the same library would see.
  */
 #include <fabriq/fabriq.h>
+#include <stdint.h>
+#ifdef FQ_HAVE_DEVICE
+#include <fabriq/device.h>
+#endif
 
 #include <ctype.h>
 #include <errno.h>
@@ -84,7 +88,7 @@ static void env_name(char *buf, size_t len, const char *component, const char *n
 {
 	snprintf(buf, len, "FQ_%s_%s", component, name);
 	for (char *p = buf; *p != '\0'; p++)
-		*p = (char)toupper((unsigned char)*p);
+		*p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
 }
 
 static void print_transports(bool json)
@@ -121,6 +125,22 @@ static void print_transports(bool json)
 		printf("%s]\n}\n", n > 0 ? "\n  " : "");
 }
 
+/* The i-th option: libfabriq's catalogue, then the device options (asked for in order). */
+static int option_at(size_t i, fq_opt_info *info)
+{
+	static size_t ncore = SIZE_MAX;
+
+	if (fq_option_at(i, info) == 0)
+		return 0;
+#ifdef FQ_HAVE_DEVICE
+	if (ncore == SIZE_MAX)
+		ncore = i;
+	return i >= ncore ? fq_device_option_at(i - ncore, info) : FQ_ENOENT;
+#else
+	return FQ_ENOENT;
+#endif
+}
+
 /*
  * The catalogue as the library walks it, grouped by component in order of first appearance
  * (the library lists each component's table in one run, but grouping here does not rely on
@@ -132,7 +152,7 @@ static int load_options(fq_opt_info **out, size_t *count)
 	size_t n = 0, cap = 0;
 	fq_opt_info info;
 
-	while (fq_option_at(n, &info) == 0) {
+	while (option_at(n, &info) == 0) {
 		if (n == cap) {
 			size_t ncap = cap == 0 ? 32 : cap * 2;
 			fq_opt_info *grown = realloc(opts, ncap * sizeof(*opts));
