@@ -99,6 +99,8 @@ static int get_transport(fq_device *d, const char *name, fq_transport **out)
 	return 0;
 }
 
+static fqd_sub *find_sub(fq_device *d, const char *channel, size_t sub, fqd_chan **chan);
+
 /* ---- Building ---------------------------------------------------------------------------- */
 
 static int chan_prop(fq_device *d, const char *chan, size_t sub, const char *key, char *buf,
@@ -192,14 +194,37 @@ static int build_channel(fq_device *d, fqd_chan *c)
 		if (rc != 0)
 			return rc;
 	}
-	for (size_t h = 0; h < d->nhandlers; h++) {
-		if (strcmp(d->handlers[h].channel, c->name) == 0) {
-			c->on_data = d->handlers[h].on_data;
-			c->on_parts = d->handlers[h].on_parts;
-			c->arg = d->handlers[h].arg;
-		}
-	}
 	return 0;
+}
+
+/* Attach the registered on-data callbacks to their channels (d->lock not held). */
+static int bind_handlers(fq_device *d)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->nchans; i++) {
+		d->chans[i].on_data = NULL;
+		d->chans[i].on_parts = NULL;
+	}
+	for (size_t h = 0; h < d->nhandlers; h++) {
+		fqd_chan *c = NULL;
+
+		find_sub(d, d->handlers[h].channel, 0, &c);
+		if (c == NULL) {
+			fq_log(FQ_LOG_ERROR, FQD_SUBSYS,
+			       "%s: a data callback is registered for channel '%s', which is "
+			       "not configured",
+			       fq_device_id(d), d->handlers[h].channel);
+			rc = FQ_ENOENT;
+			continue;
+		}
+		c->on_data = d->handlers[h].on_data;
+		c->on_parts = d->handlers[h].on_parts;
+		c->arg = d->handlers[h].arg;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }
 
 int fqd_channels_build(fq_device *d)
@@ -230,15 +255,8 @@ int fqd_channels_build(fq_device *d)
 	d->chans = chans;
 	d->nchans = n;
 	pthread_mutex_unlock(&d->chan_lock);
-	for (size_t h = 0; h < d->nhandlers && rc == 0; h++) {
-		if (fq_device_subchannels(d, d->handlers[h].channel) == 0) {
-			fq_log(FQ_LOG_ERROR, FQD_SUBSYS,
-			       "%s: a data callback is registered for channel '%s', which is "
-			       "not configured",
-			       fq_device_id(d), d->handlers[h].channel);
-			rc = FQ_ENOENT;
-		}
-	}
+	if (rc == 0)
+		rc = bind_handlers(d);
 	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = build_channel(d, &chans[i]);
 out:
@@ -808,8 +826,10 @@ int fqd_dispatch(fq_device *d)
 	input *ins;
 	size_t n = 0;
 	fq_poller *p = NULL;
-	int rc = 0;
+	int rc = bind_handlers(d); /* callbacks may be registered until RUNNING */
 
+	if (rc != 0)
+		return rc;
 	for (size_t i = 0; i < d->nchans; i++) {
 		if (d->chans[i].on_data != NULL || d->chans[i].on_parts != NULL)
 			n += d->chans[i].nsub;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- Control ---------------------------------------------------------------------------- */
@@ -70,8 +71,21 @@ static bool api_shutting_down(fq_device *d)
 	return atomic_load(&d->shutting_down);
 }
 
-/* Wait until the state differs from `from` and is one that waits for a request. */
-static fq_state settle(fq_device *d, fq_state from, int timeout_ms)
+static uint64_t generation(fq_device *d)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&d->lock);
+	g = d->gen;
+	pthread_mutex_unlock(&d->lock);
+	return g;
+}
+
+/*
+ * Wait until the state has changed since generation gen0 and is one that waits for a request
+ * (RUNNING is not: after RUN this returns when RUNNING has ended), or timeout_ms passes.
+ */
+static fq_state settle(fq_device *d, uint64_t gen0, int timeout_ms)
 {
 	static const bool waits[FQ_STATE_COUNT] = {
 	    [FQ_STATE_IDLE] = true,         [FQ_STATE_INITIALIZING_DEVICE] = true,
@@ -79,33 +93,39 @@ static fq_state settle(fq_device *d, fq_state from, int timeout_ms)
 	    [FQ_STATE_DEVICE_READY] = true, [FQ_STATE_READY] = true,
 	    [FQ_STATE_EXITING] = true,      [FQ_STATE_ERROR] = true,
 	};
-	int waited = 0;
+	struct timespec dl;
 	fq_state s;
 
-	for (;;) {
-		s = fq_device_state(d);
-		if ((s != from && waits[s]) || s == FQ_STATE_EXITING || s == FQ_STATE_ERROR)
-			return s;
-		if (timeout_ms >= 0 && waited >= timeout_ms)
-			return s;
-		/* A short sleep: this is a controller, not a hot path, and RUNNING may come and go
-		 * between two looks (then the state is READY again, but not `from`... unless
-		 * from was READY: the caller passes RUNNING for a RUN request). */
-		fq_device_wait_state(d, FQ_STATE_EXITING, 5);
-		waited += 5;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	if (timeout_ms >= 0) {
+		dl.tv_sec += timeout_ms / 1000;
+		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (dl.tv_nsec >= 1000000000) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000;
+		}
 	}
+	pthread_mutex_lock(&d->lock);
+	while (!(d->gen > gen0 && waits[d->state])) {
+		if (timeout_ms < 0)
+			pthread_cond_wait(&d->cond, &d->lock);
+		else if (pthread_cond_timedwait(&d->cond, &d->lock, &dl) == ETIMEDOUT)
+			break;
+	}
+	s = d->state;
+	pthread_mutex_unlock(&d->lock);
+	return s;
 }
 
 /* Request t as `who` and wait until the device settles in the next waiting state. */
 static int step(fq_device *d, const char *who, fq_transition t)
 {
-	fq_state from = fq_device_state(d);
+	uint64_t gen0 = generation(d);
 	int rc = api_change_state(d, who, t);
 
 	if (rc != 0)
 		return rc;
-	/* RUN leads to RUNNING, which is left for READY again when the work ends. */
-	settle(d, t == FQ_TRANSITION_RUN ? FQ_STATE_RUNNING : from, -1);
+	settle(d, gen0, -1);
 	return 0;
 }
 
@@ -116,6 +136,7 @@ void fqd_shutdown_sequence(fq_device *d, const char *who)
 		/* In a state that advances by itself, ask for the step after it right away: a
 		 * cooperative hook that waits for a pending request then returns. */
 		int base = fq_state_next(s, FQ_TRANSITION_AUTO);
+		uint64_t gen0;
 		int t = -1, rc;
 
 		switch (base >= 0 ? (fq_state)base : s) {
@@ -142,18 +163,19 @@ void fqd_shutdown_sequence(fq_device *d, const char *who)
 		default:
 			break;
 		}
+		gen0 = generation(d);
 		if (t < 0) {
-			settle(d, s, 100);
+			settle(d, gen0, 100);
 			continue;
 		}
 		rc = api_change_state(d, who, (fq_transition)t);
 		if (rc == FQ_EPERM)
 			return; /* someone stole control from us */
 		if (rc != 0) {
-			settle(d, s, 100); /* another request is pending: let it finish */
+			settle(d, gen0, 100); /* another request is pending: let it finish */
 			continue;
 		}
-		settle(d, s, -1);
+		settle(d, gen0, -1);
 	}
 }
 
@@ -235,13 +257,14 @@ static void interactive_key(control *c, int key)
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (keys[i].key == key) {
 			fq_state s = fq_device_state(d);
+			uint64_t gen0 = generation(d);
 			int rc = api_change_state(d, c->name, keys[i].t);
 
 			if (rc != 0)
 				printf("%s is not possible in %s\n", fq_transition_name(keys[i].t),
 				       fq_state_name(s));
 			else if (keys[i].t != FQ_TRANSITION_RUN)
-				settle(d, s, -1);
+				settle(d, gen0, -1);
 			fflush(stdout);
 			return;
 		}

@@ -95,8 +95,7 @@ int fq_device_add_options(fq_device *d, const fq_device_option *table, size_t n)
 		return FQ_EINVAL;
 	if (d->configured)
 		return FQ_ESTATE;
-	return n == 0 ? 0
-	              : fqc_opts_add(d->opts, d->program ? d->program : "device options", table, n);
+	return n == 0 ? 0 : fqc_opts_add(d->opts, "device-specific", table, n);
 }
 
 static int add_handler(fq_device *d, const char *channel, fq_on_data_fn fn, fq_on_parts_fn pfn,
@@ -104,27 +103,38 @@ static int add_handler(fq_device *d, const char *channel, fq_on_data_fn fn, fq_o
 {
 	fqd_handler *h;
 
+	int rc = 0;
+
 	if (d == NULL || channel == NULL || (fn == NULL && pfn == NULL))
 		return FQ_EINVAL;
-	if (d->state != FQ_STATE_IDLE && d->configured)
-		return FQ_ESTATE;
-	for (size_t i = 0; i < d->nhandlers; i++) {
+	pthread_mutex_lock(&d->lock);
+	if (d->state == FQ_STATE_RUNNING || d->state == FQ_STATE_EXITING ||
+	    d->state == FQ_STATE_ERROR)
+		rc = FQ_ESTATE;
+	for (size_t i = 0; i < d->nhandlers && rc == 0; i++) {
 		if (strcmp(d->handlers[i].channel, channel) == 0)
-			return FQ_EEXIST;
+			rc = FQ_EEXIST;
 	}
-	h = realloc(d->handlers, (d->nhandlers + 1) * sizeof(*h));
-	if (h == NULL)
-		return FQ_ENOMEM;
-	d->handlers = h;
-	h = &d->handlers[d->nhandlers];
-	h->channel = strdup(channel);
-	if (h->channel == NULL)
-		return FQ_ENOMEM;
-	h->on_data = fn;
-	h->on_parts = pfn;
-	h->arg = arg;
-	d->nhandlers++;
-	return 0;
+	if (rc == 0) {
+		h = realloc(d->handlers, (d->nhandlers + 1) * sizeof(*h));
+		if (h == NULL)
+			rc = FQ_ENOMEM;
+		else
+			d->handlers = h;
+	}
+	if (rc == 0) {
+		h = &d->handlers[d->nhandlers];
+		h->channel = strdup(channel);
+		h->on_data = fn;
+		h->on_parts = pfn;
+		h->arg = arg;
+		if (h->channel == NULL)
+			rc = FQ_ENOMEM;
+		else
+			d->nhandlers++;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }
 
 int fq_device_on_data(fq_device *d, const char *channel, fq_on_data_fn fn, void *arg)
@@ -357,18 +367,20 @@ int fq_device_configure(fq_device *d, int argc, char **argv)
 static void enter_state(fq_device *d, fq_state s)
 {
 	fqd_sub_entry subs[32];
-	bool resume = d->pending < 0;
 	size_t n;
 
 	d->state = s;
+	d->gen++;
+	/* Blocking calls work again, unless a request is already waiting. Under the lock, as the
+	 * interrupt of a request is: the two never cross. */
+	if (d->pending < 0)
+		fqd_channels_interrupt(d, false);
 	n = d->nstate_subs < 32 ? d->nstate_subs : 32;
 	if (n > 0)
 		memcpy(subs, d->state_subs, n * sizeof(*subs));
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	fq_log(FQ_LOG_INFO, FQD_SUBSYS, "%s: state %s", fq_device_id(d), fq_state_name(s));
-	if (resume)
-		fqd_channels_interrupt(d, false); /* blocking calls work again */
 	for (size_t i = 0; i < n; i++)
 		subs[i].fn(d, s, subs[i].arg);
 	pthread_mutex_lock(&d->lock);
@@ -447,12 +459,8 @@ static int do_running(fq_device *d)
 		rc = fqd_dispatch(d);
 		if (rc < 0)
 			fqd_set_error(d, rc, "receiving");
-	} else {
-		pthread_mutex_lock(&d->lock);
-		while (d->pending < 0)
-			pthread_cond_wait(&d->cond, &d->lock);
-		pthread_mutex_unlock(&d->lock);
 	}
+	/* Nothing to run: RUNNING ends at once, as FairMQ's default ConditionalRun does. */
 	fqd_rate_stop(d);
 	if (rc == 0)
 		rc = call_hook(d, d->hooks.post_run, "post_run");
@@ -616,12 +624,11 @@ int fq_device_change_state(fq_device *d, fq_transition t)
 	}
 	if (rc == 0) {
 		d->pending = (int)t;
+		fqd_channels_interrupt(d, true); /* lock order: d->lock, then chan_lock */
 		pthread_cond_broadcast(&d->cond);
 	}
 	pthread_mutex_unlock(&d->lock);
-	if (rc == 0)
-		fqd_channels_interrupt(d, true);
-	else
+	if (rc != 0)
 		fq_log(FQ_LOG_DEBUG, FQD_SUBSYS, "%s: %s refused in %s", fq_device_id(d),
 		       fq_transition_name(t), fq_state_name(base));
 	return rc;
@@ -875,18 +882,20 @@ int fq_device_main(int argc, char **argv, const fq_device_hooks *hooks,
 		return 1;
 	}
 	rc = fq_device_add_options(d, options, noptions);
-	if (rc == 0 && setup != NULL)
-		rc = setup(d, setup_arg);
+	if (rc == 0)
+		rc = fq_device_configure(d, argc, argv);
 	if (rc != 0) {
-		fprintf(stderr, "%s: device set-up: %s\n", argc > 0 ? argv[0] : "device",
-		        fq_strerror(rc));
-		fq_device_destroy(d);
-		return 1;
-	}
-	rc = fq_device_configure(d, argc, argv);
-	if (rc != 0) {
+		if (rc < 0 && rc != FQ_EINVAL)
+			fprintf(stderr, "%s: %s\n", argc > 0 ? argv[0] : "device", fq_strerror(rc));
 		fq_device_destroy(d);
 		return rc == 1 ? 0 : 1;
+	}
+	if (setup != NULL)
+		rc = setup(d, setup_arg);
+	if (rc != 0) {
+		fprintf(stderr, "%s: device set-up: %s\n", d->program, fq_strerror(rc));
+		fq_device_destroy(d);
+		return 1;
 	}
 	rc = fq_device_run(d);
 	if (rc != 0)

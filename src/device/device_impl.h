@@ -70,6 +70,7 @@ struct fq_device {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	fq_state state;
+	uint64_t gen; /* state changes so far */
 	int pending; /* fq_transition, or -1 */
 	char *controller;
 	fqd_sub_entry *state_subs;

@@ -93,6 +93,15 @@ static int h_bind(fq_device *d, void *arg)
 	return r->fail_bind;
 }
 
+/* RUNNING until a transition is asked for. */
+static int h_run(fq_device *d, void *arg)
+{
+	(void)arg;
+	while (fq_device_wait_for(d, 1000) != FQ_EINTR)
+		;
+	return 0;
+}
+
 static fq_device_hooks hooks_for(rec *r)
 {
 	fq_device_hooks h = {.size = sizeof(h), .arg = r};
@@ -104,6 +113,7 @@ static fq_device_hooks hooks_for(rec *r)
 	h.init_task = h_init_task;
 	h.pre_run = h_pre_run;
 	h.post_run = h_post_run;
+	h.run = h_run;
 	h.reset_task = h_reset_task;
 	h.reset = h_reset;
 	return h;
@@ -427,6 +437,7 @@ Test(device, on_data_callbacks_serve_channels_of_two_transports)
 	ipc(u2, sizeof(u2), "s");
 	snprintf(cc1, sizeof(cc1), "name=a,type=pull,method=bind,address=%s,rateLogging=0", u1);
 	snprintf(cc2, sizeof(cc2), "name=b,type=pull,method=bind,address=%s,transport=shmem", u2);
+	h.run = NULL; /* the on-data dispatch */
 	cr_assert_eq(fq_device_new(&d, &h), 0);
 	cr_assert_eq(fq_device_on_data(d, "a", on_msg, &r), 0);
 	cr_assert_eq(fq_device_on_data(d, "b", on_msg, &r), 0);
@@ -566,6 +577,7 @@ Test(device, static_control_runs_the_device_through_and_out)
 	fq_device_hooks h = hooks_for(&r);
 	fq_device *d;
 
+	h.run = NULL;
 	h.conditional_run = count_to_ten;
 	d = device_with(&h, "--id", "t10", "--control", "static", "--rate", "1000", NULL);
 	cr_assert_eq(fq_device_run(d), 0);

@@ -57,6 +57,7 @@ HOLD_HOOK(h_connect, "CONNECTING")
 HOLD_HOOK(h_init_task, "INITIALIZING TASK")
 HOLD_HOOK(h_reset_task, "RESETTING TASK")
 HOLD_HOOK(h_reset, "RESETTING DEVICE")
+HOLD_HOOK(h_run, "RUNNING")
 
 static void *starter(void *arg)
 {
@@ -88,7 +89,8 @@ int main(int argc, char **argv)
 	                     .connect = h_connect,
 	                     .init_task = h_init_task,
 	                     .reset_task = h_reset_task,
-	                     .reset = h_reset};
+	                     .reset = h_reset,
+	                     .run = h_run};
 	pthread_t th;
 	fq_device *d;
 	int rc;
