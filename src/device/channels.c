@@ -667,10 +667,28 @@ static int io_recvv(fq_socket *s, void *a, void *b, int flags)
 	return fq_recvv(s, a, flags);
 }
 
-static void count(_Atomic uint64_t *msgs, _Atomic uint64_t *bytes, uint64_t nbytes)
+/* Count one message of nbytes in direction `dir` (FQD_MSGS_IN or FQD_MSGS_OUT). */
+static void count(fq_device *d, fqd_sub *s, int dir, uint64_t nbytes)
 {
-	atomic_fetch_add_explicit(msgs, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(bytes, nbytes, memory_order_relaxed);
+	if (pthread_equal(pthread_self(), d->loop_thread)) {
+		_Atomic uint64_t *c = &s->own[dir];
+
+		atomic_store_explicit(&c[0], atomic_load_explicit(&c[0], memory_order_relaxed) + 1,
+		                      memory_order_relaxed);
+		atomic_store_explicit(&c[1],
+		                      atomic_load_explicit(&c[1], memory_order_relaxed) + nbytes,
+		                      memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&s->shared[dir], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->shared[dir + 1], nbytes, memory_order_relaxed);
+	}
+}
+
+static void counters(const fqd_sub *s, uint64_t v[4])
+{
+	for (int i = 0; i < 4; i++)
+		v[i] = atomic_load_explicit(&s->own[i], memory_order_relaxed) +
+		       atomic_load_explicit(&s->shared[i], memory_order_relaxed);
 }
 
 int64_t fq_device_send(fq_device *d, const char *channel, size_t sub, fq_msg **msg, int timeout_ms)
@@ -687,7 +705,7 @@ int64_t fq_device_send(fq_device *d, const char *channel, size_t sub, fq_msg **m
 	rc = timed(d, s->sock, io_send, msg, NULL, timeout_ms, FQ_POLLOUT);
 	if (rc != 0)
 		return rc;
-	count(&s->msgs_out, &s->bytes_out, size);
+	count(d, s, FQD_MSGS_OUT, size);
 	return (int64_t)size;
 }
 
@@ -710,7 +728,7 @@ int64_t fq_device_sendv(fq_device *d, const char *channel, size_t sub, fq_msg **
 	rc = timed(d, s->sock, io_sendv, parts, &n, timeout_ms, FQ_POLLOUT);
 	if (rc != 0)
 		return rc;
-	count(&s->msgs_out, &s->bytes_out, size);
+	count(d, s, FQD_MSGS_OUT, size);
 	return (int64_t)size;
 }
 
@@ -726,7 +744,7 @@ int64_t fq_device_recv(fq_device *d, const char *channel, size_t sub, fq_msg **o
 	rc = timed(d, s->sock, io_recv, out, NULL, timeout_ms, FQ_POLLIN);
 	if (rc != 0)
 		return rc;
-	count(&s->msgs_in, &s->bytes_in, fq_msg_size(*out));
+	count(d, s, FQD_MSGS_IN, fq_msg_size(*out));
 	return (int64_t)fq_msg_size(*out);
 }
 
@@ -743,7 +761,7 @@ int64_t fq_device_recvv(fq_device *d, const char *channel, size_t sub, fq_parts 
 	rc = timed(d, s->sock, io_recvv, out, NULL, timeout_ms, FQ_POLLIN);
 	if (rc != 0)
 		return rc;
-	count(&s->msgs_in, &s->bytes_in, fq_parts_bytes(*out));
+	count(d, s, FQD_MSGS_IN, fq_parts_bytes(*out));
 	return (int64_t)fq_parts_bytes(*out);
 }
 
@@ -755,10 +773,15 @@ int fq_device_channel_stats(fq_device *d, const char *channel, size_t sub, fq_ch
 		return FQ_ENOENT;
 	if (out == NULL)
 		return FQ_EINVAL;
-	out->msgs_in = atomic_load(&s->msgs_in);
-	out->bytes_in = atomic_load(&s->bytes_in);
-	out->msgs_out = atomic_load(&s->msgs_out);
-	out->bytes_out = atomic_load(&s->bytes_out);
+	{
+		uint64_t v[4];
+
+		counters(s, v);
+		out->msgs_in = v[FQD_MSGS_IN];
+		out->bytes_in = v[FQD_BYTES_IN];
+		out->msgs_out = v[FQD_MSGS_OUT];
+		out->bytes_out = v[FQD_BYTES_OUT];
+	}
 	return 0;
 }
 
@@ -786,7 +809,7 @@ static int deliver(fq_device *d, const input *in, int flags)
 
 		rc = fq_recv(s->sock, &m, flags);
 		if (rc == 0) {
-			count(&s->msgs_in, &s->bytes_in, fq_msg_size(m));
+			count(d, s, FQD_MSGS_IN, fq_msg_size(m));
 			go_on = in->c->on_data(d, &m, in->sub, in->c->arg);
 			fq_msg_free(m);
 			return go_on ? 1 : 0;
@@ -797,7 +820,7 @@ static int deliver(fq_device *d, const input *in, int flags)
 		rc = fq_recvv(s->sock, &parts, flags);
 		if (rc != 0)
 			return rc;
-		count(&s->msgs_in, &s->bytes_in, fq_parts_bytes(parts));
+		count(d, s, FQD_MSGS_IN, fq_parts_bytes(parts));
 		for (size_t i = 0; i < fq_parts_count(parts) && go_on; i++) {
 			fq_msg *part = fq_parts_take(parts, i);
 
@@ -810,7 +833,7 @@ static int deliver(fq_device *d, const input *in, int flags)
 	rc = fq_recvv(s->sock, &parts, flags);
 	if (rc != 0)
 		return rc;
-	count(&s->msgs_in, &s->bytes_in, fq_parts_bytes(parts));
+	count(d, s, FQD_MSGS_IN, fq_parts_bytes(parts));
 	go_on = in->c->on_parts(d, &parts, in->sub, in->c->arg);
 	fq_parts_free(parts);
 	return go_on ? 1 : 0;
@@ -905,10 +928,10 @@ static void log_rates(fq_device *d, int64_t now)
 			continue;
 		for (size_t j = 0; j < c->nsub; j++) {
 			fqd_sub *s = &c->subs[j];
-			uint64_t v[4] = {atomic_load(&s->msgs_in), atomic_load(&s->bytes_in),
-			                 atomic_load(&s->msgs_out), atomic_load(&s->bytes_out)};
+			uint64_t v[4];
 			double secs = (double)(now - s->last_log_ms) / 1000.0;
 
+			counters(s, v);
 			if (now - s->last_log_ms < (int64_t)c->rate_logging * 1000)
 				continue;
 			if (secs > 0)
@@ -956,10 +979,7 @@ void fqd_rate_start(fq_device *d)
 		for (size_t j = 0; j < d->chans[i].nsub; j++) {
 			fqd_sub *s = &d->chans[i].subs[j];
 
-			s->logged[0] = atomic_load(&s->msgs_in);
-			s->logged[1] = atomic_load(&s->bytes_in);
-			s->logged[2] = atomic_load(&s->msgs_out);
-			s->logged[3] = atomic_load(&s->bytes_out);
+			counters(s, s->logged);
 			s->last_log_ms = now;
 		}
 	}

@@ -575,6 +575,7 @@ int fq_device_run(fq_device *d)
 		return FQ_EINVAL;
 	if (!d->configured)
 		return FQ_ESTATE;
+	d->loop_thread = pthread_self(); /* before any other thread can look */
 	rc = fqd_signals_start(d);
 	if (rc == 0)
 		rc = fqd_plugins_start(d);
@@ -636,12 +637,8 @@ int fq_device_change_state(fq_device *d, fq_transition t)
 
 bool fq_device_new_state_pending(fq_device *d)
 {
-	bool p;
-
-	pthread_mutex_lock(&d->lock);
-	p = d->pending >= 0;
-	pthread_mutex_unlock(&d->lock);
-	return p;
+	/* No lock: the loops of RUNNING ask this once per message. */
+	return atomic_load_explicit(&d->pending, memory_order_acquire) >= 0;
 }
 
 static void deadline_after(struct timespec *ts, int ms)

@@ -17,10 +17,18 @@
 #define FQD_SUBSYS "device"
 
 /* One sub-channel: a socket and its counters. */
+enum { FQD_MSGS_IN, FQD_BYTES_IN, FQD_MSGS_OUT, FQD_BYTES_OUT };
+
 typedef struct fqd_sub {
 	fq_socket *sock;
 	char label[96]; /* "data[0]" */
-	_Atomic uint64_t msgs_in, bytes_in, msgs_out, bytes_out;
+	/*
+	 * Counters, FQD_MSGS_IN ... FQD_BYTES_OUT: `own` is written by the device's loop thread
+	 * alone (plain load and store, no locked instruction per message), `shared` by any other
+	 * thread (atomic add). The figures are their sums.
+	 */
+	_Atomic uint64_t own[4];
+	_Atomic uint64_t shared[4];
 	uint64_t logged[4]; /* the counters at the last rate log line */
 	int64_t last_log_ms;
 } fqd_sub;
@@ -70,8 +78,9 @@ struct fq_device {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	fq_state state;
-	uint64_t gen; /* state changes so far */
-	int pending; /* fq_transition, or -1 */
+	uint64_t gen;          /* state changes so far */
+	_Atomic int pending;   /* fq_transition, or -1; written under lock, read anywhere */
+	pthread_t loop_thread; /* fq_device_run's */
 	char *controller;
 	fqd_sub_entry *state_subs;
 	size_t nstate_subs;
