@@ -150,8 +150,10 @@ FQ_API int fq_device_new(fq_device **out, const fq_device_hooks *hooks);
  */
 FQ_API int fq_device_add_options(fq_device *d, const fq_device_option *table, size_t n);
 /*
- * Register an on-data callback for `channel` (before RUNNING). One per channel; parts and
- * single messages are exclusive. Errors: FQ_EEXIST, FQ_EINVAL, FQ_ESTATE.
+ * Register an on-data callback for `channel`, any time before RUNNING (callbacks are attached
+ * when RUNNING starts; a callback for a channel that is not configured then sends the device
+ * to ERROR). One per channel; parts and single messages are exclusive. Thread-safe.
+ * Errors: FQ_EEXIST, FQ_EINVAL, FQ_ESTATE (RUNNING, EXITING or ERROR).
  */
 FQ_API int fq_device_on_data(fq_device *d, const char *channel, fq_on_data_fn fn, void *arg);
 FQ_API int fq_device_on_parts(fq_device *d, const char *channel, fq_on_parts_fn fn, void *arg);
@@ -166,17 +168,19 @@ FQ_API int fq_device_on_parts(fq_device *d, const char *channel, fq_on_parts_fn 
 FQ_API int fq_device_configure(fq_device *d, int argc, char **argv);
 /*
  * Run the device: start its plugins (the control plugin drives the states), handle
- * SIGINT/SIGTERM (first: orderly shutdown through the states, second: immediate exit with
- * status 130), and return when the device reaches EXITING (0) or ERROR (a negative code).
+ * SIGINT/SIGTERM (first: orderly shutdown through the states; a second one, half a second or
+ * more after the first: immediate exit with status 130), and return when the device reaches
+ * EXITING (0) or ERROR (a negative code).
  * Blocks; call once, from one thread.
  */
 FQ_API int fq_device_run(fq_device *d);
 /* Free the device (after fq_device_run returned, or instead of it). NULL is ignored. */
 FQ_API void fq_device_destroy(fq_device *d);
 /*
- * new + add_options + configure + run + destroy, for a main(): returns the process exit status
- * (0 on success or after --help, 1 on a configuration error, 2 after ERROR). `setup` (may be
- * NULL) is called after fq_device_new to register on-data callbacks.
+ * new + add_options + configure + setup + run + destroy, for a main(): returns the process exit
+ * status (0 on success or after --help, 1 on a configuration or set-up error, 2 after ERROR).
+ * `setup` (may be NULL) is called after fq_device_configure, so it can read the options (a
+ * channel name, say) and register on-data callbacks.
  */
 FQ_API int fq_device_main(int argc, char **argv, const fq_device_hooks *hooks,
                           const fq_device_option *options, size_t noptions,

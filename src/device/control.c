@@ -616,11 +616,28 @@ static struct sigaction old_int, old_term;
 static pthread_t signal_thread;
 static fq_device *signal_device;
 
+static struct timespec first_signal;
+
 static void on_signal(int sig)
 {
+	struct timespec now;
+
 	(void)sig;
-	if (signals_seen++ > 0)
-		_exit(130); /* the second signal: now */
+	clock_gettime(CLOCK_MONOTONIC, &now); /* async-signal-safe */
+	if (signals_seen++ > 0) {
+		long ms = (long)(now.tv_sec - first_signal.tv_sec) * 1000 +
+		          (now.tv_nsec - first_signal.tv_nsec) / 1000000;
+
+		/*
+		 * The second signal: exit now. One that comes within half a second of the first is
+		 * the same request delivered twice (timeout(1) and shells signal the process and
+		 * then its group), not an impatient user.
+		 */
+		if (ms >= 500)
+			_exit(130);
+		return;
+	}
+	first_signal = now;
 	(void)!write(signal_pipe[1], "s", 1);
 }
 

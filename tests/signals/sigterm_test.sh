@@ -91,7 +91,9 @@ pid=$!
 pids+=("$pid")
 for i in $(seq 1 200); do grep -q "state INITIALIZING DEVICE" "$run/err" && break; sleep 0.05; done
 kill -TERM "$pid"
-sleep 0.3
+sleep 0.1
+kill -TERM "$pid" # within half a second: the same request, delivered twice
+sleep 0.7
 kill -0 "$pid" 2>/dev/null || fail "a device with a hanging init ended after one signal"
 kill -TERM "$pid"
 rc=0
