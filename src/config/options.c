@@ -134,7 +134,7 @@ static int parse_value(fq_opt_type type, const char *text, int64_t *out, char *w
 
 int fqc_value_check(const fq_device_option *opt, const char *text, char *why, size_t len)
 {
-	char scratch[8];
+	char scratch[128];
 	int64_t v;
 
 	if (why == NULL || len == 0) {
@@ -153,7 +153,7 @@ int fqc_value_check(const fq_device_option *opt, const char *text, char *why, si
 
 int fqc_value_int(fq_opt_type type, const char *text, int64_t *out)
 {
-	char why[8];
+	char why[128]; /* parse_value writes a reason; unused here */
 	int64_t v;
 
 	if (text == NULL || out == NULL)
