@@ -9,6 +9,7 @@ packages=(
 	libcriterion-dev     # test framework
 	libjansson-dev       # JSON configuration (device framework), fq-info --json
 	libfabric-dev        # ofi transport (RDMA through libfabric: tcp;ofi_rxm, shm, verbs)
+	libfabric-bin        # fi_info, fi_pingpong: compare with fq-info's provider list, raw baselines
 	python3-zmq          # an independent ZeroMQ peer for interoperability checks
 	procps iproute2      # process and socket checks in multi-process tests
 	iceoryx libiceoryx-binding-c-dev # fq-bench --baseline iceoryx: iox-roudi and the C API

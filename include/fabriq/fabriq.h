@@ -173,6 +173,16 @@ FQ_API size_t fq_transport_count(void);
 FQ_API const char *fq_transport_name_at(size_t i);
 /* 0 if the transport is compiled in and usable on this machine, else a negative code. */
 FQ_API int fq_transport_probe(const char *name);
+/*
+ * Does this kernel offer SMC (RFC 7609 shared-memory communications: SMC-R over RoCE, SMC-D),
+ * which the `smc=try|require` option of transports with TCP sockets asks for
+ * (fabriq-smc(7))? Creates and closes one socket (AF_SMC, then AF_INET with IPPROTO_SMC).
+ * Returns 0 if the kernel can create SMC sockets, FQ_EUNAVAIL if it cannot, another negative
+ * code if socket(2) failed otherwise (e.g. out of descriptors). 0 does not mean a connection
+ * will use SMC: that also needs RDMA hardware (or an ISM device) on both ends, and SMC falls
+ * back to TCP on its own where it is missing. Does not block; thread-safe.
+ */
+FQ_API int fq_smc_probe(void);
 
 /* ---- Messages --------------------------------------------------------------------------- */
 
@@ -245,12 +255,15 @@ FQ_API int fq_socket_type_parse(const char *name, fq_socket_type *out);
  * Bind to a URL ("tcp://host:0" picks a free port, host "*" means every interface;
  * "ipc:///path"; "inproc://name"). A socket may
  * bind and connect to many addresses. Errors: FQ_EADDRINVAL (malformed, or a scheme this
- * transport does not serve), FQ_EADDRINUSE, FQ_EMISMATCH. Does not block on peers.
+ * transport does not serve), FQ_EADDRINUSE, FQ_EMISMATCH, FQ_EUNAVAIL (a transport option
+ * asks for what this machine lacks, e.g. smc=require without SMC, fabriq-smc(7)). Does not
+ * block on peers.
  */
 FQ_API int fq_bind(fq_socket *s, const char *url);
 /*
  * Connect to a URL. Succeeds before the peer binds; the connection is (re)established in the
- * background whenever the peer is there. Errors: FQ_EADDRINVAL, FQ_EMISMATCH.
+ * background whenever the peer is there. Errors: FQ_EADDRINVAL, FQ_EMISMATCH, FQ_EUNAVAIL
+ * (as for fq_bind).
  */
 FQ_API int fq_connect(fq_socket *s, const char *url);
 /*

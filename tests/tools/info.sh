@@ -14,6 +14,26 @@ if command -v python3 >/dev/null 2>&1; then
 	python3 -m json.tool "$SCRATCH/json.out" >/dev/null || fail "fq-info --json is not JSON"
 fi
 
+# SMC: what the kernel says (fq_smc_probe), and what the test hook makes it say.
+expect_grep info out '^smc: (offered|not offered) by this kernel'
+run smc_refused env FQ_SMC_INJECT_ERRNO=97 "$FQ_INFO" # EAFNOSUPPORT
+expect_rc smc_refused 0
+expect_grep smc_refused out '^smc: not offered by this kernel \(no AF_SMC, no IPPROTO_SMC\)'
+run smc_error env FQ_SMC_INJECT_ERRNO=24 "$FQ_INFO" --json # EMFILE: reported, not "absent"
+expect_rc smc_error 0
+expect_grep smc_error out '"smc": \{"offered": false, "status": "Too many open files", "error": "FQ_ESYS"\}'
+
+# libfabric providers: listed with their limits when fq-info is built with libfabric.
+expect_grep info out '^libfabric providers'
+if grep -q '^libfabric providers: not built in' "$SCRATCH/info.out"; then
+	expect_grep json out '"libfabric": null,'
+else
+	# Debian's libfabric always has the tcp provider (under RxM for reliable datagrams).
+	expect_grep info out '^    tcp;ofi_rxm: ep=rdm mr_mode=[a-z_|]+ inject=[0-9]+ iov=[0-9]+ rma_iov=[0-9]+ mr_iov=[0-9]+ max_msg=[0-9]+$'
+	expect_grep json out '"name": "tcp;ofi_rxm", "ep_type": "rdm", "mr_mode": "[a-z_|]+", "inject_size": [0-9]+, "iov_limit": [0-9]+, "rma_iov_limit": [0-9]+, "mr_iov_limit": [0-9]+, "max_msg_size": [0-9]+'
+fi
+expect_grep json out '"providers": \['
+
 run options "$FQ_INFO" --options
 expect_rc options 0
 expect_grep options out '^socket:$'

@@ -1,10 +1,13 @@
 /*
  * fq-info: what this fabriq build offers. Library version, the transports compiled in and
- * whether each can be used on this machine, the option catalogue (with the environment
- * variable that sets each option) and the meaning of error numbers. Text or JSON.
+ * whether each can be used on this machine, whether the kernel offers SMC, the libfabric
+ * providers found here with their limits (when built with libfabric), the option catalogue
+ * (with the environment variable that sets each option) and the meaning of error numbers.
+ * Text or JSON.
  *
- * Everything printed comes from the public API, so the tool also shows what an application
- * linked against the same library would see.
+ * Everything printed about fabriq comes from the public API, so the tool also shows what an
+ * application linked against the same library would see. The provider list comes from
+ * libfabric directly (fi_getinfo), as fi_info(1) would show it.
  */
 #include <fabriq/fabriq.h>
 #include <stdint.h>
@@ -20,6 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef FQ_HAVE_LIBFABRIC
+#include <rdma/fabric.h>
+#include <rdma/fi_errno.h>
+#endif
 
 #include "../common/tool_common.h"
 
@@ -41,7 +49,8 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "Usage: fq-info [--json] [--options | --strerror N]\n"
 	        "\n"
-	        "Show the fabriq library version and the transports compiled in.\n"
+	        "Show the fabriq library version, the transports compiled in, whether the\n"
+	        "kernel offers SMC and the libfabric providers found here.\n"
 	        "\n"
 	        "  -o, --options     list every option: component, type, default, environment\n"
 	        "                    variable and help\n"
@@ -95,16 +104,10 @@ static void print_transports(bool json)
 {
 	size_t n = fq_transport_count();
 
-	if (json) {
-		printf("{\n  \"version\": ");
-		json_string(stdout, fq_version());
-		printf(",\n  \"header_version\": ");
-		json_string(stdout, FQ_VERSION_STRING);
+	if (json)
 		printf(",\n  \"transports\": [");
-	} else {
-		printf("fabriq %s\n", fq_version());
+	else
 		printf("transports:\n");
-	}
 	for (size_t i = 0; i < n; i++) {
 		const char *name = fq_transport_name_at(i);
 		int rc = fq_transport_probe(name);
@@ -122,17 +125,184 @@ static void print_transports(bool json)
 		}
 	}
 	if (json)
-		printf("%s]\n}\n", n > 0 ? "\n  " : "");
+		printf("%s]", n > 0 ? "\n  " : "");
+}
+
+/* Whether the kernel can make SMC sockets, for the smc=try|require options (fq_smc_probe). */
+static void print_smc(bool json)
+{
+	int rc = fq_smc_probe();
+	const char *status;
+
+	if (rc == 0)
+		status = "offered by this kernel (AF_SMC or IPPROTO_SMC sockets can be made)";
+	else if (rc == FQ_EUNAVAIL)
+		status = "not offered by this kernel (no AF_SMC, no IPPROTO_SMC): smc=try "
+		         "uses TCP, smc=require fails";
+	else
+		status = fq_strerror(rc);
+	if (json) {
+		printf(",\n  \"smc\": {\"offered\": %s, \"status\": ", rc == 0 ? "true" : "false");
+		json_string(stdout, status);
+		printf(", \"error\": ");
+		json_string(stdout, rc == 0 ? NULL : fq_err_name(rc));
+		printf("}");
+	} else {
+		printf("smc: %s\n", status);
+	}
+}
+
+#ifdef FQ_HAVE_LIBFABRIC
+/* FI_MR_* bits a provider demands, as "local|virt_addr" ("none" for 0) into buf. */
+static const char *mr_mode_text(int mode, char *buf, size_t len)
+{
+	static const struct {
+		int bit;
+		const char *name;
+	} bits[] = {
+	    {FI_MR_LOCAL, "local"},         {FI_MR_RAW, "raw"},
+	    {FI_MR_VIRT_ADDR, "virt_addr"}, {FI_MR_ALLOCATED, "allocated"},
+	    {FI_MR_PROV_KEY, "prov_key"},   {FI_MR_MMU_NOTIFY, "mmu_notify"},
+	    {FI_MR_RMA_EVENT, "rma_event"}, {FI_MR_ENDPOINT, "endpoint"},
+	    {FI_MR_HMEM, "hmem"},
+	};
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+		if ((mode & bits[i].bit) != 0 && used < len)
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? "|" : "",
+			                         bits[i].name);
+	}
+	if (used == 0)
+		snprintf(buf, len, "none");
+	return buf;
+}
+
+static const char *ep_type_text(enum fi_ep_type type)
+{
+	switch (type) {
+	case FI_EP_MSG:
+		return "msg";
+	case FI_EP_RDM:
+		return "rdm";
+	case FI_EP_DGRAM:
+		return "dgram";
+	default:
+		return "other";
+	}
+}
+
+/*
+ * The libfabric providers that offer reliable-datagram endpoints with messages and RMA (what
+ * the ofi transport asks for), one line per provider name (libfabric lists one entry per
+ * interface and variant; the first is shown). The hints accept every memory-registration mode
+ * and FI_CONTEXT/FI_CONTEXT2, so mr_mode shows what the provider demands.
+ */
+static void print_providers(bool json)
+{
+	struct fi_info *hints = fi_allocinfo(), *info = NULL;
+	uint32_t v = fi_version();
+	char version[32], mr[128];
+	int rc = -FI_ENOMEM;
+	size_t shown = 0;
+
+	snprintf(version, sizeof(version), "%u.%u", FI_MAJOR(v), FI_MINOR(v));
+	if (hints != NULL) {
+		hints->ep_attr->type = FI_EP_RDM;
+		hints->caps = FI_MSG | FI_RMA;
+		hints->mode = FI_CONTEXT | FI_CONTEXT2;
+		hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED |
+		                              FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+		rc = fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &info);
+		fi_freeinfo(hints);
+	}
+	if (rc == -FI_ENODATA) /* no provider matches: an empty list, not an error */
+		rc = 0;
+	if (json) {
+		printf(",\n  \"libfabric\": {\"version\": ");
+		json_string(stdout, version);
+		printf(", \"error\": ");
+		json_string(stdout, rc == 0 ? NULL : fi_strerror(-rc));
+		printf("},\n  \"providers\": [");
+	} else {
+		printf("libfabric providers (libfabric %s; FI_EP_RDM with FI_MSG|FI_RMA):\n",
+		       version);
+		if (rc != 0)
+			printf("    none: fi_getinfo: %s\n", fi_strerror(-rc));
+	}
+	for (struct fi_info *i = info; i != NULL; i = i->next) {
+		const char *name = i->fabric_attr->prov_name;
+		bool seen = false;
+
+		for (struct fi_info *j = info; j != i && !seen; j = j->next)
+			seen = strcmp(j->fabric_attr->prov_name, name) == 0;
+		if (seen)
+			continue;
+		mr_mode_text(i->domain_attr->mr_mode, mr, sizeof(mr));
+		if (json) {
+			printf("%s\n    {\"name\": ", shown == 0 ? "" : ",");
+			json_string(stdout, name);
+			printf(", \"ep_type\": \"%s\", \"mr_mode\": ",
+			       ep_type_text(i->ep_attr->type));
+			json_string(stdout, mr);
+			printf(
+			    ", \"inject_size\": %zu, \"iov_limit\": %zu, \"rma_iov_limit\": %zu, "
+			    "\"mr_iov_limit\": %zu, \"max_msg_size\": %zu}",
+			    i->tx_attr->inject_size, i->tx_attr->iov_limit,
+			    i->tx_attr->rma_iov_limit, i->domain_attr->mr_iov_limit,
+			    i->ep_attr->max_msg_size);
+		} else {
+			printf("    %s: ep=%s mr_mode=%s inject=%zu iov=%zu rma_iov=%zu mr_iov=%zu "
+			       "max_msg=%zu\n",
+			       name, ep_type_text(i->ep_attr->type), mr, i->tx_attr->inject_size,
+			       i->tx_attr->iov_limit, i->tx_attr->rma_iov_limit,
+			       i->domain_attr->mr_iov_limit, i->ep_attr->max_msg_size);
+		}
+		shown++;
+	}
+	if (rc == 0 && shown == 0 && !json)
+		printf("    none\n");
+	if (json)
+		printf("%s]", shown > 0 ? "\n  " : "");
+	fi_freeinfo(info);
+}
+#else
+static void print_providers(bool json)
+{
+	if (json)
+		printf(",\n  \"libfabric\": null,\n  \"providers\": []");
+	else
+		printf("libfabric providers: not built in (FQ_TRANSPORT_OFI=OFF)\n");
+}
+#endif
+
+/* The default report: version, transports, SMC, libfabric providers. */
+static void print_summary(bool json)
+{
+	if (json) {
+		printf("{\n  \"version\": ");
+		json_string(stdout, fq_version());
+		printf(",\n  \"header_version\": ");
+		json_string(stdout, FQ_VERSION_STRING);
+	} else {
+		printf("fabriq %s\n", fq_version());
+	}
+	print_transports(json);
+	print_smc(json);
+	print_providers(json);
+	if (json)
+		printf("\n}\n");
 }
 
 /* The i-th option: libfabriq's catalogue, then the device options (asked for in order). */
 static int option_at(size_t i, fq_opt_info *info)
 {
-	static size_t ncore = SIZE_MAX;
-
 	if (fq_option_at(i, info) == 0)
 		return 0;
 #ifdef FQ_HAVE_DEVICE
+	static size_t ncore = SIZE_MAX;
+
 	if (ncore == SIZE_MAX)
 		ncore = i;
 	return i >= ncore ? fq_device_option_at(i - ncore, info) : FQ_ENOENT;
@@ -312,6 +482,6 @@ int main(int argc, char **argv)
 		return print_strerror(strerror_arg, json);
 	if (options)
 		return print_options(json);
-	print_transports(json);
+	print_summary(json);
 	return EXIT_SUCCESS;
 }

@@ -21,6 +21,8 @@
 #endif
 #include "shm.h"
 
+#include "platform/tcp.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -52,6 +54,7 @@ enum {
 	OPT_BUSY_POLL,
 	OPT_SESSION,
 	OPT_PREFAULT,
+	OPT_SMC,
 	OPT_COUNT
 };
 
@@ -75,6 +78,9 @@ static const fqi_option shm_options[OPT_COUNT] = {
     [OPT_PREFAULT] = {"prefault", FQ_OPT_BOOL, "false", 0, 1,
                       "give pool segments their memory when they are created (no page faults "
                       "on first use; costs segment_size of memory at once)"},
+    [OPT_SMC] = {"smc", FQ_OPT_STRING, "off", 0, 0,
+                 "SMC for the TCP sockets of tcp:// endpoints (the port holder and the probe "
+                 "of connect): " FQI_SMC_MODES " (fabriq-smc(7))"},
 };
 
 /* ---- Objects ---------------------------------------------------------------------------- */
@@ -244,6 +250,7 @@ struct shm_transport {
 	size_t nwatch, cap_watch;
 	int64_t spin_us;
 	bool busy_poll;
+	fqi_smc_mode smc; /* how tcp:// endpoints open their TCP sockets */
 	int64_t last_scan_ms;
 	/* Regions with messages out: acks to deliver. */
 	pthread_mutex_t region_lock;
@@ -1207,10 +1214,11 @@ static int shm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 			return rc;
 		}
 		((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
-		l->tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (l->tcp_fd < 0) {
+		rc = fqi_tcp_socket(AF_INET, SOCK_NONBLOCK | SOCK_CLOEXEC, st->smc,
+		                    "shmem tcp:// listener", &l->tcp_fd);
+		if (rc < 0) {
 			free(l);
-			return fqi_syserr(errno);
+			return rc;
 		}
 		setsockopt(l->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(l->tcp_fd, (struct sockaddr *)&sa, salen) != 0 ||
@@ -1292,6 +1300,33 @@ static int connect_once(shm_transport *st, connecter *k)
 	return 0;
 }
 
+/*
+ * Before connecting to a tcp:// endpoint (whose port is in sa): a TCP listener on that port
+ * without our Unix socket at `path` is another transport (FQ_EMISMATCH). The probe socket is
+ * made as the transport's smc option says; with smc=require it is made even when the Unix
+ * socket answers, so that connect fails (FQ_EUNAVAIL) as bind does on a kernel without SMC.
+ * Otherwise a probe socket that cannot be made is skipped, as the probe is only a courtesy.
+ */
+static int tcp_probe(shm_transport *st, const fqi_url *url, const char *path,
+                     const struct sockaddr_storage *sa, socklen_t salen)
+{
+	bool answers = unix_answers(path);
+	int fd, rc;
+
+	if (answers && st->smc != FQI_SMC_REQUIRE)
+		return 0;
+	rc = fqi_tcp_socket(AF_INET, SOCK_CLOEXEC, st->smc, "shmem tcp:// probe", &fd);
+	if (rc < 0)
+		return st->smc == FQI_SMC_REQUIRE ? rc : 0;
+	if (!answers && connect(fd, (const struct sockaddr *)sa, salen) == 0) {
+		close(fd);
+		FQI_WARN(SUBSYS, "%s is served, but not by a shmem socket", url->text);
+		return FQ_EMISMATCH;
+	}
+	close(fd);
+	return 0;
+}
+
 static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 {
 	shm_sock *ss = ss_of(s);
@@ -1333,20 +1368,11 @@ static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 			return rc;
 		}
 		tcp_name(k->path, sizeof(k->path), port);
-		/* A TCP listener on that port without our Unix socket is another transport. */
-		if (!unix_answers(k->path)) {
-			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-			((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
-			if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, salen) == 0) {
-				close(fd);
-				FQI_WARN(SUBSYS, "%s is served, but not by a shmem socket",
-				         url->text);
-				free(k);
-				return FQ_EMISMATCH;
-			}
-			if (fd >= 0)
-				close(fd);
+		((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
+		rc = tcp_probe(st, url, k->path, &sa, salen);
+		if (rc != 0) {
+			free(k);
+			return rc;
 		}
 	}
 	snprintf(resolved, FQI_URL_MAX, "%s", url->text);
@@ -2869,6 +2895,11 @@ static int shm_init(fq_transport *t)
 	if ((t->opt[OPT_ALIGNMENT] & (t->opt[OPT_ALIGNMENT] - 1)) != 0) {
 		FQI_ERROR(SUBSYS, "alignment %lld is not a power of two",
 		          (long long)t->opt[OPT_ALIGNMENT]);
+		free(n);
+		return FQ_EINVAL;
+	}
+	if (fqi_smc_mode_parse(t->opt_str[OPT_SMC] ? t->opt_str[OPT_SMC] : "off", &st->smc) != 0) {
+		FQI_ERROR(SUBSYS, "smc=%s: not one of " FQI_SMC_MODES, t->opt_str[OPT_SMC]);
 		free(n);
 		return FQ_EINVAL;
 	}
