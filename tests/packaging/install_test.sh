@@ -33,6 +33,12 @@ cc $cflags "$source_dir/examples/hello/hello.c" $(pkg-config --cflags --libs fab
 out=$(cd "$scratch" && LD_LIBRARY_PATH="$libdir" timeout 30 "$scratch/hello-pc")
 [ "$out" = "hello" ] || { echo "pkg-config-built example printed '$out'"; exit 1; }
 
+# libfabric is loaded when the ofi transport is used, not with libfabriq (its providers install
+# signal handlers in every program that loads it).
+if ldd "$libdir/libfabriq.so" | grep -q libfabric; then
+	echo "libfabriq.so links libfabric at load time"
+	exit 1
+fi
 # Only the public API is exported.
 check_exports() {
 	local others

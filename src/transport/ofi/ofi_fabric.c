@@ -4,6 +4,7 @@
  */
 #include "transport/ofi/ofi_fabric.h"
 
+#include <dlfcn.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,55 @@
 
 /* The memory-registration bits the code obeys on top of the provider's, in strict mode. */
 #define OFI_STRICT_MR (FI_MR_LOCAL | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT)
+
+/*
+ * libfabric is loaded when the ofi transport is first used, not with libfabriq: loading it
+ * runs provider constructors that install signal handlers (shm's cleanup of its shared
+ * memory) in every program, fabriq user or not. Only these five functions are exported by
+ * the library; everything else in its headers calls through the objects' operation tables.
+ */
+static struct {
+	int rc;
+	void *dl;
+	int (*getinfo)(uint32_t version, const char *node, const char *service, uint64_t flags,
+	               const struct fi_info *hints, struct fi_info **info);
+	void (*freeinfo)(struct fi_info *info);
+	struct fi_info *(*dupinfo)(const struct fi_info *info);
+	int (*fabric)(struct fi_fabric_attr *attr, struct fid_fabric **fabric, void *context);
+	const char *(*strerror)(int errnum);
+} lib;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void lib_load(void)
+{
+	lib.dl = dlopen("libfabric.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (lib.dl == NULL) {
+		FQI_DEBUG(SUBSYS, "libfabric not loadable: %s", dlerror());
+		lib.rc = FQ_EUNAVAIL;
+		return;
+	}
+	*(void **)&lib.getinfo = dlsym(lib.dl, "fi_getinfo");
+	*(void **)&lib.freeinfo = dlsym(lib.dl, "fi_freeinfo");
+	*(void **)&lib.dupinfo = dlsym(lib.dl, "fi_dupinfo");
+	*(void **)&lib.fabric = dlsym(lib.dl, "fi_fabric");
+	*(void **)&lib.strerror = dlsym(lib.dl, "fi_strerror");
+	if (lib.getinfo == NULL || lib.freeinfo == NULL || lib.dupinfo == NULL ||
+	    lib.fabric == NULL || lib.strerror == NULL) {
+		FQI_WARN(SUBSYS, "libfabric.so.1 lacks a function fabriq needs");
+		lib.rc = FQ_EUNAVAIL;
+	}
+}
+
+int ofi_lib(void)
+{
+	pthread_once(&lib_once, lib_load);
+	return lib.rc;
+}
+
+static const char *fi_err_text(int e)
+{
+	return lib.strerror != NULL ? lib.strerror(e) : "libfabric error";
+}
 
 int ofi_err(int fi_rc)
 {
@@ -59,7 +109,7 @@ int ofi_err(int fi_rc)
 
 static int fail(const char *what, int fi_rc)
 {
-	FQI_WARN(SUBSYS, "%s: %s", what, fi_strerror(fi_rc < 0 ? -fi_rc : fi_rc));
+	FQI_WARN(SUBSYS, "%s: %s", what, fi_err_text(fi_rc < 0 ? -fi_rc : fi_rc));
 	return ofi_err(fi_rc);
 }
 
@@ -67,7 +117,7 @@ static int fail(const char *what, int fi_rc)
 
 static struct fi_info *find_provider(const char *provider, const char *node)
 {
-	struct fi_info *hints = fi_allocinfo(), *info = NULL;
+	struct fi_info *hints = lib.dupinfo(NULL), *info = NULL; /* fi_allocinfo */
 	int rc;
 
 	if (hints == NULL)
@@ -80,14 +130,14 @@ static struct fi_info *find_provider(const char *provider, const char *node)
 	    FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
 	if (provider != NULL && (hints->fabric_attr->prov_name = strdup(provider)) == NULL) {
-		fi_freeinfo(hints);
+		lib.freeinfo(hints);
 		return NULL;
 	}
-	rc = fi_getinfo(FI_VERSION(1, 17), node, NULL, node != NULL ? FI_SOURCE : 0, hints, &info);
-	fi_freeinfo(hints);
+	rc = lib.getinfo(FI_VERSION(1, 17), node, NULL, node != NULL ? FI_SOURCE : 0, hints, &info);
+	lib.freeinfo(hints);
 	if (rc != 0) {
 		FQI_DEBUG(SUBSYS, "provider %s: %s", provider ? provider : "(any)",
-		          fi_strerror(-rc));
+		          fi_err_text(-rc));
 		return NULL;
 	}
 	return info;
@@ -143,7 +193,7 @@ static int open_cq(ofi_fabric *f)
 	}
 	/* No fd (shm): the caller wakes itself up with a timer. */
 	FQI_DEBUG(SUBSYS, "%s: no FI_WAIT_FD completion queue (%s); polling", f->prov,
-	          fi_strerror(-rc));
+	          fi_err_text(-rc));
 	attr.wait_obj = FI_WAIT_NONE;
 	f->cq_fd = -1;
 	f->caps.wait_fd = false;
@@ -159,13 +209,16 @@ int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool 
 	memset(f, 0, sizeof(*f));
 	f->cq_fd = -1;
 	pthread_mutex_init(&f->lock, NULL);
+	rc = ofi_lib();
+	if (rc != 0)
+		return rc;
 	f->info = choose(provider, node);
 	if (f->info == NULL)
 		return FQ_EUNAVAIL;
 	snprintf(f->prov, sizeof(f->prov), "%s", f->info->fabric_attr->prov_name);
 	caps_of(f, strict);
 	f->next_key = 1;
-	rc = fi_fabric(f->info->fabric_attr, &f->fabric, NULL);
+	rc = lib.fabric(f->info->fabric_attr, &f->fabric, NULL);
 	if (rc != 0) {
 		rc = fail("fi_fabric", rc);
 		goto err;
@@ -222,7 +275,7 @@ void ofi_fabric_close(ofi_fabric *f)
 	if (f->fabric != NULL)
 		fi_close(&f->fabric->fid);
 	if (f->info != NULL)
-		fi_freeinfo(f->info);
+		lib.freeinfo(f->info);
 	f->ep = NULL;
 	f->cq = NULL;
 	f->av = NULL;
@@ -560,7 +613,7 @@ int ofi_fabric_progress(ofi_fabric *f)
 				lens[0] = err.len;
 				FQI_DEBUG(
 				    SUBSYS, "%s: operation failed: %s (%s)", f->prov,
-				    fi_strerror(err.err),
+				    fi_err_text(err.err),
 				    fi_cq_strerror(f->cq, err.prov_errno, err.err_data, NULL, 0));
 			}
 		} else {

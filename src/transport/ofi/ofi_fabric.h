@@ -72,6 +72,8 @@ typedef struct ofi_op {
  * provider, or it lacks RDM + MSG + RMA read), FQ_ENOMEM, wrapped libfabric errors.
  */
 int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool strict);
+/* Load libfabric (once, on first use): 0, or FQ_EUNAVAIL when it cannot be loaded. */
+int ofi_lib(void);
 /* Close everything; every operation must have completed or been cancelled. */
 void ofi_fabric_close(ofi_fabric *f);
 /* libfabric's error code (negative FI_E*, or positive errno from a completion) as FQ_E*. */
