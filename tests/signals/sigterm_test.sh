@@ -61,6 +61,12 @@ for c in "${cases[@]}"; do
 		sleep 0.05
 	done
 	grep -q "state $want\$" "$run/err" || [ "$want" = IDLE ] || fail "$target: never reached"
+	# The device catches SIGTERM once fq_device_run has started (its handler is installed).
+	for i in $(seq 1 200); do
+		m=$(awk '/^SigCgt:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+		[ -n "$m" ] && (((16#$m >> 14) & 1)) && break
+		sleep 0.05
+	done
 	sleep 0.2 # a state that is left at once would show the next one here
 	if [ "$want" != IDLE ] && [ "$(grep -o 'state .*$' "$run/err" | tail -n 1)" != "state $want" ]; then
 		fail "$target: did not stay there"
@@ -102,4 +108,34 @@ kill -0 "$pid" 2>/dev/null && fail "the second signal did not end the device"
 wait "$pid" || rc=$?
 [ "$rc" -eq 130 ] || fail "second signal: exit status $rc, expected 130"
 echo "ok: a second signal exits at once (130)"
-echo "all $n states and the second signal: ok"
+# Interactive control from a pipe: FairMQ's keys walk the device up, 'q' shuts it down.
+mkfifo "$run/keys"
+FQ_LOG_LEVEL=info "$dev" --id inter --control interactive --transport "$transport" \
+	--channel-config "name=out,type=push,method=bind,address=ipc://$run/inter" \
+	<"$run/keys" >"$run/out" 2>"$run/err" &
+pid=$!
+pids+=("$pid")
+exec 3>"$run/keys"
+wait_state() {
+	for i in $(seq 1 200); do grep -q "state $1\$" "$run/err" && return 0; sleep 0.05; done
+	fail "interactive: never reached $1"
+}
+printf 'i' >&3
+wait_state INITIALIZED
+printf 'bxj' >&3
+wait_state READY
+printf 'c' >&3
+for i in $(seq 1 100); do grep -q "^state: READY" "$run/out" && break; sleep 0.05; done
+grep -q "^state: READY" "$run/out" || fail "interactive: 'c' did not print the state"
+printf 'r' >&3
+wait_state RUNNING
+printf 'q' >&3
+for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$pid" 2>/dev/null && fail "interactive: 'q' did not end the device"
+rc=0
+wait "$pid" || rc=$?
+exec 3>&-
+[ "$rc" -eq 0 ] || fail "interactive: exit status $rc"
+grep -q "state EXITING" "$run/err" || fail "interactive: did not pass through EXITING"
+echo "ok: interactive keys i b x j c r q"
+echo "all $n states, the second signal and interactive control: ok"
