@@ -1,0 +1,228 @@
+/* The ofi transport's bootstrap connections (ofi_boot.h). */
+#include "transport/ofi/ofi_boot.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SUBSYS "ofi"
+
+/* host:port as an IPv4 or IPv6 socket address ("*" or "" = any). */
+static int resolve(const char *host, int port, bool passive, struct sockaddr_storage *ss,
+                   socklen_t *len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+	struct addrinfo *res;
+	char service[16];
+	int rc;
+
+	if (port < 0 || port > 65535)
+		return FQ_EADDRINVAL;
+	if (passive)
+		hints.ai_flags |= AI_PASSIVE;
+	if (host != NULL && (host[0] == '\0' || strcmp(host, "*") == 0))
+		host = NULL;
+	snprintf(service, sizeof(service), "%d", port);
+	rc = getaddrinfo(host, service, &hints, &res);
+	if (rc != 0) {
+		FQI_WARN(SUBSYS, "address %s:%d: %s", host ? host : "*", port, gai_strerror(rc));
+		return FQ_EADDRINVAL;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int ofi_boot_listen(const char *host, int port, fqi_smc_mode smc, int *fd_out, int *port_out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, one = 1, rc = resolve(host, port, true, &ss, &len);
+
+	if (rc != 0)
+		return rc;
+	rc = fqi_tcp_socket(ss.ss_family, SOCK_NONBLOCK | SOCK_CLOEXEC, smc,
+	                    "ofi bootstrap listener", &fd);
+	if (rc < 0)
+		return rc;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 128) != 0) {
+		rc = errno == EADDRINUSE ? FQ_EADDRINUSE : fqi_syserr(errno);
+		close(fd);
+		return rc;
+	}
+	len = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	*port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+	                                           : ((struct sockaddr_in *)&ss)->sin_port);
+	*fd_out = fd;
+	return 0;
+}
+
+static int queue_hello(ofi_boot_conn *c, const ofi_hello *mine)
+{
+	int n = ofi_encode_hello(c->out, sizeof(c->out), mine);
+
+	if (n < 0)
+		return n;
+	c->out_len = (size_t)n;
+	c->out_sent = 0;
+	return 0;
+}
+
+static void conn_init(ofi_boot_conn *c, int fd)
+{
+	int one = 1;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), rc;
+
+	if (fd < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? FQ_EAGAIN : fqi_syserr(errno);
+	conn_init(c, fd);
+	rc = queue_hello(c, mine);
+	if (rc != 0) {
+		close(fd);
+		c->fd = -1;
+	}
+	return rc;
+}
+
+int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hello *mine,
+                     ofi_boot_conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, rc = resolve(host, port, false, &ss, &len);
+
+	if (rc != 0)
+		return rc;
+	rc = fqi_tcp_socket(ss.ss_family, SOCK_NONBLOCK | SOCK_CLOEXEC, smc, "ofi bootstrap", &fd);
+	if (rc < 0)
+		return rc;
+	conn_init(c, fd);
+	rc = queue_hello(c, mine);
+	if (rc == 0 && connect(fd, (struct sockaddr *)&ss, len) != 0) {
+		if (errno == EINPROGRESS)
+			c->connecting = true;
+		else
+			rc = errno == ECONNREFUSED ? FQ_ECONNREFUSED : fqi_syserr(errno);
+	}
+	if (rc != 0) {
+		close(fd);
+		c->fd = -1;
+	}
+	return rc;
+}
+
+short ofi_boot_events(const ofi_boot_conn *c)
+{
+	return (short)(POLLIN | (c->connecting || c->out_sent < c->out_len ? POLLOUT : 0));
+}
+
+static int protocol_error(ofi_boot_conn *c)
+{
+	FQI_WARN(SUBSYS, "bootstrap peer dropped: %s", c->why);
+	return FQ_EPROTO;
+}
+
+int ofi_boot_io(ofi_boot_conn *c, short revents)
+{
+	int result = 0;
+
+	if (c->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (!(revents & (POLLOUT | POLLERR | POLLHUP)))
+			return 0;
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err != 0)
+			return err == ECONNREFUSED ? FQ_ECONNREFUSED : fqi_syserr(err);
+		c->connecting = false;
+	}
+	while (c->out_sent < c->out_len) {
+		ssize_t n =
+		    send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			return errno == EPIPE || errno == ECONNRESET ? FQ_ECLOSED
+			                                             : fqi_syserr(errno);
+		}
+		c->out_sent += (size_t)n;
+	}
+	for (;;) {
+		unsigned char scratch[64];
+		unsigned char *dst = c->hello_done ? scratch : c->in + c->in_len;
+		size_t room = c->hello_done ? sizeof(scratch) : sizeof(c->in) - c->in_len;
+		ssize_t n = recv(c->fd, dst, room, 0);
+
+		if (n == 0)
+			return FQ_ECLOSED;
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return result;
+			return errno == ECONNRESET ? FQ_ECLOSED : fqi_syserr(errno);
+		}
+		if (c->hello_done) {
+			/* After HELLO the connection only says goodbye. */
+			if (scratch[0] == OFI_BOOT_BYE)
+				return FQ_ECLOSED;
+			snprintf(c->why, sizeof(c->why), "byte %#x after the hello", scratch[0]);
+			return protocol_error(c);
+		}
+		c->in_len += (size_t)n;
+		{
+			size_t used = 0;
+			int rc = ofi_decode_hello(c->in, c->in_len, &c->peer, &used, c->why,
+			                          sizeof(c->why));
+
+			if (rc == FQ_EPROTO)
+				return protocol_error(c);
+			if (rc == 0) {
+				c->hello_done = true;
+				result = 1;
+				if (used < c->in_len) {
+					if (c->in[used] == OFI_BOOT_BYE)
+						return FQ_ECLOSED;
+					snprintf(c->why, sizeof(c->why), "byte %#x after the hello",
+					         c->in[used]);
+					return protocol_error(c);
+				}
+			} else if (c->in_len == sizeof(c->in)) {
+				snprintf(c->why, sizeof(c->why), "a hello longer than %zu bytes",
+				         sizeof(c->in));
+				return protocol_error(c);
+			}
+		}
+	}
+}
+
+void ofi_boot_close(ofi_boot_conn *c, bool bye)
+{
+	if (c->fd < 0)
+		return;
+	if (bye && !c->connecting) {
+		char b = OFI_BOOT_BYE;
+
+		(void)!send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	close(c->fd);
+	c->fd = -1;
+}
