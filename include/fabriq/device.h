@@ -213,7 +213,9 @@ FQ_API int fq_device_wait_for(fq_device *d, int ms);
 /*
  * Call fn(d, new_state, arg) after every state change, in the thread that made it (do not
  * block in it, do not request transitions from it). Returns a token >= 0 for unsubscribe.
- * Thread-safe. Errors: FQ_ENOMEM.
+ * Once fq_device_unsubscribe_state returns (in a thread other than fq_device_run's), fn is
+ * not running and will not be called again, so arg may be freed. Thread-safe.
+ * Errors: FQ_ENOMEM.
  */
 typedef void (*fq_state_fn)(fq_device *d, fq_state state, void *arg);
 FQ_API int fq_device_subscribe_state(fq_device *d, fq_state_fn fn, void *arg);
@@ -224,8 +226,9 @@ FQ_API void fq_device_unsubscribe_state(fq_device *d, int token);
 /* Number of sub-channels (sockets) of a channel; 0 if there is no such channel. */
 FQ_API size_t fq_device_subchannels(fq_device *d, const char *channel);
 /*
- * The socket of sub-channel `sub` (from BOUND/CONNECTING on; NULL before, or if absent).
- * Owned by the device; sending and receiving on it directly bypasses the rate counters.
+ * The socket of sub-channel `sub` (from INITIALIZED on, until RESETTING DEVICE frees it;
+ * NULL before, or if absent). Owned by the device; sending and receiving on it directly
+ * bypasses the rate counters.
  */
 FQ_API fq_socket *fq_device_socket(fq_device *d, const char *channel, size_t sub);
 /* The transport instance of a channel (shared by its sub-channels), for fq_msg_alloc. */
@@ -237,7 +240,11 @@ FQ_API int fq_device_msg_alloc(fq_device *d, const char *channel, size_t size, f
  * counted for rate logging. Ownership as fq_send/fq_recv: a successful send sets *msg to
  * NULL; a message of another transport is copied once. Returns the bytes moved (>= 0) or
  * FQ_EAGAIN (timeout 0), FQ_ETIMEDOUT, FQ_EINTR (a transition is pending), FQ_ENOENT (no such
- * channel or sub-channel), or the socket's errors. Thread-safe.
+ * channel or sub-channel), or the socket's errors.
+ * Threads: any thread may call these while the channels exist, from INITIALIZED until
+ * RESETTING DEVICE (the device's own callbacks always may). A thread of the user's that
+ * sends or receives must stop before RESET DEVICE (subscribe to the state, or stop it in
+ * reset_task): the channels, and their sockets, are freed there.
  */
 FQ_API int64_t fq_device_send(fq_device *d, const char *channel, size_t sub, fq_msg **msg,
                               int timeout_ms);

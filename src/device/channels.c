@@ -248,8 +248,10 @@ int fqd_channels_build(fq_device *d)
 		names[i] = NULL;
 		chans[i].nsub = subs[i];
 		chans[i].subs = calloc(subs[i] ? subs[i] : 1, sizeof(fqd_sub));
-		if (chans[i].subs == NULL)
+		if (chans[i].subs == NULL) {
+			chans[i].nsub = 0; /* fqd_channels_free walks nsub entries of subs */
 			rc = FQ_ENOMEM;
+		}
 	}
 	pthread_mutex_lock(&d->chan_lock);
 	d->chans = chans;
@@ -441,19 +443,49 @@ static int do_bind(fq_device *d, fqd_chan *c, size_t sub, const char *url)
 	return rc;
 }
 
-/* Write the addresses really bound (ports chosen) back into the address property. */
+/*
+ * Write the addresses really bound (ports chosen) back into the address property: each bind
+ * endpoint of `given` is replaced by the socket's next bound endpoint (the socket has only
+ * bound so far, in this order), keeping its '@'; connect endpoints ('+', '>') stay as they
+ * are, as CONNECTING reads them from this property.
+ */
 static void publish_endpoints(fq_device *d, fqd_chan *c, size_t sub, const char *given)
 {
-	char all[2048] = "", ep[512], key[256];
-	size_t used = 0;
+	char all[2048] = "", ep[512], key[256], method[16] = "";
+	char *copy = strdup(given), *save = NULL;
+	size_t used = 0, nbound = 0;
 
-	for (size_t i = 0; fq_socket_endpoint(c->subs[sub].sock, i, ep, sizeof(ep)) == 0; i++) {
-		int n = snprintf(all + used, sizeof(all) - used, "%s%s", used ? "," : "", ep);
+	if (copy == NULL)
+		return;
+	chan_prop(d, c->name, sub, "method", method, sizeof(method));
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
+		bool bind = strcmp(method, "bind") == 0;
+		const char *prefix = "";
+		int n;
 
-		if (n < 0 || (size_t)n >= sizeof(all) - used)
-			break;
+		while (*tok == ' ')
+			tok++;
+		if (*tok == '@') {
+			bind = true;
+			prefix = "@";
+			tok++;
+		} else if (*tok == '+' || *tok == '>') {
+			bind = false;
+		}
+		if (bind && fq_socket_endpoint(c->subs[sub].sock, nbound++, ep, sizeof(ep)) != 0) {
+			free(copy);
+			return; /* not what was bound: leave the property alone */
+		}
+		n = snprintf(all + used, sizeof(all) - used, "%s%s%s", used ? "," : "", prefix,
+		             bind ? ep : tok);
+		if (n < 0 || (size_t)n >= sizeof(all) - used) {
+			free(copy);
+			return;
+		}
 		used += (size_t)n;
 	}
+	free(copy);
 	if (used == 0 || strcmp(all, given) == 0)
 		return;
 	snprintf(key, sizeof(key), "chans.%s.%zu.address", c->name, sub);
@@ -508,7 +540,7 @@ int fqd_channels_connect(fq_device *d)
 
 		for (size_t j = 0; j < c->nsub; j++) {
 			char addr[1024] = "", method[16] = "";
-			int waited_ms = 0, rc;
+			int waited_ms = 0, pending, rc;
 
 			chan_prop(d, c->name, j, "method", method, sizeof(method));
 			if (strcmp(method, "connect") != 0) {
@@ -533,8 +565,20 @@ int fqd_channels_connect(fq_device *d)
 					       (long long)timeout_s);
 					return FQ_ETIMEDOUT;
 				}
-				if (fq_device_wait_for(d, 50) == FQ_EINTR)
-					return 0; /* a transition is pending: it decides */
+				pending = atomic_load(&d->pending);
+				/* A request that abandons the set-up decides; one that builds on it (INIT
+				 * TASK, queued for DEVICE READY) must not leave this channel unconnected. */
+				if (pending == FQ_TRANSITION_RESET_DEVICE ||
+				    pending == FQ_TRANSITION_ERROR_FOUND ||
+				    atomic_load(&d->shutting_down))
+					return 0;
+				if (pending >= 0) {
+					struct timespec ts = {0, 50 * 1000000};
+
+					nanosleep(&ts, NULL);
+				} else if (fq_device_wait_for(d, 50) == FQ_EINTR) {
+					continue;
+				}
 				waited_ms += 50;
 			}
 			rc = each_endpoint(d, c, j, addr, false, do_connect);

@@ -239,8 +239,11 @@ static void interactive_key(control *c, int key)
 		fflush(stdout);
 		return;
 	case 'p':
+		/* The loop thread builds and frees the channels meanwhile. */
+		pthread_mutex_lock(&d->chan_lock);
 		for (size_t i = 0; i < d->nchans; i++)
 			printf("%s: %zu sub-channel(s)\n", d->chans[i].name, d->chans[i].nsub);
+		pthread_mutex_unlock(&d->chan_lock);
 		fflush(stdout);
 		return;
 	case 'i':
@@ -303,6 +306,7 @@ static int control_init(const fq_plugin_api *api, void **state, const char *name
                         void *(*main_fn)(void *))
 {
 	control *c = calloc(1, sizeof(*c));
+	bool took;
 	int rc;
 
 	if (c == NULL)
@@ -312,6 +316,7 @@ static int control_init(const fq_plugin_api *api, void **state, const char *name
 	c->name = name;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	rc = api->take_control(c->d, name);
+	took = rc == 0;
 	if (rc == 0 && pipe2(c->stop_pipe, O_CLOEXEC) != 0)
 		rc = FQ_ENOMEM;
 	if (rc == 0 && main_fn == interactive_main && isatty(STDIN_FILENO)) {
@@ -329,10 +334,14 @@ static int control_init(const fq_plugin_api *api, void **state, const char *name
 		c->started = rc == 0;
 	}
 	if (rc != 0) {
+		if (c->raw_tty)
+			tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
 		if (c->stop_pipe[0] >= 0) {
 			close(c->stop_pipe[0]);
 			close(c->stop_pipe[1]);
 		}
+		if (took)
+			api->release_control(c->d, name);
 		free(c);
 		return rc;
 	}
@@ -611,34 +620,46 @@ void fqd_plugins_free(fq_device *d)
 
 /* One device per process handles signals (FairMQ's rule too). */
 static int signal_pipe[2] = {-1, -1};
-static volatile sig_atomic_t signals_seen;
 static struct sigaction old_int, old_term;
 static pthread_t signal_thread;
 static fq_device *signal_device;
 
-static struct timespec first_signal;
+/*
+ * What the handler shares: lock-free atomics only (C11 7.14.1.1: a handler may touch no other
+ * static object), since SIGINT and SIGTERM may run the handler in two threads at once.
+ * first_signal_ms is 0 until the first signal's time is recorded.
+ */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
+               "the signal handler needs lock-free atomics");
+static atomic_int signals_seen;
+static _Atomic long long first_signal_ms;
 
 static void on_signal(int sig)
 {
+	int saved_errno = errno; /* the interrupted code may be about to read it */
 	struct timespec now;
+	long long ms;
 
 	(void)sig;
-	clock_gettime(CLOCK_MONOTONIC, &now); /* async-signal-safe */
-	if (signals_seen++ > 0) {
-		long ms = (long)(now.tv_sec - first_signal.tv_sec) * 1000 +
-		          (now.tv_nsec - first_signal.tv_nsec) / 1000000;
+	/* Both calls are async-signal-safe; ms is never 0, which means "not recorded yet". */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 + 1;
+	if (atomic_fetch_add(&signals_seen, 1) == 0) {
+		atomic_store(&first_signal_ms, ms);
+		(void)!write(signal_pipe[1], "s", 1);
+	} else {
+		long long first = atomic_load(&first_signal_ms);
 
 		/*
-		 * The second signal: exit now. One that comes within half a second of the first is
-		 * the same request delivered twice (timeout(1) and shells signal the process and
-		 * then its group), not an impatient user.
+		 * The second signal: exit now. One that comes within half a second of the first
+		 * (or while the first is still being handled) is the same request delivered twice
+		 * (timeout(1) and shells signal the process and then its group), not an impatient
+		 * user.
 		 */
-		if (ms >= 500)
+		if (first != 0 && ms - first >= 500)
 			_exit(130);
-		return;
 	}
-	first_signal = now;
-	(void)!write(signal_pipe[1], "s", 1);
+	errno = saved_errno;
 }
 
 static void *signal_main(void *arg)
@@ -671,7 +692,8 @@ int fqd_signals_start(fq_device *d)
 		return 0;
 	if (pipe2(signal_pipe, O_CLOEXEC) != 0)
 		return FQ_ENOMEM;
-	signals_seen = 0;
+	atomic_store(&signals_seen, 0);
+	atomic_store(&first_signal_ms, 0);
 	signal_device = d;
 	if (pthread_create(&signal_thread, NULL, signal_main, d) != 0) {
 		close(signal_pipe[0]);
@@ -681,7 +703,10 @@ int fqd_signals_start(fq_device *d)
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
+	/* In one thread, neither signal interrupts the handler of the other. */
 	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGINT);
+	sigaddset(&sa.sa_mask, SIGTERM);
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
 	return 0;

@@ -74,8 +74,10 @@ void fq_device_destroy(fq_device *d)
 		free(d->handlers[i].channel);
 	free(d->handlers);
 	free(d->state_subs);
-	for (size_t i = 0; i < d->nprop_subs; i++)
+	for (size_t i = 0; i < d->nprop_subs; i++) {
 		fqc_props_unsubscribe(d->props, d->prop_subs[i].store_token);
+		free(d->prop_subs[i].arg); /* the trampoline */
+	}
 	free(d->prop_subs);
 	fqc_props_free(d->props);
 	fqc_opts_free(d->opts);
@@ -379,11 +381,14 @@ static void enter_state(fq_device *d, fq_state s)
 	if (n > 0)
 		memcpy(subs, d->state_subs, n * sizeof(*subs));
 	pthread_cond_broadcast(&d->cond);
+	d->notifying++;
 	pthread_mutex_unlock(&d->lock);
 	fq_log(FQ_LOG_INFO, FQD_SUBSYS, "%s: state %s", fq_device_id(d), fq_state_name(s));
 	for (size_t i = 0; i < n; i++)
 		subs[i].fn(d, s, subs[i].arg);
 	pthread_mutex_lock(&d->lock);
+	if (--d->notifying == 0)
+		pthread_cond_broadcast(&d->cond); /* fq_device_unsubscribe_state may wait */
 }
 
 void fqd_set_error(fq_device *d, int code, const char *what)
@@ -580,6 +585,14 @@ int fq_device_run(fq_device *d)
 	if (rc == 0)
 		rc = fqd_plugins_start(d);
 	if (rc != 0) {
+		/* Plugins started before the failing one may wait for a state change (the static
+		 * control plugin has asked for INIT DEVICE): ERROR wakes them, so fini can join. */
+		pthread_mutex_lock(&d->lock);
+		if (d->error_code == 0)
+			d->error_code = rc;
+		d->pending = -1;
+		enter_state(d, FQ_STATE_ERROR);
+		pthread_mutex_unlock(&d->lock);
 		fqd_plugins_stop(d);
 		fqd_signals_stop(d);
 		return rc;
@@ -734,6 +747,10 @@ void fq_device_unsubscribe_state(fq_device *d, int token)
 			break;
 		}
 	}
+	/* The callback may be running from a copy of the list: wait, so that its argument can
+	 * be freed on return (not from the loop thread, where the callbacks themselves run). */
+	while (d->notifying > 0 && !pthread_equal(pthread_self(), d->loop_thread))
+		pthread_cond_wait(&d->cond, &d->lock);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -849,13 +866,16 @@ int fq_device_subscribe_property(fq_device *d, fq_property_fn fn, void *arg)
 
 void fq_device_unsubscribe_property(fq_device *d, int token)
 {
+	int store_token = -1;
+	void *tramp = NULL;
+
 	if (d == NULL)
 		return;
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->nprop_subs; i++) {
 		if (d->prop_subs[i].token == token) {
-			fqc_props_unsubscribe(d->props, d->prop_subs[i].store_token);
-			free(d->prop_subs[i].arg);
+			store_token = d->prop_subs[i].store_token;
+			tramp = d->prop_subs[i].arg;
 			memmove(&d->prop_subs[i], &d->prop_subs[i + 1],
 			        (d->nprop_subs - i - 1) * sizeof(d->prop_subs[0]));
 			d->nprop_subs--;
@@ -863,6 +883,11 @@ void fq_device_unsubscribe_property(fq_device *d, int token)
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
+	/* Not under d->lock: this waits for a running callback, which may take d->lock. */
+	if (tramp != NULL) {
+		fqc_props_unsubscribe(d->props, store_token);
+		free(tramp);
+	}
 }
 
 /* ---- fq_device_main --------------------------------------------------------------------- */

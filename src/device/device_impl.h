@@ -84,6 +84,7 @@ struct fq_device {
 	char *controller;
 	fqd_sub_entry *state_subs;
 	size_t nstate_subs;
+	int notifying; /* enter_state calls are running state subscribers (lock) */
 	int next_token;
 	_Atomic bool shutting_down;
 	int error_code; /* the code that sent the device to ERROR */

@@ -631,3 +631,183 @@ Test(device, configuration_errors_name_the_option)
 	cr_assert_not_null(strstr(err, "--transport: 'carrier-pigeon'"), "%s", err);
 	cr_assert_eq(configure_capture(err, sizeof(err), 2, help), 1);
 }
+
+/* ---- Review regressions ------------------------------------------------------------------ */
+
+Test(device, writing_back_bound_addresses_keeps_the_connect_endpoints_and_prefixes)
+{
+	rec r = {0};
+	fq_device_hooks h = hooks_for(&r);
+	char in_url[128], cc_in[256], cc_out[256], cc_self[256], addr[512];
+	fq_msg *m;
+	runner run;
+	fq_device *d;
+
+	ipc(in_url, sizeof(in_url), "in");
+	snprintf(cc_in, sizeof(cc_in), "name=in,type=pull,method=bind,address=%s", in_url);
+	/* A bound push that also connects to "in" ('+'), and a connecting pull that also binds
+	 * ('@'): after BIND, both must still know what to connect to, and what not to. */
+	snprintf(cc_out, sizeof(cc_out),
+	         "name=out,type=push,method=bind,address=tcp://127.0.0.1:0,+%s", in_url);
+	snprintf(cc_self, sizeof(cc_self),
+	         "name=self,type=pull,method=connect,address=@tcp://127.0.0.1:0");
+	d = device_with(&h, "--id", "t11", "--control", "none", "--channel-config", cc_in,
+	                "--channel-config", cc_out, "--channel-config", cc_self, NULL);
+	start(&run, d);
+	startup(d);
+	cr_assert_eq(fq_device_get_property(d, "chans.out.0.address", addr, sizeof(addr)), 0);
+	cr_assert(strncmp(addr, "tcp://127.0.0.1:", 16) == 0 && atoi(addr + 16) > 0, "%s", addr);
+	cr_assert_not_null(strstr(addr, ",+ipc://"), "%s", addr);
+	cr_assert_eq(fq_device_get_property(d, "chans.self.0.address", addr, sizeof(addr)), 0);
+	cr_assert(strncmp(addr, "@tcp://127.0.0.1:", 17) == 0 && atoi(addr + 17) > 0, "%s", addr);
+	/* The '+' endpoint was connected: a message from "out" arrives on "in". */
+	cr_assert_eq(fq_device_msg_alloc(d, "out", 2, &m), 0);
+	memcpy(fq_msg_data(m), "hi", 2);
+	cr_assert_eq(fq_device_send(d, "out", 0, &m, 5000), 2);
+	cr_assert_eq(fq_device_recv(d, "in", 0, &m, 5000), 2);
+	fq_msg_free(m);
+	shutdown_from_ready(d);
+	pthread_join(run.th, NULL);
+	cr_assert_eq(run.rc, 0);
+	fq_device_destroy(d);
+}
+
+Test(device, a_connect_still_waiting_for_its_address_is_not_skipped_by_a_queued_init_task)
+{
+	rec r = {0};
+	fq_device_hooks h = hooks_for(&r);
+	char url[128], ep[256];
+	runner run;
+	fq_device *d = device_with(&h, "--id", "t12", "--control", "none", "--channel-config",
+	                           "name=data,type=push,method=connect", NULL);
+
+	ipc(url, sizeof(url), "later");
+	start(&run, d);
+	go(d, FQ_TRANSITION_INIT_DEVICE, FQ_STATE_INITIALIZING_DEVICE);
+	go(d, FQ_TRANSITION_COMPLETE_INIT, FQ_STATE_INITIALIZED);
+	go(d, FQ_TRANSITION_BIND, FQ_STATE_BOUND);
+	cr_assert_eq(fq_device_change_state(d, FQ_TRANSITION_CONNECT), 0);
+	cr_assert_eq(fq_device_wait_state(d, FQ_STATE_CONNECTING, 10000), 0);
+	/* INIT TASK is accepted (legal from DEVICE READY, where CONNECTING leads) ... */
+	cr_assert_eq(fq_device_change_state(d, FQ_TRANSITION_INIT_TASK), 0);
+	/* ... but the device does not leave CONNECTING with its channel unconnected. */
+	cr_assert_eq(fq_device_wait_state(d, FQ_STATE_READY, 300), FQ_ETIMEDOUT);
+	cr_assert_eq(fq_device_set_property(d, "chans.data.0.address", url), 0);
+	cr_assert_eq(fq_device_wait_state(d, FQ_STATE_READY, 10000), 0);
+	cr_assert_eq(fq_socket_endpoint(fq_device_socket(d, "data", 0), 0, ep, sizeof(ep)), 0);
+	shutdown_from_ready(d);
+	pthread_join(run.th, NULL);
+	cr_assert_eq(run.rc, 0);
+	fq_device_destroy(d);
+}
+
+typedef struct prop_waiter {
+	fq_device *d;
+	atomic_int entered;
+	atomic_int leave;
+} prop_waiter;
+
+/* A property subscriber that, once unsubscribing has begun, looks at the device state. */
+static void on_prop_then_state(fq_device *d, const char *key, const char *value, void *arg)
+{
+	prop_waiter *w = arg;
+
+	(void)key;
+	(void)value;
+	atomic_store(&w->entered, 1);
+	while (!atomic_load(&w->leave))
+		usleep(1000);
+	usleep(
+	    100000); /* let the unsubscribing thread get well into fq_device_unsubscribe_property */
+	(void)fq_device_state(d);
+}
+
+static void *set_one(void *arg)
+{
+	prop_waiter *w = arg;
+
+	fq_device_set_property(w->d, "user-key", "1");
+	return NULL;
+}
+
+Test(device, unsubscribing_a_property_callback_that_reads_the_state_does_not_deadlock,
+     .timeout = 10)
+{
+	prop_waiter w = {0};
+	pthread_t th;
+	int token;
+
+	w.d = device_with(NULL, "--id", "t13", "--control", "none", NULL);
+	token = fq_device_subscribe_property(w.d, on_prop_then_state, &w);
+	cr_assert_geq(token, 0);
+	cr_assert_eq(pthread_create(&th, NULL, set_one, &w), 0);
+	while (!atomic_load(&w.entered))
+		usleep(1000);
+	atomic_store(&w.leave, 1);
+	fq_device_unsubscribe_property(w.d, token); /* waits for the callback to return */
+	pthread_join(th, NULL);
+	fq_device_destroy(w.d);
+}
+
+static void on_prop_ignore(fq_device *d, const char *key, const char *value, void *arg)
+{
+	(void)d;
+	(void)key;
+	(void)value;
+	(void)arg;
+}
+
+Test(device, destroy_frees_property_subscriptions_left_in_place)
+{
+	/* Leak check: meaningful under the address sanitizer build. */
+	fq_device *d = device_with(NULL, "--id", "t14", "--control", "none", NULL);
+
+	cr_assert_geq(fq_device_subscribe_property(d, on_prop_ignore, NULL), 0);
+	cr_assert_eq(fq_device_set_property(d, "user-key", "1"), 0);
+	fq_device_destroy(d);
+}
+
+typedef struct state_waiter {
+	atomic_int entered, unsub_started, unsub_returned, called_after_return, done;
+} state_waiter;
+
+static void on_state_slow(fq_device *d, fq_state s, void *arg)
+{
+	state_waiter *w = arg;
+
+	(void)d;
+	if (s != FQ_STATE_INITIALIZING_DEVICE)
+		return;
+	atomic_store(&w->entered, 1);
+	while (!atomic_load(&w->unsub_started))
+		usleep(1000);
+	usleep(100000); /* give a non-waiting unsubscribe the time to return */
+	if (atomic_load(&w->unsub_returned))
+		atomic_store(&w->called_after_return, 1);
+	atomic_store(&w->done, 1);
+}
+
+Test(device, unsubscribe_state_waits_for_a_running_state_callback)
+{
+	state_waiter w = {0};
+	runner run;
+	fq_device *d = device_with(NULL, "--id", "t15", "--control", "none", NULL);
+	int token = fq_device_subscribe_state(d, on_state_slow, &w);
+
+	cr_assert_geq(token, 0);
+	start(&run, d);
+	cr_assert_eq(fq_device_change_state(d, FQ_TRANSITION_INIT_DEVICE), 0);
+	while (!atomic_load(&w.entered))
+		usleep(1000);
+	atomic_store(&w.unsub_started, 1);
+	fq_device_unsubscribe_state(d, token);
+	atomic_store(&w.unsub_returned, 1);
+	while (!atomic_load(&w.done))
+		usleep(1000);
+	cr_assert_eq(atomic_load(&w.called_after_return), 0,
+	             "the callback still ran after unsubscribe returned");
+	cr_assert_eq(fq_device_wait_state(d, FQ_STATE_INITIALIZING_DEVICE, 10000), 0);
+	cr_assert_eq(fq_device_change_state(d, FQ_TRANSITION_ERROR_FOUND), 0);
+	pthread_join(run.th, NULL);
+	fq_device_destroy(d);
+}

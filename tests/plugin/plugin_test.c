@@ -125,3 +125,23 @@ Test(plugin, a_shared_object_without_a_descriptor_is_refused)
 	cr_assert_eq(device_run(err, sizeof(err), 7, argv), FQ_EINVAL);
 	cr_assert_not_null(strstr(err, "is not a fabriq plugin"), "%s", err);
 }
+
+Test(plugin, a_plugin_that_fails_to_start_stops_the_device_without_hanging, .timeout = 10)
+{
+	/* The static control plugin starts first and has asked for INIT DEVICE by the time the
+	 * failing plugin is started: fq_device_run must still return the plugin's error. */
+	char err[4096];
+	char *argv[] = {"fq-x",
+	                "--id",
+	                "p6",
+	                "--control",
+	                "static",
+	                "-S",
+	                FQ_TEST_PLUGIN_DIR,
+	                "-P",
+	                "testgood",
+	                "--test-plugin-log",
+	                "/nonexistent-dir/states"};
+
+	cr_assert_eq(device_run(err, sizeof(err), 11, argv), FQ_EINVAL, "%s", err);
+}
