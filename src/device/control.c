@@ -181,6 +181,14 @@ void fqd_shutdown_sequence(fq_device *d, const char *who)
 
 /* ---- Built-in control plugins ----------------------------------------------------------- */
 
+/*
+ * The terminal's settings before interactive control made it raw, for the signal handler:
+ * a second signal exits at once and must not leave the user's terminal without echo.
+ * Written before tty_raw is set, read by the handler only while it is set.
+ */
+static struct termios tty_saved;
+static atomic_int tty_raw;
+
 typedef struct control {
 	fq_device *d;
 	const fq_plugin_api *api;
@@ -326,7 +334,11 @@ static int control_init(const fq_plugin_api *api, void **state, const char *name
 		if (tcgetattr(STDIN_FILENO, &c->saved) == 0) {
 			raw = c->saved;
 			raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+			tty_saved = c->saved;
+			atomic_store(&tty_raw, 1);
 			c->raw_tty = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+			if (!c->raw_tty)
+				atomic_store(&tty_raw, 0);
 		}
 	}
 	if (rc == 0 && main_fn != NULL) {
@@ -334,8 +346,10 @@ static int control_init(const fq_plugin_api *api, void **state, const char *name
 		c->started = rc == 0;
 	}
 	if (rc != 0) {
-		if (c->raw_tty)
+		if (c->raw_tty) {
+			atomic_store(&tty_raw, 0);
 			tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
+		}
 		if (c->stop_pipe[0] >= 0) {
 			close(c->stop_pipe[0]);
 			close(c->stop_pipe[1]);
@@ -359,8 +373,10 @@ static void control_fini(void *state)
 		(void)!write(c->stop_pipe[1], "x", 1);
 		pthread_join(c->thread, NULL);
 	}
-	if (c->raw_tty)
+	if (c->raw_tty) {
+		atomic_store(&tty_raw, 0);
 		tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
+	}
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
 	c->api->release_control(c->d, c->name);
@@ -656,8 +672,12 @@ static void on_signal(int sig)
 		 * (timeout(1) and shells signal the process and then its group), not an impatient
 		 * user.
 		 */
-		if (first != 0 && ms - first >= 500)
+		if (first != 0 && ms - first >= 500) {
+			if (atomic_load(&tty_raw))
+				tcsetattr(STDIN_FILENO, TCSANOW,
+				          &tty_saved); /* async-signal-safe */
 			_exit(130);
+		}
 	}
 	errno = saved_errno;
 }
