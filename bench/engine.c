@@ -402,8 +402,9 @@ static const struct {
 	const char *name;
 	int width;
 } ratio_cols[] = {
-    {FQB_COL_RAW, "fq/raw", 6},     {FQB_COL_RING, "fq/ring", 7},   {FQB_COL_IOX, "fq/iox", 6},
-    {FQB_COL_FUTEX, "fq/futex", 8}, {FQB_COL_MEMSET, "/memset", 7},
+    {FQB_COL_RAW, "fq/raw", 6},       {FQB_COL_RING, "fq/ring", 7},   {FQB_COL_IOX, "fq/iox", 6},
+    {FQB_COL_FUTEX, "fq/futex", 8},   {FQB_COL_MEMSET, "/memset", 7}, {FQB_COL_OFI, "fq/ofi", 6},
+    {FQB_COL_OFI_READ, "fq/read", 7},
 };
 
 static double ratio_col(const fqb_result *r, unsigned col)
@@ -417,6 +418,10 @@ static double ratio_col(const fqb_result *r, unsigned col)
 		return r->ratio_iox;
 	case FQB_COL_FUTEX:
 		return r->ratio_futex;
+	case FQB_COL_OFI:
+		return r->ratio_ofi;
+	case FQB_COL_OFI_READ:
+		return r->ratio_ofi_read;
 	default:
 		return r->ratio_memset;
 	}
@@ -432,13 +437,15 @@ static void fmt_cpu(char *buf, size_t len, double v)
 
 void fqb_table_header(FILE *out, unsigned cols)
 {
-	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5s %10s %12s %8s %8s %7s %7s", "impl", "transport",
+	fprintf(out, "%-8s %-11s %-6s %-4s %6s %5s %10s %12s %8s %8s %7s %7s", "impl", "transport",
 	        "scheme", "pat", "size", "parts", "msgs/s", "throughput", "p50 us", "p99 us",
 	        "cpu snd", "cpu rcv");
 	for (size_t i = 0; i < sizeof(ratio_cols) / sizeof(ratio_cols[0]); i++) {
 		if (cols & ratio_cols[i].col)
 			fprintf(out, " %*s", ratio_cols[i].width, ratio_cols[i].name);
 	}
+	if (cols & FQB_COL_MR)
+		fprintf(out, " %s", "mr");
 	fputc('\n', out);
 	fflush(out);
 }
@@ -455,7 +462,7 @@ void fqb_table_row(FILE *out, const fqb_result *r, unsigned cols)
 	fmt_us(p99, sizeof(p99), r->lat_p99_us);
 	fmt_cpu(csnd, sizeof(csnd), r->cpu_s_sender);
 	fmt_cpu(crcv, sizeof(crcv), r->cpu_s_receiver);
-	fprintf(out, "%-7s %-9s %-6s %-4s %6s %5zu %10s %12s %8s %8s %7s %7s", r->impl,
+	fprintf(out, "%-8s %-11s %-6s %-4s %6s %5zu %10s %12s %8s %8s %7s %7s", r->impl,
 	        r->transport, r->url_scheme, fqb_pattern_name(r->pattern), size, r->parts, rate,
 	        bytes, p50, p99, csnd, crcv);
 	/* The ratio columns: left empty, without trailing blanks, where there is no ratio. */
@@ -472,6 +479,9 @@ void fqb_table_row(FILE *out, const fqb_result *r, unsigned cols)
 		fprintf(out, "%*s %*.2f", blanks, "", ratio_cols[i].width, v);
 		blanks = 0;
 	}
+	/* Registrations: at set-up + in the timed loop (ofi rows). */
+	if ((cols & FQB_COL_MR) && r->mr_setup >= 0)
+		fprintf(out, "%*s %.0f+%.0f", blanks, "", r->mr_setup, r->mr_steady);
 	fputc('\n', out);
 	fflush(out);
 }
@@ -532,6 +542,14 @@ void fqb_json_row(FILE *out, const fqb_result *r)
 		json_num(out, "ratio_vs_futex", r->ratio_futex, "%.4f");
 	if (r->ratio_memset >= 0)
 		json_num(out, "ratio_vs_memset", r->ratio_memset, "%.4f");
+	if (r->ratio_ofi >= 0)
+		json_num(out, "ratio_vs_ofi", r->ratio_ofi, "%.4f");
+	if (r->ratio_ofi_read >= 0)
+		json_num(out, "ratio_vs_ofi_read", r->ratio_ofi_read, "%.4f");
+	if (r->mr_setup >= 0) {
+		json_num(out, "mr_regs", r->mr_setup, "%.0f");
+		json_num(out, "mr_regs_steady", r->mr_steady, "%.0f");
+	}
 	fputs("}\n", out);
 	fflush(out);
 }

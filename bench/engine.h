@@ -75,6 +75,7 @@ typedef struct fqb_role_args {
 	bool hold;       /* after the end marker, wait for stdin to close (fqb_hold_wait) */
 	bool adopt;      /* thr sender: wrap one preallocated buffer instead of allocating */
 	bool fill;       /* --memset: the sender (pinger) writes every byte of every message */
+	const char *ofi_provider; /* the ofi baselines' libfabric provider, NULL: the default */
 } fqb_role_args;
 
 /*
@@ -184,7 +185,8 @@ int fqb_report_get(const char *line, const char *key, double *out);
 #define FQB_NA (-1.0) /* a field that does not apply to the pattern */
 
 typedef struct fqb_result {
-	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq", "ring", "iceoryx", "futex" or "memset" */
+	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq", "ring", "iceoryx", "futex", "memset", "ofi",
+	                            "ofi-read" */
 	char transport[FQB_NAME_MAX];
 	char url_scheme[FQB_NAME_MAX];
 	fqb_pattern pattern;
@@ -195,22 +197,29 @@ typedef struct fqb_result {
 	double bytes_per_s; /* payload bytes/s (thr), FQB_NA for lat */
 	double lat_p50_us, lat_p99_us, lat_mean_us, lat_max_us; /* FQB_NA for thr */
 	double cpu_s_sender, cpu_s_receiver; /* sender/pinger and receiver/ponger (FQB_NA: none) */
-	double ratio;        /* fabriq / raw libzmq for the pattern's main figure, or FQB_NA */
-	double ratio_ring;   /* fabriq / raw shared-memory ring, or FQB_NA */
-	double ratio_iox;    /* fabriq / iceoryx, or FQB_NA */
-	double ratio_futex;  /* fabriq / futex ping-pong (lat), or FQB_NA */
-	double ratio_memset; /* thr, --memset: this row's bytes/s / the memset row's, or FQB_NA */
-	bool zero_copy;      /* thr: the sender sent from one preallocated buffer */
-	bool fill;           /* --memset: the sender wrote every byte of every message */
+	double ratio;          /* fabriq / raw libzmq for the pattern's main figure, or FQB_NA */
+	double ratio_ring;     /* fabriq / raw shared-memory ring, or FQB_NA */
+	double ratio_iox;      /* fabriq / iceoryx, or FQB_NA */
+	double ratio_futex;    /* fabriq / futex ping-pong (lat), or FQB_NA */
+	double ratio_memset;   /* thr, --memset: this row's bytes/s / the memset row's, or FQB_NA */
+	double ratio_ofi;      /* fabriq / raw libfabric send/recv, or FQB_NA */
+	double ratio_ofi_read; /* thr: fabriq / raw libfabric fi_read rendezvous, or FQB_NA */
+	double mr_setup;  /* ofi rows: memory registrations of both sides before the timed loop */
+	double mr_steady; /* ofi rows: registrations inside the timed loop (0), else FQB_NA */
+	bool zero_copy;   /* thr: the sender sent from one preallocated buffer */
+	bool fill;        /* --memset: the sender wrote every byte of every message */
 } fqb_result;
 
 /* The ratio columns of the table, in their order (a set). */
 enum {
-	FQB_COL_RAW = 1,    /* fq/raw: --baseline zmq */
-	FQB_COL_RING = 2,   /* fq/ring: --baseline ring */
-	FQB_COL_IOX = 4,    /* fq/iox: --baseline iceoryx */
-	FQB_COL_FUTEX = 8,  /* fq/futex: --baseline futex */
-	FQB_COL_MEMSET = 16 /* /memset: --memset */
+	FQB_COL_RAW = 1,       /* fq/raw: --baseline zmq */
+	FQB_COL_RING = 2,      /* fq/ring: --baseline ring */
+	FQB_COL_IOX = 4,       /* fq/iox: --baseline iceoryx */
+	FQB_COL_FUTEX = 8,     /* fq/futex: --baseline futex */
+	FQB_COL_MEMSET = 16,   /* /memset: --memset */
+	FQB_COL_OFI = 32,      /* fq/ofi: --baseline ofi (send/recv) */
+	FQB_COL_OFI_READ = 64, /* fq/read: --baseline ofi, thr (fi_read rendezvous) */
+	FQB_COL_MR = 128       /* mr: --baseline ofi, registrations "setup+steady" */
 };
 
 /* `cols`: the FQB_COL_* columns to show. */

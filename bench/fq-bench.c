@@ -1,7 +1,8 @@
 /*
  * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq, with a
  * raw shared-memory ring (the machine's limit), with iceoryx, with a futex ping-pong (the floor
- * of a blocking wake-up) and with memset (the machine's write bandwidth).
+ * of a blocking wake-up), with memset (the machine's write bandwidth) and with raw libfabric
+ * (send/recv and the fi_read rendezvous of the ofi transport).
  *
  * By default the tool is the parent of each run: it starts both sides as two processes (this
  * same executable with --role), on a fresh address, optionally pinned to CPUs, collects their
@@ -21,6 +22,9 @@
 #include "baseline_iceoryx.h"
 #endif
 #include "baseline_memset.h"
+#ifdef FQB_HAVE_OFI
+#include "baseline_ofi.h"
+#endif
 #include "baseline_ring.h"
 #include "baseline_zmq.h"
 #include "engine.h"
@@ -48,27 +52,37 @@ typedef enum impl_kind {
 	IMPL_RING,
 	IMPL_IOX,
 	IMPL_FUTEX,
-	IMPL_MEMSET
+	IMPL_MEMSET,
+	IMPL_OFI,
+	IMPL_OFI_READ
 } impl_kind;
 
 /* --impl names and the row names of each implementation. */
 static const char *const impl_names[] = {
-    [IMPL_FABRIQ] = "fabriq", [IMPL_ZMQ] = "zmq",     [IMPL_RING] = "ring",
-    [IMPL_IOX] = "iceoryx",   [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "memset",
+    [IMPL_FABRIQ] = "fabriq", [IMPL_ZMQ] = "zmq",           [IMPL_RING] = "ring",
+    [IMPL_IOX] = "iceoryx",   [IMPL_FUTEX] = "futex",       [IMPL_MEMSET] = "memset",
+    [IMPL_OFI] = "ofi",       [IMPL_OFI_READ] = "ofi-read",
 };
 /* The transport and url scheme columns of a baseline's rows (fabriq's are its own). */
 static const char *const impl_transports[] = {
     [IMPL_FABRIQ] = "",    [IMPL_ZMQ] = "libzmq",  [IMPL_RING] = "spsc",
     [IMPL_IOX] = "pubsub", [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "libc",
+    [IMPL_OFI] = "",       [IMPL_OFI_READ] = "", /* the provider */
 };
 
 /* --baseline: which raw implementations each case is also run on (a set). */
-enum { BASE_ZMQ = 1, BASE_RING = 2, BASE_IOX = 4, BASE_FUTEX = 8 };
+enum { BASE_ZMQ = 1, BASE_RING = 2, BASE_IOX = 4, BASE_FUTEX = 8, BASE_OFI = 16 };
 
 #ifdef FQB_HAVE_ICEORYX
 static const bool have_iceoryx = true;
 #else
 static const bool have_iceoryx = false;
+#endif
+#ifdef FQB_HAVE_OFI
+static const bool have_ofi = true;
+#else
+static const bool have_ofi = false;
+#define FQB_OFI_DEFAULT_PROVIDER "tcp;ofi_rxm"
 #endif
 
 typedef struct config {
@@ -88,10 +102,11 @@ typedef struct config {
 	int hwm;
 	double timeout;
 	bool json;
-	unsigned baseline;   /* BASE_* */
-	bool adopt;          /* thr: fabriq sender sends one buffer with fq_msg_adopt */
-	bool fill;           /* --memset: senders write every byte; the memset reference row */
-	bool baseline_first; /* run the baselines before fabriq in each case */
+	unsigned baseline;        /* BASE_* */
+	bool adopt;               /* thr: fabriq sender sends one buffer with fq_msg_adopt */
+	bool fill;                /* --memset: senders write every byte; the memset reference row */
+	bool baseline_first;      /* run the baselines before fabriq in each case */
+	const char *ofi_provider; /* --ofi-provider */
 	/* Role mode */
 	fqb_role role;
 	impl_kind impl;
@@ -114,6 +129,7 @@ enum {
 	OPT_ADOPT,
 	OPT_BASELINE_FIRST,
 	OPT_MEMSET,
+	OPT_OFI_PROVIDER,
 	OPT_VERSION,
 };
 
@@ -141,6 +157,7 @@ static const struct option long_options[] = {
     {"adopt", no_argument, NULL, OPT_ADOPT},
     {"baseline-first", no_argument, NULL, OPT_BASELINE_FIRST},
     {"memset", no_argument, NULL, OPT_MEMSET},
+    {"ofi-provider", required_argument, NULL, OPT_OFI_PROVIDER},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -153,9 +170,11 @@ static void usage(FILE *out)
 	    "Usage: fq-bench [--transport NAME|all] [--pattern thr|lat|thr,lat]\n"
 	    "                [--size BYTES | --sizes LIST] [--count N | --duration S]\n"
 	    "                [--parts P] [--url URL | --scheme tcp|ipc|tcp,ipc] [--cpus A,B]\n"
-	    "                [--hwm N] [--baseline LIST] [--memset] [--json] [--timeout S]\n"
+	    "                [--hwm N] [--baseline LIST] [--ofi-provider NAME] [--memset]\n"
+	    "                [--json] [--timeout S]\n"
 	    "       fq-bench --role sender|receiver|pinger|ponger --url URL [--bind|--connect]\n"
-	    "                [--impl fabriq|zmq|ring|iceoryx|futex|memset] [same options]\n"
+	    "                [--impl fabriq|zmq|ring|iceoryx|futex|memset|ofi|ofi-read]\n"
+	    "                [same options]\n"
 	    "\n"
 	    "Measure message throughput (thr: PUSH->PULL) and latency (lat: PAIR ping-pong)\n"
 	    "of fabriq transports, each run in two processes started by fq-bench itself.\n"
@@ -190,15 +209,25 @@ static void usage(FILE *out)
 	    "                                    through one shared word, no spinning: the\n"
 	    "                                    floor of a blocking wake-up; one row of\n"
 	    "                                    size 0 per run (fq/futex column)\n"
-	    "      --baseline-first     run the baselines first in each case (alone: zmq)\n"
-	    "      --memset             every sender (and pinger) writes every byte of every\n"
-	    "                           message with memset, not just the first and last;\n"
-	    "                           thr adds a memset row per size (memset of SIZE bytes\n"
-	    "                           into one buffer, on the sender's CPU, as long as a\n"
-	    "                           run) and a /memset column: each row's bytes/s over it\n"
-	    "      --adopt              thr: the fabriq sender sends one preallocated buffer\n"
-	    "                           (fq_msg_adopt) instead of fq_msg_alloc per message\n"
-	    "  -j, --json               one JSON object per result line instead of a table\n");
+	    "                           ofi      raw libfabric, FI_EP_RDM, between two\n"
+	    "                                    processes: an 'ofi' row (fi_send/fi_recv,\n"
+	    "                                    thr and lat; fq/ofi column) and, for thr,\n"
+	    "                                    an 'ofi-read' row (the receiver pulls each\n"
+	    "                                    message with fi_read and answers FIN;\n"
+	    "                                    fq/read column); single-part messages;\n"
+	    "                                    the mr column counts registrations\n"
+	    "      --ofi-provider NAME  libfabric provider of --baseline ofi (default\n"
+	    "                           tcp;ofi_rxm; also shm)\n"
+	    "      --baseline-first     run the baselines first in each case (alone: zmq)\n");
+	fprintf(out,
+	        "      --memset             every sender (and pinger) writes every byte of every\n"
+	        "                           message with memset, not just the first and last;\n"
+	        "                           thr adds a memset row per size (memset of SIZE bytes\n"
+	        "                           into one buffer, on the sender's CPU, as long as a\n"
+	        "                           run) and a /memset column: each row's bytes/s over it\n"
+	        "      --adopt              thr: the fabriq sender sends one preallocated buffer\n"
+	        "                           (fq_msg_adopt) instead of fq_msg_alloc per message\n"
+	        "  -j, --json               one JSON object per result line instead of a table\n");
 	fprintf(out,
 	        "      --timeout S          bound on one run in seconds (default 60, plus the\n"
 	        "                           duration); stragglers are killed\n"
@@ -209,7 +238,9 @@ static void usage(FILE *out)
 	        "                           baseline), ring or futex (--url memfd://FD, an\n"
 	        "                           inherited descriptor of a file both sides map),\n"
 	        "                           iceoryx (--url iox://SERVICE/INSTANCE; needs a\n"
-	        "                           running iox-roudi) or memset (--role sender alone)\n"
+	        "                           running iox-roudi), memset (--role sender alone),\n"
+	        "                           ofi or ofi-read (--url memfd://FD, the inherited\n"
+	        "                           set-up file)\n"
 	        "      --hold               role mode, sender or pinger: after the last message,\n"
 	        "                           keep the socket open until stdin closes\n"
 	        "  -h, --help               show this help and exit\n"
@@ -292,7 +323,9 @@ static int parse_baselines(const char *text, unsigned *out)
 		const char *name;
 		unsigned bit;
 	} names[] = {
-	    {"zmq", BASE_ZMQ}, {"ring", BASE_RING}, {"iceoryx", BASE_IOX}, {"futex", BASE_FUTEX}};
+	    {"zmq", BASE_ZMQ},     {"ring", BASE_RING}, {"iceoryx", BASE_IOX},
+	    {"futex", BASE_FUTEX}, {"ofi", BASE_OFI},
+	};
 	char item[16];
 
 	for (const char *p = text;; p++) {
@@ -398,7 +431,7 @@ static int parse_args(int argc, char **argv, config *cfg)
 		case OPT_BASELINE:
 			if (parse_baselines(optarg, &cfg->baseline) != 0)
 				return usage_error("unknown --baseline '%s' (a list of zmq, ring, "
-				                   "iceoryx, futex)",
+				                   "iceoryx, futex, ofi)",
 				                   optarg);
 			break;
 		case OPT_ROLE:
@@ -420,6 +453,11 @@ static int parse_args(int argc, char **argv, config *cfg)
 		case OPT_MEMSET:
 			cfg->fill = true;
 			break;
+		case OPT_OFI_PROVIDER:
+			if (*optarg == '\0')
+				return usage_error("%s", "empty --ofi-provider");
+			cfg->ofi_provider = optarg;
+			break;
 		case OPT_CONNECT:
 			cfg->bind = 0;
 			break;
@@ -432,7 +470,7 @@ static int parse_args(int argc, char **argv, config *cfg)
 			}
 			if (i == sizeof(impl_names) / sizeof(impl_names[0]))
 				return usage_error("bad --impl '%s' (fabriq, zmq, ring, iceoryx, "
-				                   "futex or memset)",
+				                   "futex, memset, ofi or ofi-read)",
 				                   optarg);
 			cfg->impl = (impl_kind)i;
 			break;
@@ -849,6 +887,7 @@ static int run_role(const config *cfg)
 	    .hold = cfg->hold,
 	    .adopt = cfg->adopt,
 	    .fill = cfg->fill,
+	    .ofi_provider = cfg->ofi_provider,
 	    .timeout_ms =
 	        cfg->timeout * 500 < PEER_TIMEOUT_MS ? (int)(cfg->timeout * 500) : PEER_TIMEOUT_MS,
 	};
@@ -870,6 +909,14 @@ static int run_role(const config *cfg)
 		return fqb_futex_role(&a);
 	case IMPL_MEMSET:
 		return fqb_memset_role(&a);
+	case IMPL_OFI:
+	case IMPL_OFI_READ:
+#ifdef FQB_HAVE_OFI
+		return fqb_ofi_role(&a, cfg->impl == IMPL_OFI_READ);
+#else
+		fqb_report_error("this fq-bench was built without libfabric");
+		return FQB_EXIT_FAILURE;
+#endif
 	case IMPL_IOX:
 #ifdef FQB_HAVE_ICEORYX
 		return fqb_iox_role(&a);
@@ -1015,6 +1062,10 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 		argv_add(b, "--memset");
 	if (cfg->hwm >= 0)
 		argv_num(b, "--hwm", "%.0f", (double)cfg->hwm);
+	if ((impl == IMPL_OFI || impl == IMPL_OFI_READ) && cfg->ofi_provider != NULL) {
+		argv_add(b, "--ofi-provider");
+		argv_add(b, cfg->ofi_provider);
+	}
 }
 
 static double get(const char *line, const char *key)
@@ -1027,6 +1078,8 @@ static double get(const char *line, const char *key)
 static void no_ratios(fqb_result *r)
 {
 	r->ratio = r->ratio_ring = r->ratio_iox = r->ratio_futex = r->ratio_memset = FQB_NA;
+	r->ratio_ofi = r->ratio_ofi_read = FQB_NA;
+	r->mr_setup = r->mr_steady = FQB_NA;
 }
 
 /* Turn the two sides' report lines into a result row. False if they make no sense. */
@@ -1059,6 +1112,11 @@ static bool fill_result(fqb_result *r, fqb_pattern pattern, const char *measurin
 		r->lat_p99_us = get(measuring, "p99");
 		r->lat_mean_us = get(measuring, "mean");
 		r->lat_max_us = get(measuring, "max");
+	}
+	/* The ofi baselines count their memory registrations on both sides. */
+	if (get(measuring, "mr") >= 0 && get(other, "mr") >= 0) {
+		r->mr_setup = get(measuring, "mr") + get(other, "mr");
+		r->mr_steady = get(measuring, "mr_steady") + get(other, "mr_steady");
 	}
 	return true;
 }
@@ -1093,6 +1151,11 @@ static bool run_memset(const config *cfg, size_t size, fqb_result *r)
 	return true;
 }
 
+static const char *ofi_provider(const config *cfg)
+{
+	return cfg->ofi_provider ? cfg->ofi_provider : FQB_OFI_DEFAULT_PROVIDER;
+}
+
 /* One run: both sides as child processes. True and *r filled on success. */
 static bool run_case(const config *cfg, impl_kind impl, const char *transport, const char *scheme,
                      fqb_pattern pattern, size_t size, fqb_result *r)
@@ -1109,7 +1172,9 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	memset(r, 0, sizeof(*r));
 	snprintf(r->impl, sizeof(r->impl), "%s", impl_names[impl]);
 	snprintf(r->transport, sizeof(r->transport), "%s",
-	         impl == IMPL_FABRIQ ? transport : impl_transports[impl]);
+	         impl == IMPL_FABRIQ                         ? transport
+	         : impl == IMPL_OFI || impl == IMPL_OFI_READ ? ofi_provider(cfg)
+	                                                     : impl_transports[impl]);
 	snprintf(r->url_scheme, sizeof(r->url_scheme), "%s", scheme);
 	r->pattern = pattern;
 	r->size = size;
@@ -1134,6 +1199,16 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 		}
 		snprintf(url, sizeof(url), "%s://%d",
 		         impl == IMPL_RING ? FQB_RING_SCHEME : FQB_FUTEX_SCHEME, mem_fd);
+	} else if (impl == IMPL_OFI || impl == IMPL_OFI_READ) {
+#ifdef FQB_HAVE_OFI
+		/* The set-up file both sides write their endpoint names into. */
+		mem_fd = fqb_ofi_create();
+		if (mem_fd < 0) {
+			fprintf(stderr, "fq-bench: memfd_create: %s\n", strerror(errno));
+			goto out_url;
+		}
+		snprintf(url, sizeof(url), "%s://%d", FQB_OFI_SCHEME, mem_fd);
+#endif
 	} else if (impl == IMPL_IOX) {
 #ifdef FQB_HAVE_ICEORYX
 		fqb_iox_url(url, sizeof(url), ++iox_runs);
@@ -1204,7 +1279,7 @@ typedef struct baseline_cache {
 		size_t size;
 		bool ok;
 		fqb_result r;
-	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 4)];
+	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 6)];
 	int n;
 } baseline_cache;
 
@@ -1219,6 +1294,9 @@ static const char *baseline_scheme(impl_kind impl, const char *scheme)
 		return "iox";
 	case IMPL_MEMSET:
 		return "none";
+	case IMPL_OFI:
+	case IMPL_OFI_READ:
+		return "memfd";
 	default:
 		return scheme;
 	}
@@ -1258,7 +1336,9 @@ static unsigned table_cols(const config *cfg)
 	       ((cfg->baseline & BASE_RING) ? FQB_COL_RING : 0) |
 	       ((cfg->baseline & BASE_IOX) ? FQB_COL_IOX : 0) |
 	       ((cfg->baseline & BASE_FUTEX) && cfg->patterns[FQB_LAT] ? FQB_COL_FUTEX : 0) |
-	       (cfg->fill && cfg->patterns[FQB_THR] ? FQB_COL_MEMSET : 0);
+	       (cfg->fill && cfg->patterns[FQB_THR] ? FQB_COL_MEMSET : 0) |
+	       ((cfg->baseline & BASE_OFI) ? FQB_COL_OFI | FQB_COL_MR : 0) |
+	       ((cfg->baseline & BASE_OFI) && cfg->patterns[FQB_THR] ? FQB_COL_OFI_READ : 0);
 }
 
 static void print_row(const config *cfg, const fqb_result *r)
@@ -1300,7 +1380,7 @@ static double memset_ratio(const fqb_result *r, const fqb_result *ref)
 }
 
 /* The baselines of one case, in the order of their rows. */
-enum { B_ZMQ, B_RING, B_IOX, B_FUTEX, B_MEMSET, N_B };
+enum { B_ZMQ, B_RING, B_IOX, B_FUTEX, B_OFI, B_OFI_READ, B_MEMSET, N_B };
 
 /*
  * One case on fabriq, and on the raw implementations of --baseline (libzmq on the tcp and ipc
@@ -1310,13 +1390,16 @@ enum { B_ZMQ, B_RING, B_IOX, B_FUTEX, B_MEMSET, N_B };
 static int run_one(const config *cfg, baseline_cache *bc, const char *transport, const char *scheme,
                    fqb_pattern p, size_t size)
 {
-	const impl_kind kinds[N_B] = {IMPL_ZMQ, IMPL_RING, IMPL_IOX, IMPL_FUTEX, IMPL_MEMSET};
+	const impl_kind kinds[N_B] = {IMPL_ZMQ, IMPL_RING,     IMPL_IOX,   IMPL_FUTEX,
+	                              IMPL_OFI, IMPL_OFI_READ, IMPL_MEMSET};
 	const bool want[N_B] = {
 	    (cfg->baseline & BASE_ZMQ) &&
 	        (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0),
 	    (cfg->baseline & BASE_RING) != 0,
 	    (cfg->baseline & BASE_IOX) != 0,
 	    (cfg->baseline & BASE_FUTEX) && p == FQB_LAT,
+	    (cfg->baseline & BASE_OFI) != 0,
+	    (cfg->baseline & BASE_OFI) && p == FQB_THR,
 	    cfg->fill && p == FQB_THR,
 	};
 	const fqb_result *raw[N_B] = {NULL};
@@ -1347,6 +1430,8 @@ static int run_one(const config *cfg, baseline_cache *bc, const char *transport,
 		r.ratio_ring = ratio_of(&r, raw[B_RING]);
 		r.ratio_iox = ratio_of(&r, raw[B_IOX]);
 		r.ratio_futex = ratio_of(&r, raw[B_FUTEX]);
+		r.ratio_ofi = ratio_of(&r, raw[B_OFI]);
+		r.ratio_ofi_read = ratio_of(&r, raw[B_OFI_READ]);
 		r.ratio_memset = memset_ratio(&r, raw[B_MEMSET]);
 		print_row(cfg, &r);
 	}
@@ -1428,6 +1513,16 @@ static int run_all(config *cfg)
 		}
 	}
 #endif
+	if ((cfg->baseline & BASE_OFI) && !have_ofi) {
+		fprintf(stderr, "fq-bench: --baseline ofi skipped: this fq-bench was built without "
+		                "libfabric (Debian package libfabric-dev)\n");
+		cfg->baseline &= ~(unsigned)BASE_OFI;
+	}
+	if ((cfg->baseline & BASE_OFI) && cfg->parts != 1) {
+		fprintf(stderr, "fq-bench: --baseline ofi skipped: it sends single-part messages "
+		                "only (--parts 1)\n");
+		cfg->baseline &= ~(unsigned)BASE_OFI;
+	}
 	if (!cfg->json)
 		fqb_table_header(stdout, table_cols(cfg));
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq, ring,
-# futex and iceoryx baselines and --memset; --json output must be one well-formed object per
+# futex, iceoryx and libfabric (ofi, on tcp;ofi_rxm and shm) baselines and --memset; --json output must be one well-formed object per
 # line with every documented key; usage errors exit 2; nothing is left behind in TMPDIR, nor,
 # from iceoryx, in /tmp and /dev/shm. Speed is not checked. Where fq-bench was built without
 # iceoryx, or iox-roudi is missing, the iceoryx case checks that the baseline is skipped, not
@@ -111,6 +111,53 @@ grep '"impl":"futex"' "$WORK/futex.out" | grep -q '"size":0,' || fail "futex siz
 grep -q 'lat only' "$WORK/futex_thr.err" || fail "no word on the futex and thr"
 grep -q '"impl":"futex"' "$WORK/futex_thr.out" && fail "a futex row for thr"
 
+# The raw libfabric baselines: per provider, an ofi row per case and an ofi-read row per thr
+# case, each with a figure above 0 and no memory registration in the steady state, and the
+# fabriq rows' ratios to them. Skipped, with a word and exit 0, where fq-bench was built
+# without libfabric.
+# positive FILE KEY: every line of FILE has KEY with a number above 0.
+positive() {
+	while IFS= read -r line; do
+		v=$(echo "$line" | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p")
+		awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }' || fail "$2 is not above 0: $line"
+	done <"$1"
+}
+for prov in "tcp;ofi_rxm" shm; do
+	tag=$(echo "$prov" | tr -c 'a-z\n' _)
+	echo "== fq-bench --baseline ofi --ofi-provider $prov"
+	"$BENCH" --json --timeout 30 --transport zeromq --pattern thr,lat --scheme ipc \
+		--sizes 64,64K --count 300 --baseline ofi --ofi-provider "$prov" \
+		>"$WORK/ofi_$tag.out" 2>"$WORK/ofi_$tag.err"
+	rc=$?
+	cat "$WORK/ofi_$tag.out" "$WORK/ofi_$tag.err"
+	[ $rc -eq 0 ] || fail "ofi $prov: exit status $rc"
+	if grep -q 'baseline ofi skipped' "$WORK/ofi_$tag.err"; then
+		echo "(libfabric not available: the baseline was skipped)"
+		check_json "$WORK/ofi_$tag.out" 4
+		continue
+	fi
+	check_json "$WORK/ofi_$tag.out" 10
+	grep '"impl":"ofi' "$WORK/ofi_$tag.out" >"$WORK/ofi_$tag.rows"
+	[ "$(grep -c '"impl":"ofi"' "$WORK/ofi_$tag.rows")" -eq 4 ] || fail "ofi $prov rows"
+	[ "$(grep '"impl":"ofi-read"' "$WORK/ofi_$tag.rows" | grep -c '"pattern":"thr"')" -eq 2 ] ||
+		fail "ofi-read $prov rows"
+	[ "$(grep -cF "\"transport\":\"$prov\"" "$WORK/ofi_$tag.rows")" -eq 6 ] ||
+		fail "ofi $prov: provider not in the transport column"
+	positive "$WORK/ofi_$tag.rows" msgs_per_s
+	grep '"pattern":"thr"' "$WORK/ofi_$tag.rows" >"$WORK/ofi_$tag.thr"
+	grep '"pattern":"lat"' "$WORK/ofi_$tag.rows" >"$WORK/ofi_$tag.lat"
+	positive "$WORK/ofi_$tag.thr" bytes_per_s
+	positive "$WORK/ofi_$tag.lat" lat_p50_us
+	[ "$(grep -c '"mr_regs_steady":0[,}]' "$WORK/ofi_$tag.rows")" -eq 6 ] ||
+		fail "ofi $prov: registrations in the steady state"
+	grep '"impl":"ofi-read"' "$WORK/ofi_$tag.rows" | grep -q '"mr_regs":0[,}]' &&
+		fail "ofi-read $prov: its buffer was not registered"
+	[ "$(grep '"impl":"fabriq"' "$WORK/ofi_$tag.out" | grep -c '"ratio_vs_ofi":')" -eq 4 ] ||
+		fail "ofi $prov: fq/ofi ratio missing"
+	[ "$(grep '"impl":"fabriq"' "$WORK/ofi_$tag.out" | grep -c '"ratio_vs_ofi_read":')" -eq 2 ] ||
+		fail "ofi $prov: fq/read ratio missing"
+done
+
 # --memset: every sender writes every byte; a memset row per thr size; each thr row's share of
 # its bandwidth.
 run memset 5 --transport zeromq --pattern thr,lat --scheme ipc --size 4K --count 300 \
@@ -172,7 +219,8 @@ grep -q '^memset ' "$WORK/table3.out" || fail "table memset row missing"
 
 echo "== usage errors"
 for args in "--bogus" "--size 12Q" "--count 0" "--count 5 --duration 1" "--pattern x" \
-	"--role sender" "--baseline ring,x" "--baseline iceoryx,futexx" "--impl x"; do
+	"--role sender" "--baseline ring,x" "--baseline iceoryx,futexx" "--impl x" \
+	"--baseline ofi,ofx" "--ofi-provider"; do
 	# shellcheck disable=SC2086 # split on purpose
 	"$BENCH" $args >/dev/null 2>&1
 	rc=$?
