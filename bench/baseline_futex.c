@@ -187,7 +187,8 @@ static int round_trip(futex_page *f, uint32_t *v, int timeout_ms)
 static int pinger(const fqb_role_args *a)
 {
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	uint32_t v = 0;
 	int fd, rc = FQB_EXIT_FAILURE;
 	futex_page *f;
@@ -213,14 +214,10 @@ static int pinger(const fqb_role_args *a)
 	while (a->count == 0 || n < a->count) {
 		if (round_trip(f, &v, a->timeout_ms) != 0)
 			goto out;
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	/* The end: the stop flag, then a last hop that wakes the ponger to see it. */

@@ -895,7 +895,8 @@ static int pinger(const fqb_role_args *a)
 {
 	const uint64_t queue = queue_capacity(a->size, a->parts, a->hwm);
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	iox_pub_t ping, end;
 	iox_sub_t pong;
 	double cpu0;
@@ -926,14 +927,10 @@ static int pinger(const fqb_role_args *a)
 	while (a->count == 0 || n < a->count) {
 		if (round_trip(ping, pong, a, n) != 0)
 			goto out;
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	if (publish_end(end, n) != 0)

@@ -877,7 +877,8 @@ static ssize_t lat_recv(lat_state *l)
 static int pinger(const fqb_role_args *a)
 {
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	fqb_lat_stats st;
 	double cpu0;
 	char line[512];
@@ -913,14 +914,10 @@ static int pinger(const fqb_role_args *a)
 			fqb_report_error("ofi: the echo has the wrong size");
 			goto out;
 		}
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	if (lat_send(&l, fqb_marker_size(a->size)) != 0)

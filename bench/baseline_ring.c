@@ -557,7 +557,8 @@ static int pinger(const fqb_role_args *a)
 	const ring_ent *src[FQB_MAX_PARTS];
 	ring_ent *mine = NULL;
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	double cpu0;
 	int rc = FQB_EXIT_FAILURE;
 	rside s;
@@ -603,14 +604,10 @@ static int pinger(const fqb_role_args *a)
 			fqb_touch(s.base + mine[j].off, a->size, n, true);
 		if (push_message(&p, src, a->parts, a->timeout_ms) != 0 || pull_echo(&c, a) != 0)
 			goto out;
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	if (push_marker(&p, a, n) != 0)

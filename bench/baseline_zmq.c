@@ -239,7 +239,8 @@ static int pinger(const fqb_role_args *a)
 {
 	zmq_msg_t msgs[FQB_MAX_PARTS];
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	double cpu0;
 	int rc = FQB_EXIT_FAILURE;
 	zside z;
@@ -270,14 +271,10 @@ static int pinger(const fqb_role_args *a)
 			fqb_touch(zmq_msg_data(&msgs[j]), a->size, n, true);
 		if (send_message(z.sock, msgs, a->parts) != 0 || recv_message(z.sock, msgs, a) != 1)
 			goto out;
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	if (zmq_send(z.sock, "", fqb_marker_size(a->size), 0) < 0) {

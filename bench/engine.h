@@ -165,6 +165,23 @@ int fqb_parse_fd_url(const char *url, const char *scheme);
  */
 void fqb_report_url(const char *url);
 void fqb_report_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * The end of one round trip of a pinger's timed loop: record its time since *prev_ns, count
+ * it in *n and move *prev_ns on. Returns 1 when end_ns has passed (stop), 0 to go on, or -1
+ * (out of memory, reported).
+ */
+static inline int fqb_lap(fqb_samples *s, uint64_t *prev_ns, uint64_t *n, uint64_t end_ns)
+{
+	uint64_t now = fqb_now_ns();
+
+	if (fqb_samples_add(s, now - *prev_ns) != 0) {
+		fqb_report_error("out of memory for latency samples");
+		return -1;
+	}
+	*prev_ns = now;
+	(*n)++;
+	return now >= end_ns ? 1 : 0;
+}
 /* Receiver: messages, seconds from the first message to the end marker, CPU seconds. */
 void fqb_report_receiver(uint64_t count, double seconds, double cpu);
 /* Sender and ponger: CPU seconds (and messages sent). */

@@ -782,7 +782,8 @@ static int fq_pinger(const fqb_role_args *a)
 {
 	fq_msg *m = NULL, *v[FQB_MAX_PARTS] = {NULL};
 	fqb_samples samples = {0};
-	uint64_t t0, prev, now, end_ns = UINT64_MAX, n = 0;
+	uint64_t t0, prev, end_ns = UINT64_MAX, n = 0;
+	int lap;
 	double cpu0;
 	int rc = FQB_EXIT_FAILURE;
 	fside f;
@@ -819,14 +820,10 @@ static int fq_pinger(const fqb_role_args *a)
 		fill_message(a, m, v, n);
 		if (fq_send_message(&f, a, &m, v) != 0 || fq_recv_message(&f, a, &m, v) != 1)
 			goto out;
-		now = fqb_now_ns();
-		if (fqb_samples_add(&samples, now - prev) != 0) {
-			fqb_report_error("out of memory for latency samples");
+		lap = fqb_lap(&samples, &prev, &n, end_ns);
+		if (lap < 0)
 			goto out;
-		}
-		prev = now;
-		n++;
-		if (now >= end_ns)
+		if (lap > 0)
 			break;
 	}
 	if (send_marker(&f, a) != 0)
