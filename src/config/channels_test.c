@@ -48,32 +48,6 @@ static const char *write_json(const char *name, const char *text)
 	return files[nfiles++];
 }
 
-typedef struct capture {
-	FILE *f;
-	char *text;
-	size_t len;
-} capture;
-
-static void cap_open(capture *c)
-{
-	c->text = NULL;
-	c->len = 0;
-	c->f = open_memstream(&c->text, &c->len);
-	cr_assert_not_null(c->f);
-}
-
-static const char *cap_text(capture *c)
-{
-	fflush(c->f);
-	return c->text != NULL ? c->text : "";
-}
-
-static void cap_close(capture *c)
-{
-	fclose(c->f);
-	free(c->text);
-}
-
 #define assert_has(hay, needle) \
 	cr_assert_not_null(strstr((hay), (needle)), "missing \"%s\" in:\n%s", (needle), (hay))
 
@@ -91,13 +65,13 @@ static const char *json_fails(const char *path, const char *id, const char *key,
 {
 	static char text[4096];
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_channels_from_json(path, id, key, p, err.f), code);
-	snprintf(text, sizeof(text), "%s", cap_text(&err));
-	cap_close(&err);
+	snprintf(text, sizeof(text), "%s", fqt_capture_text(&err));
+	fqt_capture_close(&err);
 	/* Nothing of a failed file reaches the store. */
 	cr_assert(!fqc_props_has(p, "chans.data.0.type"));
 	fqc_props_free(p);
@@ -600,37 +574,37 @@ Test(subopt, every_problem_with_the_token)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		fqc_props *p;
-		capture err;
+		fqt_capture err;
 		char want[512];
 
 		FQ_PASS(fqc_props_new(&p));
-		cap_open(&err);
+		fqt_capture_open(&err);
 		FQ_FAIL(fqc_channels_from_subopt(cases[i].token, p, err.f), FQ_EINVAL);
 		snprintf(want, sizeof(want), "fq-test: --channel-config '%s': %s", cases[i].token,
 		         cases[i].want);
-		assert_has(cap_text(&err), want);
+		assert_has(fqt_capture_text(&err), want);
 		cr_assert(!fqc_props_has(p, "chans.d.0.type"), "%s", cases[i].token);
-		cap_close(&err);
+		fqt_capture_close(&err);
 		fqc_props_free(p);
 	}
 }
 
 Test(subopt, several_problems_all_reported)
 {
-	capture err;
+	fqt_capture err;
 	fqc_props *p;
 	const char *t;
 
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_channels_from_subopt("name=d,type=x,foo=1,linger=z", p, err.f), FQ_EINVAL);
-	t = cap_text(&err);
+	t = fqt_capture_text(&err);
 	assert_has(t, "type: 'x' is not a socket type");
 	assert_has(t, "unknown key 'foo'");
 	assert_has(t, "linger: 'z' is not an integer");
 	assert_has(t, "missing method=");
 	cr_assert_null(strstr(t, "missing type="), "%s", t); /* bad, not missing */
-	cap_close(&err);
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 }
 
@@ -639,12 +613,12 @@ Test(subopt, several_problems_all_reported)
 static const char *check_fails(fqc_props *p)
 {
 	static char text[4096];
-	capture err;
+	fqt_capture err;
 
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_channels_check(p, err.f), FQ_EINVAL);
-	snprintf(text, sizeof(text), "%s", cap_text(&err));
-	cap_close(&err);
+	snprintf(text, sizeof(text), "%s", fqt_capture_text(&err));
+	fqt_capture_close(&err);
 	return text;
 }
 

@@ -7,33 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A captured error stream. */
-typedef struct capture {
-	FILE *f;
-	char *text;
-	size_t len;
-} capture;
-
-static void cap_open(capture *c)
-{
-	c->text = NULL;
-	c->len = 0;
-	c->f = open_memstream(&c->text, &c->len);
-	cr_assert_not_null(c->f);
-}
-
-static const char *cap_text(capture *c)
-{
-	fflush(c->f);
-	return c->text != NULL ? c->text : "";
-}
-
-static void cap_close(capture *c)
-{
-	fclose(c->f);
-	free(c->text);
-}
-
 static size_t count_lines(const char *s)
 {
 	size_t n = 0;
@@ -318,16 +291,16 @@ Test(argv, defaults_environment_command_line, .fini = unset_env)
 	                "--catch-signals=false"};
 	fqc_opts *o = std_and_custom();
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 
 	unset_env();
 	setenv("FQ_DEVICE_IO_THREADS", "4", 1);
 	setenv("FQ_DEVICE_MSG_SIZE", "2K", 1);
 	setenv("FQ_DEVICE_TAG", "from-env", 1);
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_PASS(fqc_parse_argv(o, p, 10, argv, err.f));
-	cr_assert_str_eq(cap_text(&err), "");
+	cr_assert_str_eq(fqt_capture_text(&err), "");
 	getp(p, "id", "sampler1");
 	getp(p, "transport", "zeromq"); /* default */
 	getp(p, "io-threads", "4");     /* environment */
@@ -339,7 +312,7 @@ Test(argv, defaults_environment_command_line, .fini = unset_env)
 	getp(p, "wait", "-1");
 	cr_assert(!fqc_props_has(p, "mq-config")); /* no default: unset */
 	cr_assert(!fqc_props_has(p, "channel-config"));
-	cap_close(&err);
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }
@@ -392,16 +365,16 @@ Test(argv, every_problem_is_reported_with_the_option, .fini = unset_env)
 	    "stray",         "--wait=-5", "--quiet=maybe", "--tag", "--id"};
 	fqc_opts *o = std_and_custom();
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 	const char *t;
 
 	unset_env();
 	setenv("FQ_DEVICE_TRANSPORT", "", 1); /* a string: empty is fine */
 	setenv("FQ_DEVICE_MSG_SIZE", "lots", 1);
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_parse_argv(o, p, 11, argv, err.f), FQ_EINVAL);
-	t = cap_text(&err);
+	t = fqt_capture_text(&err);
 	assert_has(t, "fq-sink: unknown option --foo; see --help\n");
 	assert_has(t, "fq-sink: --io-threads: bad value 'many': not an integer\n");
 	assert_has(t, "fq-sink: unknown option -x; see --help\n");
@@ -414,7 +387,7 @@ Test(argv, every_problem_is_reported_with_the_option, .fini = unset_env)
 	assert_has(t, "fq-sink: FQ_DEVICE_MSG_SIZE: bad value 'lots' for --msg-size: not a size");
 	cr_assert_eq(count_lines(t), 10, "%s", t);
 	getp(p, "transport", "");
-	cap_close(&err);
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }
@@ -425,15 +398,15 @@ Test(argv, short_option_errors)
 	char *argv2[] = {"dev", "-hq", "-hz"};
 	fqc_opts *o = std_and_custom();
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_parse_argv(o, p, 2, argv, err.f), FQ_EINVAL);
-	assert_has(cap_text(&err), "dev: -P (--plugin): missing value\n");
+	assert_has(fqt_capture_text(&err), "dev: -P (--plugin): missing value\n");
 	FQ_FAIL(fqc_parse_argv(o, p, 3, argv2, err.f), FQ_EINVAL);
-	assert_has(cap_text(&err), "dev: unknown option -z; see --help\n");
-	cap_close(&err);
+	assert_has(fqt_capture_text(&err), "dev: unknown option -z; see --help\n");
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }
@@ -443,13 +416,13 @@ Test(argv, double_dash_ends_options)
 	char *argv[] = {"dev", "--", "--id"};
 	fqc_opts *o = std_and_custom();
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_parse_argv(o, p, 3, argv, err.f), FQ_EINVAL);
-	assert_has(cap_text(&err), "dev: unexpected argument '--id'\n");
-	cap_close(&err);
+	assert_has(fqt_capture_text(&err), "dev: unexpected argument '--id'\n");
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }
@@ -460,15 +433,15 @@ Test(argv, a_bad_default_in_a_table_is_reported)
 	char *argv[] = {"dev"};
 	fqc_opts *o;
 	fqc_props *p;
-	capture err;
+	fqt_capture err;
 
 	FQ_PASS(fqc_opts_new(&o));
 	FQ_PASS(fqc_opts_add(o, "x", bad, 1));
 	FQ_PASS(fqc_props_new(&p));
-	cap_open(&err);
+	fqt_capture_open(&err);
 	FQ_FAIL(fqc_parse_argv(o, p, 1, argv, err.f), FQ_EINVAL);
-	assert_has(cap_text(&err), "dev: --count: bad default 'ten': not an integer\n");
-	cap_close(&err);
+	assert_has(fqt_capture_text(&err), "dev: --count: bad default 'ten': not an integer\n");
+	fqt_capture_close(&err);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }
@@ -491,12 +464,12 @@ static long help_column(const char *text, const char *opt, const char *help)
 Test(output, help_groups_sections_aligned)
 {
 	fqc_opts *o = std_and_custom();
-	capture out;
+	fqt_capture out;
 	const char *t;
 
-	cap_open(&out);
+	fqt_capture_open(&out);
 	fqc_opts_help(o, "fq-sampler", out.f);
-	t = cap_text(&out);
+	t = fqt_capture_text(&out);
 	assert_has(t, "Usage: fq-sampler [options]\n");
 	assert_has(t, "\ndevice options:\n");
 	assert_has(t, "\nfq-sampler options:\n");
@@ -513,7 +486,7 @@ Test(output, help_groups_sections_aligned)
 	             help_column(t, "--msg-size", "message size"));
 	cr_assert_eq(help_column(t, "--help", "print this help"),
 	             help_column(t, "--plugin-search-path", "directory"));
-	cap_close(&out);
+	fqt_capture_close(&out);
 	fqc_opts_free(o);
 }
 
@@ -524,15 +497,15 @@ Test(output, help_section_titles_and_long_names)
 	    {"b", 0, FQ_OPT_BOOL, "false", "short one", false},
 	};
 	fqc_opts *o;
-	capture out;
+	fqt_capture out;
 	const char *s;
 
 	FQ_PASS(fqc_opts_new(&o));
 	FQ_PASS(fqc_opts_add(o, "plugin control", t, 2));
 	FQ_PASS(fqc_opts_add(o, "device options", NULL, 0));
-	cap_open(&out);
+	fqt_capture_open(&out);
 	fqc_opts_help(o, NULL, out.f);
-	s = cap_text(&out);
+	s = fqt_capture_text(&out);
 	assert_has(s, "Usage: device [options]\n");
 	assert_has(s, "\nplugin control options:\n");
 	assert_has(s, "\ndevice options:\n");
@@ -540,7 +513,7 @@ Test(output, help_section_titles_and_long_names)
 	assert_has(s, "      --a-really-long-option-name-that-does-not-fit INT\n"
 	              "           long one [int; default: 1]\n");
 	assert_has(s, "      --b  short one [bool; default: false]\n");
-	cap_close(&out);
+	fqt_capture_close(&out);
 	fqc_opts_free(o);
 }
 
@@ -549,14 +522,14 @@ Test(output, print_options_machine_format)
 	char *argv[] = {"dev", "--id", "sampler1", "-P", "a", "-P", "b"};
 	fqc_opts *o = std_and_custom();
 	fqc_props *p;
-	capture out;
+	fqt_capture out;
 	const char *t;
 
 	FQ_PASS(fqc_props_new(&p));
 	FQ_PASS(fqc_parse_argv(o, p, 7, argv, stderr));
-	cap_open(&out);
+	fqt_capture_open(&out);
 	fqc_opts_print(o, p, out.f);
-	t = cap_text(&out);
+	t = fqt_capture_text(&out);
 	cr_assert_eq(strncmp(t, "id:sampler1:string:device id", 28), 0, "%s", t);
 	assert_has(t, "\ntransport:zeromq:string:");
 	assert_has(t, "\nio-threads:1:int:");
@@ -566,7 +539,7 @@ Test(output, print_options_machine_format)
 	assert_has(t, "\nmsg-size:1M:size:message size\n");
 	assert_has(t, "\nwait:-1:duration:");
 	cr_assert_eq(count_lines(t), fqc_std_options_count + 5);
-	cap_close(&out);
+	fqt_capture_close(&out);
 	fqc_props_free(p);
 	fqc_opts_free(o);
 }

@@ -4,6 +4,7 @@
  * bound addresses, connects that wait for an address, and configuration errors.
  * fq_device_run runs in a thread; the test is the controller (--control none).
  */
+#include "fq_test.h"
 #include <fabriq/device.h>
 
 #include <arpa/inet.h>
@@ -19,23 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[64];
-
-static void make_dir(void)
-{
-	snprintf(dir, sizeof(dir), "/tmp/fq-devtest-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(device, .init = make_dir, .fini = remove_dir, .timeout = 60);
+TestSuite(device, .init = fqt_init, .fini = fqt_fini, .timeout = 60);
 
 /* ---- Helpers ----------------------------------------------------------------------------- */
 
@@ -203,7 +188,7 @@ static void shutdown_from_ready(fq_device *d)
 
 static void ipc(char *buf, size_t len, const char *name)
 {
-	snprintf(buf, len, "ipc://%s/%s", dir, name);
+	snprintf(buf, len, "ipc://%s/%s", fqt_scratch_dir(), name);
 }
 
 /* ---- Transitions ------------------------------------------------------------------------- */
@@ -596,7 +581,7 @@ static int configure_capture(char *out, size_t len, int argc, char **argv)
 	int saved, fd, rc;
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/stderr", dir);
+	snprintf(path, sizeof(path), "%s/stderr", fqt_scratch_dir());
 	fflush(stderr);
 	saved = dup(2);
 	fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);

@@ -1,4 +1,5 @@
 /* Plugin loading: options, control, notifications; clear errors for the bad cases. */
+#include "fq_test.h"
 #include <fabriq/plugin.h>
 
 #include <criterion/criterion.h>
@@ -8,23 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[64];
-
-static void make_dir(void)
-{
-	snprintf(dir, sizeof(dir), "/tmp/fq-plugtest-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(plugin, .init = make_dir, .fini = remove_dir, .timeout = 60);
+TestSuite(plugin, .init = fqt_init, .fini = fqt_fini, .timeout = 60);
 
 static void slurp(const char *path, char *out, size_t len)
 {
@@ -42,7 +27,7 @@ static int device_run(char *err, size_t len, int argc, char **argv)
 	fq_device *d;
 	int saved, fd, rc;
 
-	snprintf(path, sizeof(path), "%s/stderr", dir);
+	snprintf(path, sizeof(path), "%s/stderr", fqt_scratch_dir());
 	fflush(stderr);
 	saved = dup(2);
 	fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
@@ -75,7 +60,7 @@ Test(plugin, a_good_plugin_adds_options_observes_states_and_cannot_steal_control
 	                "--test-plugin-log",
 	                log};
 
-	snprintf(log, sizeof(log), "%s/states", dir);
+	snprintf(log, sizeof(log), "%s/states", fqt_scratch_dir());
 	cr_assert_eq(device_run(err, sizeof(err), 11, argv), 0, "%s", err);
 	slurp(log, text, sizeof(text));
 	snprintf(want, sizeof(want), "take_control=%d\nchange_state=%d\n", FQ_ESTATE, FQ_EPERM);

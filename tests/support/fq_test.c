@@ -572,3 +572,23 @@ struct criterion_test_params fqt_scheme_params(const char *name, const char *exc
 	}
 	return cr_make_param_array(fqt_scheme_param, params, n, free_params);
 }
+
+void fqt_capture_open(fqt_capture *c)
+{
+	c->text = NULL;
+	c->len = 0;
+	c->f = open_memstream(&c->text, &c->len);
+	cr_assert_not_null(c->f);
+}
+
+const char *fqt_capture_text(fqt_capture *c)
+{
+	fflush(c->f);
+	return c->text != NULL ? c->text : "";
+}
+
+void fqt_capture_close(fqt_capture *c)
+{
+	fclose(c->f);
+	free(c->text);
+}

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fabriq/fabriq.h"
 
@@ -144,6 +145,17 @@ int64_t fqt_now_ms(void);
 void fqt_pause(void);
 /* The per-test scratch directory (made on first use). */
 const char *fqt_scratch_dir(void);
+
+/* A stream that collects what is written to it (error reports of a function under test). */
+typedef struct fqt_capture {
+	FILE *f;
+	char *text;
+	size_t len;
+} fqt_capture;
+void fqt_capture_open(fqt_capture *c);
+/* Everything written so far, NUL-terminated (valid until the next write or close). */
+const char *fqt_capture_text(fqt_capture *c);
+void fqt_capture_close(fqt_capture *c);
 
 /*
  * Parameters of tests that run once per URL scheme of a transport. Plain char arrays: Criterion
