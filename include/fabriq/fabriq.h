@@ -391,6 +391,8 @@ FQ_API int fq_option_at(size_t i, fq_opt_info *out);
  * Errors: FQ_EINVAL (not a value of that type), FQ_ERANGE (out of range). Thread-safe.
  */
 FQ_API int fq_opt_parse(fq_opt_type type, const char *text, int64_t *out);
+/* "bool", "int", "size", "duration", "string" ("unknown" out of range). Thread-safe. */
+FQ_API const char *fq_opt_type_name(fq_opt_type type);
 
 #ifdef __cplusplus
 }

@@ -643,23 +643,6 @@ int fqc_parse_argv(fqc_opts *opts, fqc_props *props, int argc, char **argv, FILE
 
 /* ---- --help and --print-options --------------------------------------------------------- */
 
-static const char *type_name(fq_opt_type t)
-{
-	switch (t) {
-	case FQ_OPT_BOOL:
-		return "bool";
-	case FQ_OPT_INT:
-		return "int";
-	case FQ_OPT_SIZE:
-		return "size";
-	case FQ_OPT_DURATION:
-		return "duration";
-	case FQ_OPT_STRING:
-		return "string";
-	}
-	return "?";
-}
-
 /* The value placeholder shown in --help ("" for bools, which need none). */
 static const char *placeholder(fq_opt_type t)
 {
@@ -752,7 +735,7 @@ void fqc_opts_help(fqc_opts *opts, const char *program, FILE *out)
 			else
 				fprintf(out, "%-*s", width, left);
 			snprintf(text, sizeof(text), "%s [%s; default: %s%s]",
-			         o->help != NULL ? o->help : "", type_name(o->type),
+			         o->help != NULL ? o->help : "", fq_opt_type_name(o->type),
 			         o->default_value != NULL ? o->default_value : "unset",
 			         o->multi ? "; repeatable" : "");
 			wrap(out, text, width + 2);
@@ -774,8 +757,8 @@ void fqc_opts_print(fqc_opts *opts, fqc_props *props, FILE *out)
 				if (*p == '\n')
 					*p = ',';
 			fprintf(out, "%s:%s:%s%s%s:%s\n", o->name, v != NULL ? v : "",
-			        o->multi ? "vector<" : "", type_name(o->type), o->multi ? ">" : "",
-			        o->help != NULL ? o->help : "");
+			        o->multi ? "vector<" : "", fq_opt_type_name(o->type),
+			        o->multi ? ">" : "", o->help != NULL ? o->help : "");
 			free(v);
 		}
 }

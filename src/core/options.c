@@ -111,6 +111,23 @@ int fqi_option_parse(const fqi_option *o, const char *text, int64_t *out)
 	return 0;
 }
 
+const char *fq_opt_type_name(fq_opt_type type)
+{
+	switch (type) {
+	case FQ_OPT_BOOL:
+		return "bool";
+	case FQ_OPT_INT:
+		return "int";
+	case FQ_OPT_SIZE:
+		return "size";
+	case FQ_OPT_DURATION:
+		return "duration";
+	case FQ_OPT_STRING:
+		return "string";
+	}
+	return "unknown";
+}
+
 int fq_opt_parse(fq_opt_type type, const char *text, int64_t *out)
 {
 	/* The widest range each type allows; tables narrow it per option. */

@@ -62,23 +62,6 @@ static void usage(FILE *out)
 	        "Exit status: 0 success, 2 usage error.\n");
 }
 
-static const char *type_name(fq_opt_type type)
-{
-	switch (type) {
-	case FQ_OPT_BOOL:
-		return "bool";
-	case FQ_OPT_INT:
-		return "int";
-	case FQ_OPT_SIZE:
-		return "size";
-	case FQ_OPT_DURATION:
-		return "duration";
-	case FQ_OPT_STRING:
-		return "string";
-	}
-	return "unknown";
-}
-
 /* The unit a value of this type is written in, for the text listing. */
 static const char *type_unit(fq_opt_type type)
 {
@@ -390,7 +373,7 @@ static int print_options(bool json)
 				printf("%s\n      {\"name\": ", first ? "" : ",");
 				json_string(stdout, o->name);
 				printf(", \"type\": ");
-				json_string(stdout, type_name(o->type));
+				json_string(stdout, fq_opt_type_name(o->type));
 				printf(", \"default\": ");
 				json_string(stdout, o->default_value);
 				printf(", \"env\": ");
@@ -400,7 +383,7 @@ static int print_options(bool json)
 				printf("}");
 			} else {
 				printf("    %s: %s%s, default \"%s\"\n", o->name,
-				       type_name(o->type), type_unit(o->type),
+				       fq_opt_type_name(o->type), type_unit(o->type),
 				       o->default_value ? o->default_value : "");
 				printf("        environment: %s\n", env);
 				if (o->help != NULL && *o->help != '\0')
