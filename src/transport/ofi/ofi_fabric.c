@@ -282,6 +282,9 @@ void ofi_fabric_close(ofi_fabric *f)
 	f->domain = NULL;
 	f->fabric = NULL;
 	f->info = NULL;
+	free(f->deferred);
+	f->deferred = NULL;
+	f->n_deferred = f->cap_deferred = 0;
 	pthread_mutex_destroy(&f->lock);
 }
 
@@ -500,23 +503,79 @@ void ofi_rcache_stats(ofi_rcache *c, uint64_t *hits, uint64_t *misses, uint64_t 
 
 typedef ssize_t (*post_fn)(ofi_fabric *f, const void *args, ofi_op *op);
 
-/* Post with -FI_EAGAIN retried after progress: the provider needs completions read to free
- * its queue slots (and, on rxm, to make connections). */
+struct ofi_done {
+	ofi_op *op;
+	int status;
+	size_t len;
+};
+
+/*
+ * Read up to `max` completions into done[] (f->lock held). Returns how many, 0 when the queue
+ * is empty, or a negative libfabric code.
+ */
+static ssize_t cq_take(ofi_fabric *f, struct ofi_done *done, size_t max)
+{
+	struct fi_cq_data_entry ents[16];
+	ssize_t n = fi_cq_read(f->cq, ents, max < 16 ? max : 16);
+
+	if (n == -FI_EAVAIL) {
+		struct fi_cq_err_entry err = {0};
+
+		n = fi_cq_readerr(f->cq, &err, 0);
+		if (n == 1) {
+			done[0] = (struct ofi_done){err.op_context, ofi_err(err.err), err.len};
+			FQI_DEBUG(SUBSYS, "%s: operation failed: %s (%s)", f->prov,
+			          fi_err_text(err.err),
+			          fi_cq_strerror(f->cq, err.prov_errno, err.err_data, NULL, 0));
+		}
+		return n;
+	}
+	for (ssize_t i = 0; i < n; i++)
+		done[i] = (struct ofi_done){ents[i].op_context, 0, ents[i].len};
+	return n == -FI_EAGAIN ? 0 : n;
+}
+
+/* Move what the CQ holds to the deferred list (f->lock held). */
+static int cq_defer(ofi_fabric *f)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (f->cap_deferred - f->n_deferred < 16) {
+			size_t cap = f->cap_deferred ? 2 * f->cap_deferred : 64;
+			struct ofi_done *d = realloc(f->deferred, cap * sizeof(*d));
+
+			if (d == NULL)
+				return FQ_ENOMEM;
+			f->deferred = d;
+			f->cap_deferred = cap;
+		}
+		n = cq_take(f, f->deferred + f->n_deferred, 16);
+		if (n <= 0)
+			return n < 0 ? fail("fi_cq_read", (int)n) : 0;
+		f->n_deferred += (size_t)n;
+	}
+}
+
+/* Post with -FI_EAGAIN retried after reading the CQ: the provider needs completions read to
+ * free its queue slots (and, on rxm, to make connections). */
 static int post(ofi_fabric *f, post_fn fn, const void *args, ofi_op *op)
 {
 	ssize_t rc = -FI_EAGAIN;
 
+	pthread_mutex_lock(&f->lock);
 	for (int i = 0; i < OFI_EAGAIN_TRIES && rc == -FI_EAGAIN; i++) {
-		pthread_mutex_lock(&f->lock);
 		rc = fn(f, args, op);
-		pthread_mutex_unlock(&f->lock);
 		if (rc == -FI_EAGAIN) {
-			int p = ofi_fabric_progress(f);
+			int d = cq_defer(f);
 
-			if (p < 0)
-				return p;
+			if (d < 0) {
+				pthread_mutex_unlock(&f->lock);
+				return d;
+			}
 		}
 	}
+	pthread_mutex_unlock(&f->lock);
 	return rc == 0 ? 0 : rc == -FI_EAGAIN ? FQ_EAGAIN : fail("post", (int)rc);
 }
 
@@ -593,45 +652,36 @@ int ofi_post_read(ofi_fabric *f, void *buf, size_t len, void *desc, fi_addr_t fr
 
 int ofi_fabric_progress(ofi_fabric *f)
 {
-	struct fi_cq_data_entry ents[16];
-	ofi_op *ops[16];
-	int status[16];
-	size_t lens[16];
+	struct ofi_done local[16], *batch;
 	ssize_t n;
 	int done = 0;
 
 	for (;;) {
-		pthread_mutex_lock(&f->lock);
-		n = fi_cq_read(f->cq, ents, FQI_ARRAY_LEN(ents));
-		if (n == -FI_EAVAIL) {
-			struct fi_cq_err_entry err = {0};
+		bool owned = false;
 
-			n = fi_cq_readerr(f->cq, &err, 0);
-			if (n == 1) {
-				ops[0] = err.op_context;
-				status[0] = ofi_err(err.err);
-				lens[0] = err.len;
-				FQI_DEBUG(
-				    SUBSYS, "%s: operation failed: %s (%s)", f->prov,
-				    fi_err_text(err.err),
-				    fi_cq_strerror(f->cq, err.prov_errno, err.err_data, NULL, 0));
-			}
+		pthread_mutex_lock(&f->lock);
+		if (f->n_deferred > 0) {
+			/* Completions a post read earlier go first, in the order they came. */
+			batch = f->deferred;
+			n = (ssize_t)f->n_deferred;
+			f->deferred = NULL;
+			f->n_deferred = f->cap_deferred = 0;
+			owned = true;
 		} else {
-			for (ssize_t i = 0; i < n; i++) {
-				ops[i] = ents[i].op_context;
-				status[i] = 0;
-				lens[i] = ents[i].len;
-			}
+			batch = local;
+			n = cq_take(f, local, FQI_ARRAY_LEN(local));
 		}
 		pthread_mutex_unlock(&f->lock);
-		if (n == -FI_EAGAIN || n == 0)
+		if (n == 0)
 			return done;
 		if (n < 0)
 			return fail("fi_cq_read", (int)n);
 		for (ssize_t i = 0; i < n; i++) {
-			if (ops[i] != NULL && ops[i]->done != NULL)
-				ops[i]->done(ops[i], status[i], lens[i]);
+			if (batch[i].op != NULL && batch[i].op->done != NULL)
+				batch[i].op->done(batch[i].op, batch[i].status, batch[i].len);
 		}
+		if (owned)
+			free(batch);
 		done += (int)n;
 	}
 }

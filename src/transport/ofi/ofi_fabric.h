@@ -54,6 +54,10 @@ typedef struct ofi_fabric {
 	char prov[64];
 	_Atomic uint64_t registrations; /* fi_mr_reg calls so far (fq-bench shows them) */
 	uint64_t next_key;              /* requested keys, where the provider takes ours */
+	/* Completions read while retrying a post, run by the next ofi_fabric_progress (a post
+	 * never runs callbacks: its caller may hold the locks they take). Under `lock`. */
+	struct ofi_done *deferred;
+	size_t n_deferred, cap_deferred;
 } ofi_fabric;
 
 /*
@@ -115,8 +119,10 @@ void ofi_rcache_stats(ofi_rcache *c, uint64_t *hits, uint64_t *misses, uint64_t 
                       size_t *entries);
 
 /*
- * Post operations. -FI_EAGAIN from the provider is retried after progressing the CQ (never
- * dropped) up to a bound, then FQ_EAGAIN. The op's done() runs from ofi_fabric_progress.
+ * Post operations. -FI_EAGAIN from the provider is retried after reading the CQ (never
+ * dropped) up to a bound, then FQ_EAGAIN. The completions read meanwhile are kept for the
+ * next ofi_fabric_progress: a post never runs done() callbacks, so it may be called with the
+ * caller's own locks held. The op's done() runs from ofi_fabric_progress.
  */
 int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, void *desc, ofi_op *op);
 /* Send n <= caps.iov_limit buffers as one message (desc[i] from their registrations). */
