@@ -67,10 +67,32 @@ int ofi_boot_listen(const char *host, int port, fqi_smc_mode smc, int *fd_out, i
 	return 0;
 }
 
+static int out_room(ofi_boot_conn *c, size_t more)
+{
+	if (c->out_sent > 0 && c->out_sent == c->out_len)
+		c->out_len = c->out_sent = 0;
+	if (c->out_cap - c->out_len < more) {
+		size_t cap = c->out_cap ? c->out_cap : 256;
+		unsigned char *p;
+
+		while (cap - c->out_len < more)
+			cap *= 2;
+		p = realloc(c->out, cap);
+		if (p == NULL)
+			return FQ_ENOMEM;
+		c->out = p;
+		c->out_cap = cap;
+	}
+	return 0;
+}
+
 static int queue_hello(ofi_boot_conn *c, const ofi_hello *mine)
 {
-	int n = ofi_encode_hello(c->out, sizeof(c->out), mine);
+	int n, rc = out_room(c, OFI_HELLO_MAX);
 
+	if (rc != 0)
+		return rc;
+	n = ofi_encode_hello(c->out, OFI_HELLO_MAX, mine);
 	if (n < 0)
 		return n;
 	c->out_len = (size_t)n;
@@ -98,6 +120,8 @@ int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
 	if (rc != 0) {
 		close(fd);
 		c->fd = -1;
+		free(c->out);
+		c->out = NULL;
 	}
 	return rc;
 }
@@ -125,6 +149,8 @@ int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hel
 	if (rc != 0) {
 		close(fd);
 		c->fd = -1;
+		free(c->out);
+		c->out = NULL;
 	}
 	return rc;
 }
@@ -140,9 +166,84 @@ static int protocol_error(ofi_boot_conn *c)
 	return FQ_EPROTO;
 }
 
+static int flush_out(ofi_boot_conn *c)
+{
+	while (!c->connecting && c->out_sent < c->out_len) {
+		ssize_t n =
+		    send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			return errno == EPIPE || errno == ECONNRESET ? FQ_ECLOSED
+			                                             : fqi_syserr(errno);
+		}
+		c->out_sent += (size_t)n;
+	}
+	return 0;
+}
+
+int ofi_boot_record(ofi_boot_conn *c, int type, const void *text, size_t len)
+{
+	int rc;
+
+	if ((type != OFI_BOOT_SUB && type != OFI_BOOT_UNSUB) || len > OFI_BOOT_TEXT)
+		return FQ_EINVAL;
+	if (c->fd < 0)
+		return FQ_ECLOSED;
+	rc = out_room(c, 3 + len);
+	if (rc != 0)
+		return rc;
+	c->out[c->out_len] = (unsigned char)type;
+	c->out[c->out_len + 1] = (unsigned char)len;
+	c->out[c->out_len + 2] = (unsigned char)(len >> 8);
+	if (len > 0)
+		memcpy(c->out + c->out_len + 3, text, len);
+	c->out_len += 3 + len;
+	return flush_out(c);
+}
+
+/* Take the complete records at the start of c->in; FQ_ECLOSED on BYE, FQ_EPROTO. */
+static int take_records(ofi_boot_conn *c)
+{
+	size_t at = 0;
+	int rc = 0;
+
+	while (at < c->in_len && rc == 0) {
+		unsigned char type = c->in[at];
+		size_t len;
+
+		if (type == OFI_BOOT_BYE) {
+			rc = FQ_ECLOSED;
+			break;
+		}
+		if ((type != OFI_BOOT_SUB && type != OFI_BOOT_UNSUB) || c->on_record == NULL) {
+			snprintf(c->why, sizeof(c->why), "byte %#x after the hello", type);
+			rc = protocol_error(c);
+			break;
+		}
+		if (c->in_len - at < 3)
+			break;
+		len = (size_t)c->in[at + 1] | (size_t)c->in[at + 2] << 8;
+		if (len > OFI_BOOT_TEXT) {
+			snprintf(c->why, sizeof(c->why), "a record of %zu bytes (at most %u)", len,
+			         OFI_BOOT_TEXT);
+			rc = protocol_error(c);
+			break;
+		}
+		if (c->in_len - at < 3 + len)
+			break;
+		c->on_record(c->record_arg, type, c->in + at + 3, len);
+		at += 3 + len;
+	}
+	memmove(c->in, c->in + at, c->in_len - at);
+	c->in_len -= at;
+	return rc;
+}
+
 int ofi_boot_io(ofi_boot_conn *c, short revents)
 {
-	int result = 0;
+	int result = 0, rc;
 
 	if (c->connecting) {
 		int err = 0;
@@ -155,23 +256,11 @@ int ofi_boot_io(ofi_boot_conn *c, short revents)
 			return err == ECONNREFUSED ? FQ_ECONNREFUSED : fqi_syserr(err);
 		c->connecting = false;
 	}
-	while (c->out_sent < c->out_len) {
-		ssize_t n =
-		    send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
-
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			return errno == EPIPE || errno == ECONNRESET ? FQ_ECLOSED
-			                                             : fqi_syserr(errno);
-		}
-		c->out_sent += (size_t)n;
-	}
+	rc = flush_out(c);
+	if (rc != 0)
+		return rc;
 	for (;;) {
-		unsigned char scratch[64];
-		unsigned char *dst = c->hello_done ? scratch : c->in + c->in_len;
-		size_t room = c->hello_done ? sizeof(scratch) : sizeof(c->in) - c->in_len;
-		ssize_t n = recv(c->fd, dst, room, 0);
+		ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 
 		if (n == 0)
 			return FQ_ECLOSED;
@@ -180,38 +269,48 @@ int ofi_boot_io(ofi_boot_conn *c, short revents)
 				return result;
 			return errno == ECONNRESET ? FQ_ECLOSED : fqi_syserr(errno);
 		}
-		if (c->hello_done) {
-			/* After HELLO the connection only says goodbye. */
-			if (scratch[0] == OFI_BOOT_BYE)
-				return FQ_ECLOSED;
-			snprintf(c->why, sizeof(c->why), "byte %#x after the hello", scratch[0]);
-			return protocol_error(c);
-		}
 		c->in_len += (size_t)n;
-		{
+		if (!c->hello_done) {
 			size_t used = 0;
-			int rc = ofi_decode_hello(c->in, c->in_len, &c->peer, &used, c->why,
-			                          sizeof(c->why));
 
+			rc = ofi_decode_hello(c->in, c->in_len, &c->peer, &used, c->why,
+			                      sizeof(c->why));
 			if (rc == FQ_EPROTO)
 				return protocol_error(c);
-			if (rc == 0) {
-				c->hello_done = true;
-				result = 1;
-				if (used < c->in_len) {
-					if (c->in[used] == OFI_BOOT_BYE)
-						return FQ_ECLOSED;
-					snprintf(c->why, sizeof(c->why), "byte %#x after the hello",
-					         c->in[used]);
+			if (rc != 0) {
+				if (c->in_len >= OFI_HELLO_MAX) {
+					snprintf(c->why, sizeof(c->why),
+					         "a hello longer than %u bytes", OFI_HELLO_MAX);
 					return protocol_error(c);
 				}
-			} else if (c->in_len == sizeof(c->in)) {
-				snprintf(c->why, sizeof(c->why), "a hello longer than %zu bytes",
-				         sizeof(c->in));
+				continue;
+			}
+			c->hello_done = true;
+			result = 1;
+			memmove(c->in, c->in + used, c->in_len - used);
+			c->in_len -= used;
+			/* Records that came with the hello wait for the caller to set on_record
+			 * (it learns who the peer is from this result first). */
+			if (c->in_len > 0 && c->on_record == NULL && c->in[0] != OFI_BOOT_BYE &&
+			    c->in[0] != OFI_BOOT_SUB && c->in[0] != OFI_BOOT_UNSUB) {
+				snprintf(c->why, sizeof(c->why), "byte %#x after the hello",
+				         c->in[0]);
 				return protocol_error(c);
 			}
+			if (c->in_len > 0 && c->in[0] == OFI_BOOT_BYE)
+				return FQ_ECLOSED;
+			return result;
 		}
+		rc = take_records(c);
+		if (rc != 0)
+			return rc;
 	}
+}
+
+/* Records that arrived together with the hello, once the caller has set on_record. */
+int ofi_boot_pending(ofi_boot_conn *c)
+{
+	return c->hello_done ? take_records(c) : 0;
 }
 
 void ofi_boot_close(ofi_boot_conn *c, bool bye)
@@ -225,4 +324,7 @@ void ofi_boot_close(ofi_boot_conn *c, bool bye)
 	}
 	close(c->fd);
 	c->fd = -1;
+	free(c->out);
+	c->out = NULL;
+	c->out_len = c->out_sent = c->out_cap = 0;
 }

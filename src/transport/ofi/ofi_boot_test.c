@@ -42,6 +42,15 @@ static int drive(ofi_boot_conn *c)
 	return 0;
 }
 
+/* One poll round (records arrive without any result code). */
+static int step(ofi_boot_conn *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = ofi_boot_events(c)};
+
+	poll(&p, 1, 20);
+	return ofi_boot_io(c, p.revents);
+}
+
 /* Drive both ends until each has the other's HELLO. */
 static void exchange(ofi_boot_conn *a, ofi_boot_conn *b)
 {
@@ -155,6 +164,62 @@ Test(ofi_boot, bytes_after_the_hello_that_are_not_bye_drop_the_peer, .timeout = 
 	cr_assert_eq(send(a.fd, "x", 1, 0), 1);
 	cr_assert_eq(drive(&b), FQ_EPROTO);
 	cr_assert_not_null(strstr(b.why, "after the hello"), "%s", b.why);
+	ofi_boot_close(&a, false);
+	ofi_boot_close(&b, false);
+	close(lfd);
+}
+
+struct records {
+	int n;
+	int type[8];
+	char text[8][32];
+};
+
+static void on_record(void *arg, int type, const void *text, size_t len)
+{
+	struct records *r = arg;
+
+	cr_assert(r->n < 8 && len < sizeof(r->text[0]));
+	r->type[r->n] = type;
+	memcpy(r->text[r->n], text, len);
+	r->text[r->n][len] = '\0';
+	r->n++;
+}
+
+Test(ofi_boot, records_after_the_hello_arrive_in_order_even_byte_by_byte, .timeout = 30)
+{
+	ofi_boot_conn a, b;
+	struct records got = {0};
+	unsigned char raw[] = {OFI_BOOT_UNSUB, 2, 0, 'x', 'y'};
+	unsigned char big[] = {OFI_BOOT_SUB, 0xff, 0xff};
+	int lfd;
+
+	pair(FQI_SMC_OFF, &lfd, &a, &b);
+	exchange(&a, &b);
+	b.on_record = on_record;
+	b.record_arg = &got;
+	cr_assert_eq(ofi_boot_pending(&b), 0);
+	cr_assert_eq(ofi_boot_record(&a, OFI_BOOT_SUB, "topic", 5), 0);
+	cr_assert_eq(ofi_boot_record(&a, OFI_BOOT_SUB, "", 0), 0);
+	cr_assert_eq(ofi_boot_record(&a, 'Z', "", 0), FQ_EINVAL);
+	cr_assert_eq(ofi_boot_record(&a, OFI_BOOT_SUB, "", OFI_BOOT_TEXT + 1), FQ_EINVAL);
+	for (int i = 0; i < 100 && got.n < 2; i++)
+		cr_assert_eq(step(&b), 0);
+	/* A record split over several reads. */
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		cr_assert_eq(send(a.fd, raw + i, 1, 0), 1);
+		usleep(2000);
+		cr_assert_eq(step(&b), 0);
+	}
+	cr_assert_eq(got.n, 3);
+	cr_assert(got.type[0] == OFI_BOOT_SUB && strcmp(got.text[0], "topic") == 0);
+	cr_assert(got.type[1] == OFI_BOOT_SUB && got.text[1][0] == '\0');
+	cr_assert(got.type[2] == OFI_BOOT_UNSUB && strcmp(got.text[2], "xy") == 0);
+	/* A length above the limit drops the peer. */
+	cr_assert_eq(send(a.fd, big, sizeof(big), 0), 3);
+	usleep(2000);
+	cr_assert_eq(step(&b), FQ_EPROTO);
+	cr_assert_not_null(strstr(b.why, "record of"), "%s", b.why);
 	ofi_boot_close(&a, false);
 	ofi_boot_close(&b, false);
 	close(lfd);
