@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define SUBSYS "ofi"
@@ -145,6 +147,88 @@ int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hel
 			c->connecting = true;
 		else
 			rc = errno == ECONNREFUSED ? FQ_ECONNREFUSED : fqi_syserr(errno);
+	}
+	if (rc != 0) {
+		close(fd);
+		c->fd = -1;
+		free(c->out);
+		c->out = NULL;
+	}
+	return rc;
+}
+
+static int fill_sun(const char *path, struct sockaddr_un *sa, socklen_t *len)
+{
+	size_t n = strlen(path);
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (n == 0 || n >= sizeof(sa->sun_path))
+		return FQ_EADDRINVAL;
+	memcpy(sa->sun_path, path, n);
+	if (path[0] == '@') {
+		sa->sun_path[0] = '\0';
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+	} else {
+		*len = (socklen_t)sizeof(*sa);
+	}
+	return 0;
+}
+
+int ofi_boot_listen_unix(const char *path, int *fd_out)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	int fd, rc = fill_sun(path, &sa, &len);
+
+	if (rc != 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fqi_syserr(errno);
+	rc = bind(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : errno;
+	if (rc == EADDRINUSE && path[0] != '@') {
+		/* A file left by a process that died: nobody answers on it any more. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		bool alive = probe >= 0 && connect(probe, (struct sockaddr *)&sa, len) == 0;
+
+		if (probe >= 0)
+			close(probe);
+		if (!alive) {
+			unlink(path);
+			rc = bind(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : errno;
+		}
+	}
+	if (rc == 0 && listen(fd, 128) != 0)
+		rc = errno;
+	if (rc != 0) {
+		close(fd);
+		return rc == EADDRINUSE ? FQ_EADDRINUSE : fqi_syserr(rc);
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+int ofi_boot_connect_unix(const char *path, const ofi_hello *mine, ofi_boot_conn *c)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	int fd, rc = fill_sun(path, &sa, &len);
+
+	if (rc != 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fqi_syserr(errno);
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	rc = queue_hello(c, mine);
+	if (rc == 0 && connect(fd, (struct sockaddr *)&sa, len) != 0) {
+		if (errno == EINPROGRESS || errno == EAGAIN)
+			c->connecting = true;
+		else
+			rc = errno == ECONNREFUSED || errno == ENOENT ? FQ_ECONNREFUSED
+			                                              : fqi_syserr(errno);
 	}
 	if (rc != 0) {
 		close(fd);

@@ -44,6 +44,13 @@ typedef struct ofi_boot_conn {
  * port bound. Errors: FQ_EADDRINVAL (host), FQ_EADDRINUSE, FQ_EUNAVAIL (smc require).
  */
 int ofi_boot_listen(const char *host, int port, fqi_smc_mode smc, int *fd_out, int *port_out);
+/*
+ * The same over a Unix-domain stream socket at `path` (ipc://; '@' = Linux abstract name), for
+ * peers on this host (the shm provider's natural bootstrap). A stale socket file nobody
+ * answers on is replaced. Errors: FQ_EADDRINVAL (too long), FQ_EADDRINUSE.
+ */
+int ofi_boot_listen_unix(const char *path, int *fd_out);
+int ofi_boot_connect_unix(const char *path, const ofi_hello *mine, ofi_boot_conn *c);
 /* Accept one pending connection (FQ_EAGAIN if none) and queue our HELLO on it. */
 int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c);
 /* Start connecting to host:port and queue our HELLO. Errors: FQ_EADDRINVAL, socket errors. */

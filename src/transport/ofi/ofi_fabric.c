@@ -129,6 +129,10 @@ static struct fi_info *find_provider(const char *provider, const char *node)
 	hints->domain_attr->mr_mode =
 	    FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
+	/* shm names its endpoints itself (from the process): a node would make every process's
+	 * the same. */
+	if (provider != NULL && strncmp(provider, "shm", 3) == 0)
+		node = NULL;
 	if (provider != NULL && (hints->fabric_attr->prov_name = strdup(provider)) == NULL) {
 		lib.freeinfo(hints);
 		return NULL;
@@ -260,6 +264,26 @@ int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool 
 err:
 	ofi_fabric_close(f);
 	return rc;
+}
+
+void ofi_fabric_close_ep(ofi_fabric *f)
+{
+	pthread_mutex_lock(&f->lock);
+	if (f->ep != NULL)
+		fi_close(&f->ep->fid);
+	f->ep = NULL;
+	pthread_mutex_unlock(&f->lock);
+}
+
+bool ofi_fabric_can_sleep(ofi_fabric *f)
+{
+	struct fid *fids[1] = {&f->cq->fid};
+	int rc;
+
+	pthread_mutex_lock(&f->lock);
+	rc = f->n_deferred > 0 ? -FI_EAGAIN : fi_trywait(f->fabric, fids, 1);
+	pthread_mutex_unlock(&f->lock);
+	return rc == FI_SUCCESS;
 }
 
 void ofi_fabric_close(ofi_fabric *f)

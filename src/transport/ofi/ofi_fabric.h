@@ -78,6 +78,14 @@ typedef struct ofi_op {
 int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool strict);
 /* Load libfabric (once, on first use): 0, or FQ_EUNAVAIL when it cannot be loaded. */
 int ofi_lib(void);
+/* Close the endpoint alone (its posted operations are cancelled): the buffers they named may
+ * be deregistered and freed after it, before ofi_fabric_close. */
+void ofi_fabric_close_ep(ofi_fabric *f);
+/*
+ * May the caller sleep on cq_fd now (fi_trywait)? false: completions are there, or the
+ * provider needs progress first. Only with caps.wait_fd.
+ */
+bool ofi_fabric_can_sleep(ofi_fabric *f);
 /* Close everything; every operation must have completed or been cancelled. */
 void ofi_fabric_close(ofi_fabric *f);
 /* libfabric's error code (negative FI_E*, or positive errno from a completion) as FQ_E*. */
