@@ -2547,6 +2547,24 @@ static void ofi_fini(fq_transport *t)
 	t->priv = NULL;
 }
 
+void ofi_transport_stats(fq_transport *t, ofi_stats *out)
+{
+	ofi_t *ot = ot_of(t);
+	uint64_t hits, evictions;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&ot->lock);
+	for (ofi_conn *c = ot->conns; c != NULL; c = c->next)
+		out->conns++;
+	out->rbufs_posted = ot->posted;
+	out->rbufs_reserved = ot->reserved;
+	out->reads_out = ot->reads_out;
+	pthread_mutex_unlock(&ot->lock);
+	out->registrations = atomic_load(&ot->f.registrations);
+	out->pool_made = ofi_pool_made(ot->pool);
+	ofi_rcache_stats(ot->rcache, &hits, &out->rcache_misses, &evictions, &out->rcache_entries);
+}
+
 static int ofi_probe(void)
 {
 	return ofi_lib();

@@ -57,4 +57,18 @@ int ofi_msg_new(fq_transport *t, ofi_pool *p, size_t size, bool registered, fq_m
 /* The transport's pool (ofi.c). */
 ofi_pool *ofi_pool_of(fq_transport *t);
 
+/* What an instance holds now (tests check that peers leave nothing behind; fq-bench shows
+ * the registrations). */
+typedef struct ofi_stats {
+	size_t conns;           /* connection objects, live or waiting to be freed */
+	size_t rbufs_posted;    /* receive buffers made and posted */
+	size_t rbufs_reserved;  /* of them, promised to live connections */
+	size_t reads_out;       /* RMA reads in flight */
+	uint64_t registrations; /* fi_mr_reg calls so far */
+	uint64_t pool_made;     /* pool buffers made (each one registration) */
+	uint64_t rcache_misses; /* registrations made by the cache */
+	size_t rcache_entries;
+} ofi_stats;
+void ofi_transport_stats(fq_transport *t, ofi_stats *out);
+
 #endif /* FQI_OFI_H */
