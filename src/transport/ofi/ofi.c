@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -191,7 +192,8 @@ typedef struct rd_op {
 	ofi_op op;
 	ofi_t *ot;
 	in_msg *im;
-	struct rd_op *next;
+	struct rd_op *next;          /* free list */
+	struct rd_op *anext, *aprev; /* posted: ot->rd_active */
 } rd_op;
 
 typedef struct av_ent {
@@ -290,8 +292,11 @@ struct ofi_t {
 	size_t sbufs, sbufs_max;
 	/* Reads. */
 	in_msg *readq, *readq_tail;
-	rd_op *rd_free;
+	rd_op *rd_free, *rd_active;
 	unsigned reads_out, read_depth;
+	unsigned reads_retired; /* reads of lost peers the provider has not ended (see
+	                         * conn_retire_reads) */
+	in_msg *orphans;
 	size_t read_chunk;
 	/* Connections. */
 	ofi_conn **slots;
@@ -668,6 +673,9 @@ static void sock_del_peer(ofi_sock *ss, ofi_conn *c)
  * released (the peer will not read them any more), received messages stay deliverable. The
  * object is freed by the I/O thread once no operation names it.
  */
+static void conn_retire_reads(ofi_t *ot, ofi_conn *c);
+static void orphan_del(ofi_t *ot, in_msg *im);
+
 static void conn_gone(ofi_conn *c, const char *why)
 {
 	ofi_t *ot = c->ot;
@@ -695,6 +703,7 @@ static void conn_gone(ofi_conn *c, const char *why)
 	}
 	c->rdv_n = 0;
 	c->fins_n = 0;
+	conn_retire_reads(ot, c);
 	for (uint32_t i = 0; c->win != NULL && i < c->grant; i++) {
 		in_msg *im = c->win[i];
 
@@ -715,6 +724,66 @@ static void conn_gone(ofi_conn *c, const char *why)
 		sock_changed(c->ss);
 	}
 	io_wake(ot);
+}
+
+static void orphan_del(ofi_t *ot, in_msg *im)
+{
+	for (in_msg **pp = &ot->orphans; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == im) {
+			*pp = im->next;
+			return;
+		}
+	}
+}
+
+/*
+ * The peer is lost while we read from it. A read may never end on its own (libfabric's shm
+ * provider waits for the dead peer to serve it), and its destination must not be reused
+ * while the provider may still write there. So the reads are cancelled (best effort) and
+ * their messages retired: detached from the connection, their pages given back to the kernel
+ * at once (MADV_DONTNEED: a late write only faults in a fresh page), the address range and
+ * its registration kept until the provider completes the read or the endpoint closes. The
+ * connection and the read depth are free at once (ot->lock held).
+ */
+static void conn_retire_reads(ofi_t *ot, ofi_conn *c)
+{
+	for (rd_op *rd = ot->rd_active; rd != NULL; rd = rd->anext) {
+		if (rd->im->c == c)
+			ofi_cancel(&ot->f, &rd->op);
+	}
+	for (in_msg **pp = &ot->readq; *pp != NULL;) {
+		in_msg *im = *pp;
+
+		if (im->c != c) {
+			ot->readq_tail = im;
+			pp = &im->next;
+			continue;
+		}
+		*pp = im->next; /* not read further */
+		c->ops--;
+		im->next_part = im->n;
+	}
+	if (ot->readq == NULL)
+		ot->readq_tail = NULL;
+	for (uint32_t i = 0; c->win != NULL && i < c->grant; i++) {
+		in_msg *im = c->win[i];
+
+		if (im == NULL || im->reads_out == 0)
+			continue;
+		c->win[i] = NULL;
+		c->ops -= im->reads_out;
+		ot->reads_out -= im->reads_out;
+		ot->reads_retired += im->reads_out;
+		for (size_t k = 0; k < im->n; k++) {
+			ofi_msg *m = (ofi_msg *)im->parts[k];
+
+			if (m != NULL && m->b->pool != NULL)
+				madvise(m->b->data, m->b->cap, MADV_DONTNEED);
+		}
+		im->c = NULL;
+		im->next = ot->orphans;
+		ot->orphans = im;
+	}
 }
 
 static void conn_free(ofi_conn *c)
@@ -1314,10 +1383,26 @@ static void on_read(ofi_op *op, int status, size_t len)
 
 	FQI_UNUSED(len);
 	pthread_mutex_lock(&ot->lock);
+	if (rd->aprev != NULL)
+		rd->aprev->anext = rd->anext;
+	else
+		ot->rd_active = rd->anext;
+	if (rd->anext != NULL)
+		rd->anext->aprev = rd->aprev;
 	rd->next = ot->rd_free;
 	ot->rd_free = rd;
-	ot->reads_out--;
 	im->reads_out--;
+	if (im->c == NULL) {
+		/* A read of a lost peer's message that the provider ended at last. */
+		ot->reads_retired--;
+		if (im->reads_out == 0) {
+			orphan_del(ot, im);
+			in_msg_free(im);
+		}
+		pthread_mutex_unlock(&ot->lock);
+		return;
+	}
+	ot->reads_out--;
 	im->c->ops--;
 	if (status != 0 && im->status == 0) {
 		im->status = status;
@@ -1402,6 +1487,11 @@ static void post_reads(ofi_t *ot)
 			im->status = rc;
 			continue;
 		}
+		rd->aprev = NULL;
+		rd->anext = ot->rd_active;
+		if (ot->rd_active != NULL)
+			ot->rd_active->aprev = rd;
+		ot->rd_active = rd;
 		ot->reads_out++;
 		im->reads_out++;
 		im->c->ops++;
@@ -2521,6 +2611,12 @@ static void ofi_fini(fq_transport *t)
 		struct slab *sl = ot->slabs;
 
 		ofi_fabric_close_ep(&ot->f);
+		while (ot->orphans != NULL) {
+			in_msg *im = ot->orphans;
+
+			ot->orphans = im->next;
+			in_msg_free(im);
+		}
 		while (sl != NULL) {
 			struct slab *next = sl->next;
 
@@ -2559,6 +2655,7 @@ void ofi_transport_stats(fq_transport *t, ofi_stats *out)
 	out->rbufs_posted = ot->posted;
 	out->rbufs_reserved = ot->reserved;
 	out->reads_out = ot->reads_out;
+	out->reads_retired = ot->reads_retired;
 	pthread_mutex_unlock(&ot->lock);
 	out->registrations = atomic_load(&ot->f.registrations);
 	out->pool_made = ofi_pool_made(ot->pool);

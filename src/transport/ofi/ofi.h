@@ -64,6 +64,7 @@ typedef struct ofi_stats {
 	size_t rbufs_posted;    /* receive buffers made and posted */
 	size_t rbufs_reserved;  /* of them, promised to live connections */
 	size_t reads_out;       /* RMA reads in flight */
+	size_t reads_retired;   /* reads of lost peers the provider has not ended (no memory) */
 	uint64_t registrations; /* fi_mr_reg calls so far */
 	uint64_t pool_made;     /* pool buffers made (each one registration) */
 	uint64_t rcache_misses; /* registrations made by the cache */

@@ -672,6 +672,17 @@ int ofi_post_read(ofi_fabric *f, void *buf, size_t len, void *desc, fi_addr_t fr
 	return post(f, do_read, &a, op);
 }
 
+void ofi_cancel(ofi_fabric *f, ofi_op *op)
+{
+	ssize_t rc;
+
+	pthread_mutex_lock(&f->lock);
+	rc = f->ep != NULL ? fi_cancel(&f->ep->fid, op) : 0;
+	pthread_mutex_unlock(&f->lock);
+	if (rc != 0)
+		FQI_DEBUG(SUBSYS, "%s: fi_cancel: %s", f->prov, fi_err_text((int)-rc));
+}
+
 /* ---- Completions ------------------------------------------------------------------------ */
 
 int ofi_fabric_progress(ofi_fabric *f)

@@ -140,6 +140,10 @@ int ofi_post_send(ofi_fabric *f, const struct iovec *iov, void **desc, size_t n,
 int ofi_post_read(ofi_fabric *f, void *buf, size_t len, void *desc, fi_addr_t from, uint64_t raddr,
                   uint64_t key, ofi_op *op);
 
+/* Ask the provider to end a posted operation early (best effort: it completes, in error or
+ * not, through ofi_fabric_progress as any other). */
+void ofi_cancel(ofi_fabric *f, ofi_op *op);
+
 /*
  * Read completions and run their done() callbacks (lock not held while they run). Returns
  * how many completed, or a negative code for a failure of the queue itself. Never blocks.
