@@ -1,12 +1,14 @@
 /*
- * Peer loss on the ofi transport: one PULL serves N short-lived PUSH peers, each in its own
- * process, that (in turn) exit without closing anything right after a rendezvous send, are
- * SIGKILLed while their large message is announced or being read, or close in order. The
+ * Peer loss on the ofi transport: one PULL serves N short-lived PUSH peers. A peer is one
+ * transport instance (its own endpoint); each process started holds PER of them (loading
+ * libfabric costs a process about 0.3 s here, most of it in libpsm_infinipath's constructor).
+ * The processes in turn exit without closing anything right after a rendezvous send, are
+ * SIGKILLed while their large messages are announced or being read, or close in order. The
  * survivor must end with no connection, no reserved buffer and no read left, a bounded number
  * of registrations (not one per peer), and still serve a new peer.
  *
- *     fq_ofi_peer_loss PEERS          the survivor (provider from FQ_OFI_PROVIDER)
- *     fq_ofi_peer_loss child URL MODE one peer (started by the survivor)
+ *     fq_ofi_peer_loss PEERS [PER]        the survivor (provider from FQ_OFI_PROVIDER)
+ *     fq_ofi_peer_loss child URL MODE PER PER peers in one process (started by the survivor)
  */
 #include "transport/ofi/ofi.h"
 
@@ -38,27 +40,39 @@ static void send_bytes(fq_socket *s, fq_transport *t, size_t size, int tag)
 		die("send", rc);
 }
 
-static int child(const char *url, int mode)
+static int child(const char *url, int mode, int per)
 {
-	fq_transport *t;
-	fq_socket *s;
-	int rc = fq_transport_open(&t, "ofi", NULL);
+	fq_transport **t = calloc((size_t)per, sizeof(*t));
+	fq_socket **s = calloc((size_t)per, sizeof(*s));
+	int rc;
 
-	if (rc != 0)
-		die("child transport", rc);
-	if ((rc = fq_socket_open(&s, t, FQ_PUSH)) != 0 || (rc = fq_connect(s, url)) != 0)
-		die("child socket", rc);
-	send_bytes(s, t, 16, 's');
-	send_bytes(s, t, BIG, 'b');
+	if (t == NULL || s == NULL)
+		die("child", FQ_ENOMEM);
+	for (int i = 0; i < per; i++) {
+		if ((rc = fq_transport_open(&t[i], "ofi", NULL)) != 0)
+			die("child transport", rc);
+		if ((rc = fq_socket_open(&s[i], t[i], FQ_PUSH)) != 0 ||
+		    (rc = fq_connect(s[i], url)) != 0)
+			die("child socket", rc);
+	}
+	for (int i = 0; i < per; i++)
+		send_bytes(s[i], t[i], 16, 's');
+	for (int i = 0; i < per; i++)
+		send_bytes(s[i], t[i], BIG, 'b');
 	if (mode == 0) {
-		usleep(
-		    20000); /* the provider moves the frames (its progress runs on our I/O thread) */
-		_exit(0);   /* gone without a word: the survivor sees the TCP connection end */
+		/* The providers move the frames (their progress runs on the I/O threads; rxm
+		 * makes its connection first). */
+		usleep(100000);
+		_exit(0); /* gone without a word: the survivor sees the TCP connections end */
 	}
 	if (mode == 1)
 		pause(); /* the survivor kills us */
-	fq_socket_close(s);
-	fq_transport_close(t);
+	for (int i = 0; i < per; i++) {
+		fq_socket_close(s[i]);
+		fq_transport_close(t[i]);
+	}
+	free(s);
+	free(t);
 	return 0;
 }
 
@@ -70,15 +84,44 @@ static fq_msg *recv_one(fq_socket *s, int timeout_ms)
 	return fq_recv(s, &m, 0) == 0 ? m : NULL;
 }
 
-static pid_t spawn(const char *self, const char *url, int mode)
+/*
+ * Receive until a message of `size` bytes arrives (false after timeout_ms). The large messages
+ * of earlier peers that come meanwhile are checked and counted in *got_big.
+ */
+static bool recv_until(fq_socket *s, size_t size, int timeout_ms, int *got_big)
 {
-	char mode_text[8];
+	int64_t deadline = fqi_clock_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline - fqi_clock_ms();
+		fq_msg *m = left > 0 ? recv_one(s, (int)left) : NULL;
+		size_t got;
+
+		if (m == NULL)
+			return false;
+		got = fq_msg_size(m);
+		if (got == BIG && ((unsigned char *)fq_msg_data(m))[BIG - 1] == 'b') {
+			(*got_big)++;
+		} else if (got != 16) {
+			fprintf(stderr, "ofi_peer_loss: a message of %zu bytes\n", got);
+			exit(1);
+		}
+		fq_msg_free(m);
+		if (got == size)
+			return true;
+	}
+}
+
+static pid_t spawn(const char *self, const char *url, int mode, int per)
+{
+	char mode_text[8], per_text[16];
 	pid_t pid;
 
 	snprintf(mode_text, sizeof(mode_text), "%d", mode);
+	snprintf(per_text, sizeof(per_text), "%d", per);
 	pid = fork();
 	if (pid == 0) {
-		execl(self, self, "child", url, mode_text, (char *)NULL);
+		execl(self, self, "child", url, mode_text, per_text, (char *)NULL);
 		_exit(127);
 	}
 	return pid;
@@ -86,7 +129,9 @@ static pid_t spawn(const char *self, const char *url, int mode)
 
 int main(int argc, char **argv)
 {
-	int peers = argc > 1 ? atoi(argv[1]) : 1000, lost_big = 0, got_big = 0, lost_small = 0, rc;
+	int peers = argc > 1 ? atoi(argv[1]) : 1000, per = argc > 2 ? atoi(argv[2]) : 10;
+	int lost_big = 0, got_big = 0, lost_small = 0;
+	int closers = 0, rc;
 	char dir[] = "/tmp/fq-ofi-loss-XXXXXX", url[128];
 	fq_transport *t;
 	fq_socket *pull;
@@ -94,8 +139,10 @@ int main(int argc, char **argv)
 	int64_t deadline;
 	struct timespec t0, t1;
 
-	if (argc == 4 && strcmp(argv[1], "child") == 0)
-		return child(argv[2], atoi(argv[3]));
+	if (argc == 5 && strcmp(argv[1], "child") == 0)
+		return child(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (per < 1 || peers < per)
+		return 2;
 	if (mkdtemp(dir) == NULL)
 		return 1;
 	snprintf(url, sizeof(url), "ipc://%s/loss", dir);
@@ -105,42 +152,39 @@ int main(int argc, char **argv)
 		die("bind", rc);
 	ofi_transport_stats(t, &st0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; i < peers; i++) {
+	for (int i = 0; i < peers / per; i++) {
 		int mode = i % 3, status;
-		pid_t pid = spawn(argv[0], url, mode);
-		fq_msg *m = recv_one(pull, mode == 0 ? 2000 : 10000);
+		pid_t pid = spawn(argv[0], url, mode, per);
 
-		if (m == NULL && mode == 0) {
-			/* It may die before the provider sent anything: only its data is lost. */
-			lost_small++;
-		} else if (m == NULL || fq_msg_size(m) != 16) {
-			fprintf(stderr, "ofi_peer_loss: peer %d: no first message\n", i);
-			kill(pid, SIGKILL);
-			return 1;
-		}
-		fq_msg_free(m);
-		if (mode == 1)
-			kill(pid,
-			     SIGKILL); /* its large message is announced, being read, or not yet */
-		m = recv_one(pull, mode == 2 ? 10000 : 200);
-		if (m != NULL) {
-			got_big++;
-			if (fq_msg_size(m) != BIG ||
-			    ((unsigned char *)fq_msg_data(m))[BIG - 1] != 'b') {
-				fprintf(stderr, "ofi_peer_loss: peer %d: a wrong large message\n",
+		for (int k = 0; k < per; k++) {
+			if (recv_until(pull, 16, mode == 0 ? 2000 : 10000, &got_big))
+				continue;
+			if (mode != 0) {
+				fprintf(stderr, "ofi_peer_loss: process %d: a peer sent nothing\n",
 				        i);
+				kill(pid, SIGKILL);
 				return 1;
 			}
-			fq_msg_free(m);
-		} else if (mode == 2) {
-			fprintf(stderr,
-			        "ofi_peer_loss: peer %d closed in order, its message is lost\n", i);
-			return 1;
-		} else {
-			lost_big++;
+			lost_small += per - k; /* it died before the providers sent anything */
+			break;
 		}
+		if (mode == 1)
+			kill(pid,
+			     SIGKILL); /* its large messages: announced, being read, or not yet */
+		if (mode == 2)
+			closers += per;
 		if (waitpid(pid, &status, 0) != pid)
 			return 1;
+	}
+	peers = peers / per * per;
+	/* The large messages still on their way (a closing peer's has arrived when it exits). */
+	recv_until(pull, 0, 500, &got_big);
+	lost_big = peers - got_big;
+	if (got_big < closers) {
+		fprintf(stderr,
+		        "ofi_peer_loss: %d of %d peers that closed in order lost their message\n",
+		        closers - got_big, closers);
+		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	/* Everything of the dead goes within a bounded time. */
@@ -152,12 +196,13 @@ int main(int argc, char **argv)
 		usleep(10000);
 	} while (fqi_clock_ms() < deadline);
 	printf("ofi_peer_loss: %d peers in %.1f s: %d large messages arrived, %d lost with their "
-	       "peer (%d peers died before their first message left); left: %zu connections, %zu "
-	       "of %zu receive buffers reserved, %zu reads; "
+	       "peer (%d peers died before their first message left), %d per process; left: %zu "
+	       "connections, %zu "
+	       "of %zu receive buffers reserved, %zu reads (%zu retired); "
 	       "registrations %llu -> %llu (pool buffers %llu, cache %zu entries)\n",
 	       peers, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-	       got_big, lost_big, lost_small, st.conns, st.rbufs_reserved, st.rbufs_posted,
-	       st.reads_out, (unsigned long long)st0.registrations,
+	       got_big, lost_big, lost_small, per, st.conns, st.rbufs_reserved, st.rbufs_posted,
+	       st.reads_out, st.reads_retired, (unsigned long long)st0.registrations,
 	       (unsigned long long)st.registrations, (unsigned long long)st.pool_made,
 	       st.rcache_entries);
 	if (st.conns != 0 || st.rbufs_reserved != 0 || st.reads_out != 0) {
@@ -165,7 +210,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* Registrations do not grow with the number of peers: buffers are reused. */
-	if (st.registrations - st0.registrations > 64 + (uint64_t)st.rbufs_posted / 64) {
+	if (st.registrations - st0.registrations >
+	    64 + (uint64_t)st.rbufs_posted / 64 + st.reads_retired) {
 		fprintf(stderr, "ofi_peer_loss: %llu registrations for %d peers\n",
 		        (unsigned long long)(st.registrations - st0.registrations), peers);
 		return 1;
@@ -173,7 +219,7 @@ int main(int argc, char **argv)
 	/* And the socket still serves a new peer. */
 	{
 		int status;
-		pid_t pid = spawn(argv[0], url, 2);
+		pid_t pid = spawn(argv[0], url, 2, 1);
 		fq_msg *a = recv_one(pull, 10000), *b = recv_one(pull, 10000);
 
 		waitpid(pid, &status, 0);
