@@ -174,6 +174,29 @@ int fqi_parts_new(size_t n, fq_parts **out);
 /* Free the parts but not the container (for transports that build a vector and fail). */
 void fqi_parts_release(fq_parts *p);
 
+/* ---- Patterns (pattern.c): for transports that route messages themselves ---------------- */
+
+bool fqi_type_receives(fq_socket_type t);
+bool fqi_type_sends(fq_socket_type t);
+/* May a socket of type a have a peer of type b? */
+bool fqi_types_match(uint32_t a, uint32_t b);
+
+/* A SUB's prefixes (duplicates kept, as zeromq counts them). Not thread-safe. */
+typedef struct fqi_subs {
+	char **text; /* NUL-terminated copies */
+	size_t *len;
+	size_t n;
+} fqi_subs;
+/* Add (or remove one of) `text`. Errors: FQ_ENOMEM (nothing changed). */
+int fqi_subs_change(fqi_subs *s, const void *text, size_t len, bool add);
+/* Does one prefix match the start of data? */
+bool fqi_subs_match(const fqi_subs *s, const void *data, size_t size);
+void fqi_subs_free(fqi_subs *s);
+
+/* Wake an eventfd (fd < 0: nothing) / take its count (non-blocking fds). */
+void fqi_kick(int fd);
+void fqi_drain(int fd);
+
 /* Milliseconds on the monotonic clock, and deadline helpers (-1 timeout: no deadline). */
 int64_t fqi_clock_ms(void);
 int64_t fqi_deadline(int64_t timeout_ms);

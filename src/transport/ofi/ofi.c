@@ -239,9 +239,7 @@ struct ofi_conn {
 	uint64_t bye_seq;
 	struct early *early, **early_tail; /* frames that came before the peer's hello */
 	/* PUB: the peer's subscriptions. */
-	char **subs;
-	size_t *sub_len;
-	size_t nsubs;
+	fqi_subs subs;
 	struct ofi_conn *next, *pend_next;
 };
 
@@ -258,9 +256,7 @@ struct ofi_sock {
 	size_t rr_send, rr_recv;
 	bool awaiting; /* REQ: reply pending; REP: answer owed */
 	ofi_conn *turn;
-	char **subs; /* SUB: ours */
-	size_t *sub_len;
-	size_t nsubs;
+	fqi_subs subs; /* SUB: ours */
 	bool closing;
 };
 
@@ -336,53 +332,6 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void kick(int fd)
-{
-	uint64_t one = 1;
-
-	(void)!write(fd, &one, sizeof(one));
-}
-
-static void drain(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) > 0)
-		;
-}
-
-static bool type_receives(fq_socket_type t)
-{
-	return t == FQ_PULL || t == FQ_SUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
-}
-
-static bool type_sends(fq_socket_type t)
-{
-	return t == FQ_PUSH || t == FQ_PUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
-}
-
-static bool types_match(uint32_t a, uint32_t b)
-{
-	switch (a) {
-	case FQ_PUSH:
-		return b == FQ_PULL;
-	case FQ_PULL:
-		return b == FQ_PUSH;
-	case FQ_PUB:
-		return b == FQ_SUB;
-	case FQ_SUB:
-		return b == FQ_PUB;
-	case FQ_REQ:
-		return b == FQ_REP;
-	case FQ_REP:
-		return b == FQ_REQ;
-	case FQ_PAIR:
-		return b == FQ_PAIR;
-	default:
-		return false;
-	}
-}
-
 /* Something changed for the socket's callers (ot->lock held). */
 static void sock_changed(ofi_sock *ss)
 {
@@ -392,13 +341,13 @@ static void sock_changed(ofi_sock *ss)
 		pthread_cond_broadcast(&ss->cv);
 	if (ss->efd_armed) {
 		ss->efd_armed = false;
-		kick(ss->efd);
+		fqi_kick(ss->efd);
 	}
 }
 
 static void io_wake(ofi_t *ot)
 {
-	kick(ot->wake_fd);
+	fqi_kick(ot->wake_fd);
 }
 
 static void free_parts(fq_msg **parts, size_t n)
@@ -810,10 +759,7 @@ static void conn_free(ofi_conn *c)
 		av_put(ot, c->av);
 	ot->reserved -= c->reserved;
 	ot->slots[c->id & ((1u << 20) - 1)] = NULL;
-	for (size_t i = 0; i < c->nsubs; i++)
-		free(c->subs[i]);
-	free(c->subs);
-	free(c->sub_len);
+	fqi_subs_free(&c->subs);
 	free(c->win);
 	free(c->fins);
 	free(c);
@@ -895,8 +841,8 @@ static int send_subs(ofi_sock *ss, ofi_conn *c)
 {
 	int rc = 0;
 
-	for (size_t i = 0; i < ss->nsubs && rc == 0; i++)
-		rc = ofi_boot_record(&c->boot, OFI_BOOT_SUB, ss->subs[i], ss->sub_len[i]);
+	for (size_t i = 0; i < ss->subs.n && rc == 0; i++)
+		rc = ofi_boot_record(&c->boot, OFI_BOOT_SUB, ss->subs.text[i], ss->subs.len[i]);
 	return rc;
 }
 
@@ -925,7 +871,7 @@ static void conn_hello(ofi_conn *c)
 		conn_gone(c, why);
 		return;
 	}
-	if (!types_match(ss->s->type, h->sock_type)) {
+	if (!fqi_types_match(ss->s->type, h->sock_type)) {
 		snprintf(why, sizeof(why), "a %s socket cannot talk to a %s socket",
 		         fq_socket_type_name(ss->s->type),
 		         fq_socket_type_name((fq_socket_type)h->sock_type));
@@ -1021,59 +967,14 @@ static bool conn_boot_now(ofi_conn *c)
 
 /* ---- Subscriptions ------------------------------------------------------------------------ */
 
-static int sub_change(char ***subs, size_t **lens, size_t *n, const char *text, size_t len,
-                      bool add)
-{
-	if (add) {
-		char **s = realloc(*subs, (*n + 1) * sizeof(*s));
-		size_t *l;
-
-		if (s == NULL)
-			return FQ_ENOMEM;
-		*subs = s;
-		l = realloc(*lens, (*n + 1) * sizeof(*l));
-		if (l == NULL)
-			return FQ_ENOMEM;
-		*lens = l;
-		s[*n] = malloc(len + 1);
-		if (s[*n] == NULL)
-			return FQ_ENOMEM;
-		memcpy(s[*n], text, len);
-		s[*n][len] = '\0';
-		l[*n] = len;
-		(*n)++;
-		return 0;
-	}
-	for (size_t i = 0; i < *n; i++) {
-		if ((*lens)[i] == len && memcmp((*subs)[i], text, len) == 0) {
-			free((*subs)[i]);
-			(*subs)[i] = (*subs)[*n - 1];
-			(*lens)[i] = (*lens)[*n - 1];
-			(*n)--;
-			return 0;
-		}
-	}
-	return 0;
-}
-
 static void on_record(void *arg, int type, const void *text, size_t len)
 {
 	ofi_conn *c = arg;
 
 	if (c->ss == NULL || c->ss->s->type != FQ_PUB)
 		return;
-	if (sub_change(&c->subs, &c->sub_len, &c->nsubs, text, len, type == OFI_BOOT_SUB) != 0)
+	if (fqi_subs_change(&c->subs, text, len, type == OFI_BOOT_SUB) != 0)
 		conn_gone(c, "out of memory for subscriptions");
-}
-
-static bool sub_match(const ofi_conn *c, const fq_msg *first)
-{
-	for (size_t i = 0; i < c->nsubs; i++) {
-		if (c->sub_len[i] <= first->size &&
-		    memcmp(c->subs[i], first->data, c->sub_len[i]) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* ---- Sending ------------------------------------------------------------------------------ */
@@ -1720,7 +1621,8 @@ static int send_pub(ofi_t *ot, ofi_sock *ss, fq_msg **parts, size_t n, uint64_t 
 	for (size_t k = 0; k < ss->npeers; k++) {
 		ofi_conn *c = ss->peers[k];
 
-		if (!conn_room(c, bytes) || !sub_match(c, parts[0]))
+		if (!conn_room(c, bytes) ||
+		    !fqi_subs_match(&c->subs, parts[0]->data, parts[0]->size))
 			continue;
 		if (last != NULL)
 			conn_queue(ot, last, parts, n, bytes, false);
@@ -1753,7 +1655,7 @@ static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	uint64_t bytes = 0;
 	int rc;
 
-	if (!type_sends(s->type))
+	if (!fqi_type_sends(s->type))
 		return FQ_ENOTSUP;
 	if (n > OFI_MAX_PARTS)
 		return FQ_EMSGSIZE;
@@ -1882,7 +1784,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 	int64_t deadline = -2, spin_until = 0;
 	int rc;
 
-	if (!type_receives(s->type))
+	if (!fqi_type_receives(s->type))
 		return FQ_ENOTSUP;
 	pthread_mutex_lock(&ot->lock);
 	if ((s->type == FQ_REQ && !ss->awaiting) || (s->type == FQ_REP && ss->awaiting)) {
@@ -1975,11 +1877,11 @@ static int ofi_events(fq_socket *s)
 	/* Completions nobody has read yet would not wake the fd: read them first. */
 	ofi_fabric_progress(&ot->f);
 	pthread_mutex_lock(&ot->lock);
-	drain(ss->efd);
-	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting) &&
+	fqi_drain(ss->efd);
+	if (fqi_type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting) &&
 	    !(s->type == FQ_REP && ss->awaiting) && any_input(ss))
 		ev |= FQ_POLLIN;
-	if (type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting) &&
+	if (fqi_type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting) &&
 	    !(s->type == FQ_REP && !ss->awaiting)) {
 		if (s->type == FQ_PUB || s->type == FQ_REP) {
 			ev |= FQ_POLLOUT;
@@ -2015,7 +1917,7 @@ static void ofi_interrupt(fq_socket *s, bool on)
 	atomic_store(&ss->intr, on);
 	pthread_mutex_lock(&ss->ot->lock);
 	pthread_cond_broadcast(&ss->cv);
-	kick(ss->efd);
+	fqi_kick(ss->efd);
 	pthread_mutex_unlock(&ss->ot->lock);
 }
 
@@ -2168,8 +2070,7 @@ static int ofi_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 		if (len > OFI_BOOT_TEXT)
 			return FQ_EINVAL;
 		pthread_mutex_lock(&ot->lock);
-		rc = sub_change(&ss->subs, &ss->sub_len, &ss->nsubs, text ? text : "", len,
-		                id == FQI_SO_SUBSCRIBE);
+		rc = fqi_subs_change(&ss->subs, text ? text : "", len, id == FQI_SO_SUBSCRIBE);
 		for (size_t i = 0; rc == 0 && i < ss->npeers; i++) {
 			ofi_conn *c = ss->peers[i];
 
@@ -2246,7 +2147,7 @@ static void ofi_close(fq_socket *s)
 	ofi_sock *ss = ss_of(s);
 	ofi_t *ot = ss->ot;
 
-	if (type_sends(s->type))
+	if (fqi_type_sends(s->type))
 		linger_wait(ss);
 	pthread_mutex_lock(&ot->lock);
 	ss->closing = true;
@@ -2294,10 +2195,7 @@ static void ofi_close(fq_socket *s)
 	}
 	pthread_mutex_unlock(&ot->lock);
 	io_wake(ot);
-	for (size_t i = 0; i < ss->nsubs; i++)
-		free(ss->subs[i]);
-	free(ss->subs);
-	free(ss->sub_len);
+	fqi_subs_free(&ss->subs);
 	free(ss->peers);
 	pthread_cond_destroy(&ss->cv);
 	close(ss->efd);
@@ -2445,7 +2343,7 @@ static void *io_main(void *arg)
 
 			switch (src->kind) {
 			case SRC_WAKE:
-				drain(ot->wake_fd);
+				fqi_drain(ot->wake_fd);
 				break;
 			case SRC_CQ:
 				break; /* progress at the top of the loop */

@@ -196,9 +196,7 @@ struct shm_conn {
 	size_t outq_n, outq_cap, outq_sent;
 	bool outq_polling; /* EPOLLOUT requested */
 	/* PUB side: the peer's subscriptions (guarded by ss->slock). */
-	char **subs;
-	size_t *sub_len;
-	size_t nsubs;
+	fqi_subs subs;
 	shm_conn *next; /* in the transport's list */
 };
 
@@ -217,9 +215,7 @@ struct shm_sock {
 	bool awaiting; /* REQ: reply pending; REP: answer owed */
 	shm_conn *turn_conn;
 	/* SUB: our subscriptions (guarded by slock). */
-	char **subs;
-	size_t *sub_len;
-	size_t nsubs;
+	fqi_subs subs;
 	bool closing;
 };
 
@@ -304,55 +300,10 @@ static void spin_pause(void)
 #endif
 }
 
-static void kick(int fd)
-{
-	if (fd >= 0)
-		eventfd_write(fd, 1);
-}
-
 /* The peers changed: wake the directions this socket uses (an unused eventfd that stays
  * readable would keep the socket's fd readable for a poll loop that never drains it). */
 struct shm_sock;
 static void kick_changed(struct shm_sock *ss);
-
-static void drain_fd(int fd)
-{
-	eventfd_t v;
-
-	(void)eventfd_read(fd, &v);
-}
-
-static bool type_receives(fq_socket_type t)
-{
-	return t == FQ_PULL || t == FQ_SUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
-}
-
-static bool type_sends(fq_socket_type t)
-{
-	return t == FQ_PUSH || t == FQ_PUB || t == FQ_REQ || t == FQ_REP || t == FQ_PAIR;
-}
-
-static bool types_match(uint32_t a, uint32_t b)
-{
-	switch (a) {
-	case FQ_PUSH:
-		return b == FQ_PULL;
-	case FQ_PULL:
-		return b == FQ_PUSH;
-	case FQ_PUB:
-		return b == FQ_SUB;
-	case FQ_SUB:
-		return b == FQ_PUB;
-	case FQ_REQ:
-		return b == FQ_REP;
-	case FQ_REP:
-		return b == FQ_REQ;
-	case FQ_PAIR:
-		return b == FQ_PAIR;
-	default:
-		return false;
-	}
-}
 
 /* ---- Control channel -------------------------------------------------------------------- */
 
@@ -451,17 +402,17 @@ static int ring_create(fq_socket *s, shm_map **out)
 
 static void kick_changed(shm_sock *ss)
 {
-	if (type_receives(ss->s->type))
-		kick(ss->efd_in);
-	if (type_sends(ss->s->type))
-		kick(ss->efd_out);
+	if (fqi_type_receives(ss->s->type))
+		fqi_kick(ss->efd_in);
+	if (fqi_type_sends(ss->s->type))
+		fqi_kick(ss->efd_out);
 }
 
 /* ---- Connections ------------------------------------------------------------------------ */
 
 static void io_wake(shm_transport *st)
 {
-	kick(st->wake_fd);
+	fqi_kick(st->wake_fd);
 }
 
 /* Map conn index -> peer segment (ctl_lock held). */
@@ -498,8 +449,6 @@ static shm_map *conn_in_map_peek(shm_conn *c, uint32_t idx)
 
 static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds);
 static void sock_add_peer(shm_sock *ss, shm_conn *c);
-static int sub_list_change(char ***subs, size_t **lens, size_t *n, const char *text, size_t len,
-                           bool add);
 
 /*
  * Read and handle every queued control message. Called by the I/O thread and by receivers
@@ -620,8 +569,7 @@ static int conn_drain_ctl(shm_conn *c)
 			case CTL_SUB:
 			case CTL_UNSUB:
 				shm_lock_take(&c->ss->slock);
-				rc = sub_list_change(&c->subs, &c->sub_len, &c->nsubs, m.text,
-				                     m.len, m.type == CTL_SUB);
+				rc = fqi_subs_change(&c->subs, m.text, m.len, m.type == CTL_SUB);
 				shm_lock_give(&c->ss->slock);
 				break;
 			case CTL_BYE:
@@ -676,7 +624,7 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 			close(fds[i]);
 		return FQ_EPROTO;
 	}
-	if (!types_match((uint32_t)c->ss->s->type, m->sock_type)) {
+	if (!fqi_types_match((uint32_t)c->ss->s->type, m->sock_type)) {
 		FQI_WARN(SUBSYS,
 		         "peer pid %u is a %s socket, which cannot talk to a %s socket; "
 		         "dropping it",
@@ -841,10 +789,7 @@ static void conn_free(shm_conn *c)
 	}
 	for (size_t i = 0; i < c->n_out; i++)
 		shm_map_unref(c->out_maps[i]);
-	for (size_t i = 0; i < c->nsubs; i++)
-		free(c->subs[i]);
-	free(c->subs);
-	free(c->sub_len);
+	fqi_subs_free(&c->subs);
 
 	free(c->out_maps);
 	free(c->out_hash);
@@ -943,7 +888,7 @@ static void conn_reap(shm_transport *st, bool all, bool defer)
 		shm_lock_take(&ss->rlock);
 		shm_lock_take(&ss->slock);
 		in_done = all || ss->closing || atomic_load(&c->broken) || ring_empty(c->in) ||
-		          !type_receives(ss->s->type);
+		          !fqi_type_receives(ss->s->type);
 		out_done = all || conn_out_settled(c);
 		if ((in_done || ss->closing) && c->in_peers) {
 			for (size_t i = 0; i < ss->npeers; i++) {
@@ -1396,50 +1341,6 @@ static int shm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 
 /* ---- Subscriptions ------------------------------------------------------------------------ */
 
-static int sub_list_change(char ***subs, size_t **lens, size_t *n, const char *text, size_t len,
-                           bool add)
-{
-	for (size_t i = 0; i < *n; i++) {
-		if ((*lens)[i] == len && memcmp((*subs)[i], text, len) == 0) {
-			if (!add) {
-				free((*subs)[i]);
-				(*subs)[i] = (*subs)[*n - 1];
-				(*lens)[i] = (*lens)[*n - 1];
-				(*n)--;
-				return 0;
-			}
-			break; /* duplicates are kept: zeromq counts them */
-		}
-	}
-	if (!add)
-		return 0;
-	{
-		char **v = realloc(*subs, (*n + 1) * sizeof(*v));
-		size_t *l;
-		char *copy = malloc(len + 1);
-
-		if (v == NULL || copy == NULL) {
-			free(copy);
-			if (v != NULL)
-				*subs = v;
-			return FQ_ENOMEM;
-		}
-		*subs = v;
-		l = realloc(*lens, (*n + 1) * sizeof(*l));
-		if (l == NULL) {
-			free(copy);
-			return FQ_ENOMEM;
-		}
-		*lens = l;
-		memcpy(copy, text, len);
-		copy[len] = '\0';
-		v[*n] = copy;
-		l[*n] = len;
-		(*n)++;
-	}
-	return 0;
-}
-
 /* Queue a control message (no fds) for the I/O thread. Any lock may be held. */
 static int ctl_queue(shm_conn *c, const ctl_msg *m)
 {
@@ -1495,27 +1396,18 @@ static void ctl_flush(shm_conn *c)
 /* Tell one PUB peer all our subscriptions (slock held: queued, not sent here). */
 static int send_subs(shm_sock *ss, shm_conn *c)
 {
-	for (size_t i = 0; i < ss->nsubs; i++) {
+	for (size_t i = 0; i < ss->subs.n; i++) {
 		ctl_msg m;
 		int rc;
 
 		ctl_init(&m, CTL_SUB);
-		m.len = (uint32_t)ss->sub_len[i];
-		memcpy(m.text, ss->subs[i], ss->sub_len[i]);
+		m.len = (uint32_t)ss->subs.len[i];
+		memcpy(m.text, ss->subs.text[i], ss->subs.len[i]);
 		rc = ctl_queue(c, &m);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
-}
-
-static bool sub_match(const shm_conn *c, const void *data, size_t size)
-{
-	for (size_t i = 0; i < c->nsubs; i++) {
-		if (c->sub_len[i] <= size && memcmp(c->subs[i], data, c->sub_len[i]) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* ---- Sending ------------------------------------------------------------------------------ */
@@ -1745,7 +1637,7 @@ static int publish(shm_conn *c, out_part *ops, size_t n)
 	atomic_store_explicit(&r->head, c->out_head, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&r->cons_sleeping, memory_order_relaxed))
-		kick(c->peer_efd_in);
+		fqi_kick(c->peer_efd_in);
 	return 0;
 }
 
@@ -1799,7 +1691,8 @@ static int send_pub(shm_sock *ss, fq_msg **parts, size_t n)
 	for (size_t k = 0; k < ss->npeers; k++) {
 		shm_conn *c = ss->peers[k];
 
-		if (!sub_match(c, parts[0]->data, parts[0]->size) || !conn_has_room(c, n, bytes))
+		if (!fqi_subs_match(&c->subs, parts[0]->data, parts[0]->size) ||
+		    !conn_has_room(c, n, bytes))
 			continue;
 		if (last != NULL) {
 			size_t i;
@@ -1862,7 +1755,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	int64_t spin_until = 0;
 	int rc;
 
-	if (!type_sends(s->type))
+	if (!fqi_type_sends(s->type))
 		return FQ_ENOTSUP;
 	if (n > SHM_MAX_PARTS)
 		return FQ_EMSGSIZE;
@@ -1991,16 +1884,16 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			break;
 	}
 	if (rc == FQ_EAGAIN && atomic_load(&ss->waiters_out) == 0) {
-		drain_fd(ss->efd_out);
+		fqi_drain(ss->efd_out);
 		arm_out(ss, true);
 		if (send_room(ss, n, bytes))
-			kick(ss->efd_out);
+			fqi_kick(ss->efd_out);
 	} else if (rc == 0 && ss->armed_out && atomic_load(&ss->waiters_out) == 0) {
 		arm_out(ss, false);
 	}
 	shm_lock_give(&ss->slock);
 	if (atomic_load_explicit(&ss->waiters_out, memory_order_relaxed) > 0)
-		kick(ss->efd_out);
+		fqi_kick(ss->efd_out);
 	return rc;
 }
 
@@ -2108,7 +2001,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	atomic_store_explicit(&r->tail, tail + n, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&r->prod_waiting, memory_order_relaxed))
-		kick(c->peer_efd_out);
+		fqi_kick(c->peer_efd_out);
 	if (lost || too_big) {
 		for (size_t i = 0; i < n; i++) {
 			fq_msg_free(msgs[i]);
@@ -2181,7 +2074,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 	fq_msg *stack_msgs[64];
 	int rc;
 
-	if (!type_receives(s->type))
+	if (!fqi_type_receives(s->type))
 		return FQ_ENOTSUP;
 	shm_lock_take(&ss->rlock);
 	if ((s->type == FQ_REQ && !ss->awaiting) || (s->type == FQ_REP && ss->awaiting)) {
@@ -2299,16 +2192,16 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 out:
 	if (rc == FQ_EAGAIN && atomic_load(&ss->waiters_in) == 0) {
 		/* A poll loop waits on the fd next: make the next message wake it. */
-		drain_fd(ss->efd_in);
+		fqi_drain(ss->efd_in);
 		arm_in(ss, true);
 		if (any_input(ss))
-			kick(ss->efd_in);
+			fqi_kick(ss->efd_in);
 	} else if (rc == 0 && ss->armed_in && atomic_load(&ss->waiters_in) == 0) {
 		arm_in(ss, false);
 	}
 	shm_lock_give(&ss->rlock);
 	if (atomic_load_explicit(&ss->waiters_in, memory_order_relaxed) > 0)
-		kick(ss->efd_in); /* another receiver may be the one to take what is left */
+		fqi_kick(ss->efd_in); /* another receiver may be the one to take what is left */
 	return rc;
 }
 
@@ -2338,7 +2231,7 @@ static int wait_fd(shm_sock *ss, int efd, int64_t deadline)
 		return FQ_EINTR;
 	rc = poll(&p, 1, ms < 0 || ms > 100 ? 100 : ms);
 	if (rc > 0)
-		drain_fd(efd);
+		fqi_drain(efd);
 	if (check_intr(ss) != 0)
 		return FQ_EINTR;
 	if (fqi_deadline_remaining(deadline) == 0)
@@ -2358,15 +2251,15 @@ static int shm_events(fq_socket *s)
 	/* A direction this call does not look at (REQ: the one of the other turn) must not
 	 * keep the fd readable: drain it when nobody sleeps on it. */
 	if (atomic_load(&ss->waiters_in) == 0 &&
-	    !(type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)))
-		drain_fd(ss->efd_in);
+	    !(fqi_type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)))
+		fqi_drain(ss->efd_in);
 	if (atomic_load(&ss->waiters_out) == 0 &&
-	    !(type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)))
-		drain_fd(ss->efd_out);
-	if (type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
+	    !(fqi_type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)))
+		fqi_drain(ss->efd_out);
+	if (fqi_type_receives(s->type) && !(s->type == FQ_REQ && !ss->awaiting)) {
 		shm_lock_take(&ss->rlock);
 		if (atomic_load(&ss->waiters_in) == 0)
-			drain_fd(ss->efd_in);
+			fqi_drain(ss->efd_in);
 		if (any_input(ss)) {
 			ev |= FQ_POLLIN;
 		} else {
@@ -2376,10 +2269,10 @@ static int shm_events(fq_socket *s)
 		}
 		shm_lock_give(&ss->rlock);
 	}
-	if (type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)) {
+	if (fqi_type_sends(s->type) && !(s->type == FQ_REQ && ss->awaiting)) {
 		shm_lock_take(&ss->slock);
 		if (atomic_load(&ss->waiters_out) == 0)
-			drain_fd(ss->efd_out);
+			fqi_drain(ss->efd_out);
 		if (s->type == FQ_PUB || (s->type == FQ_REP && ss->awaiting)) {
 			ev |= FQ_POLLOUT;
 		} else {
@@ -2454,8 +2347,7 @@ static int shm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 		if (len > CTL_TEXT)
 			return FQ_EINVAL;
 		shm_lock_take(&ss->slock);
-		rc = sub_list_change(&ss->subs, &ss->sub_len, &ss->nsubs, text ? text : "", len,
-		                     id == FQI_SO_SUBSCRIBE);
+		rc = fqi_subs_change(&ss->subs, text ? text : "", len, id == FQI_SO_SUBSCRIBE);
 		for (size_t i = 0; rc == 0 && i < ss->npeers; i++) {
 			ctl_msg m;
 
@@ -2508,7 +2400,7 @@ static void linger_wait(shm_sock *ss)
 			int ms = fqi_deadline_remaining(deadline);
 
 			if (poll(&p, 1, ms < 0 || ms > 20 ? 20 : ms) > 0)
-				drain_fd(ss->efd_out);
+				fqi_drain(ss->efd_out);
 		}
 	}
 }
@@ -2518,7 +2410,7 @@ static void shm_close(fq_socket *s)
 	shm_sock *ss = ss_of(s);
 	shm_transport *st = ss->st;
 
-	if (type_sends(s->type))
+	if (fqi_type_sends(s->type))
 		linger_wait(ss);
 	pthread_mutex_lock(&st->lock);
 	ss->closing = true;
@@ -2567,10 +2459,7 @@ static void shm_close(fq_socket *s)
 	conn_reap(st, false, true);
 	pthread_mutex_unlock(&st->lock);
 	io_wake(st);
-	for (size_t i = 0; i < ss->nsubs; i++)
-		free(ss->subs[i]);
-	free(ss->subs);
-	free(ss->sub_len);
+	fqi_subs_free(&ss->subs);
 	free(ss->peers);
 	close(ss->efd_in);
 	close(ss->efd_out);
@@ -2829,7 +2718,7 @@ static void *io_main(void *arg)
 
 			switch (src->kind) {
 			case SRC_WAKE:
-				drain_fd(st->wake_fd);
+				fqi_drain(st->wake_fd);
 				break;
 			case SRC_LISTEN:
 				io_accept(st, (listener *)src);
