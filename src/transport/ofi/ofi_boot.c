@@ -108,17 +108,27 @@ static void conn_init(ofi_boot_conn *c, int fd)
 
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on Unix sockets */
 }
 
-int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
+/*
+ * Take fd as c's socket and queue our hello; with sa, also start connecting (non-blocking).
+ * On failure fd is closed and c holds nothing.
+ */
+static int conn_start(ofi_boot_conn *c, int fd, const ofi_hello *mine, const struct sockaddr *sa,
+                      socklen_t len)
 {
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), rc;
+	int rc;
 
-	if (fd < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK ? FQ_EAGAIN : fqi_syserr(errno);
 	conn_init(c, fd);
 	rc = queue_hello(c, mine);
+	if (rc == 0 && sa != NULL && connect(fd, sa, len) != 0) {
+		if (errno == EINPROGRESS || errno == EAGAIN)
+			c->connecting = true;
+		else
+			rc = errno == ECONNREFUSED || errno == ENOENT ? FQ_ECONNREFUSED
+			                                              : fqi_syserr(errno);
+	}
 	if (rc != 0) {
 		close(fd);
 		c->fd = -1;
@@ -126,6 +136,15 @@ int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
 		c->out = NULL;
 	}
 	return rc;
+}
+
+int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? FQ_EAGAIN : fqi_syserr(errno);
+	return conn_start(c, fd, mine, NULL, 0);
 }
 
 int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hello *mine,
@@ -140,21 +159,7 @@ int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hel
 	rc = fqi_tcp_socket(ss.ss_family, SOCK_NONBLOCK | SOCK_CLOEXEC, smc, "ofi bootstrap", &fd);
 	if (rc < 0)
 		return rc;
-	conn_init(c, fd);
-	rc = queue_hello(c, mine);
-	if (rc == 0 && connect(fd, (struct sockaddr *)&ss, len) != 0) {
-		if (errno == EINPROGRESS)
-			c->connecting = true;
-		else
-			rc = errno == ECONNREFUSED ? FQ_ECONNREFUSED : fqi_syserr(errno);
-	}
-	if (rc != 0) {
-		close(fd);
-		c->fd = -1;
-		free(c->out);
-		c->out = NULL;
-	}
-	return rc;
+	return conn_start(c, fd, mine, (struct sockaddr *)&ss, len);
 }
 
 static int fill_sun(const char *path, struct sockaddr_un *sa, socklen_t *len)
@@ -220,23 +225,7 @@ int ofi_boot_connect_unix(const char *path, const ofi_hello *mine, ofi_boot_conn
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fqi_syserr(errno);
-	memset(c, 0, sizeof(*c));
-	c->fd = fd;
-	rc = queue_hello(c, mine);
-	if (rc == 0 && connect(fd, (struct sockaddr *)&sa, len) != 0) {
-		if (errno == EINPROGRESS || errno == EAGAIN)
-			c->connecting = true;
-		else
-			rc = errno == ECONNREFUSED || errno == ENOENT ? FQ_ECONNREFUSED
-			                                              : fqi_syserr(errno);
-	}
-	if (rc != 0) {
-		close(fd);
-		c->fd = -1;
-		free(c->out);
-		c->out = NULL;
-	}
-	return rc;
+	return conn_start(c, fd, mine, (struct sockaddr *)&sa, len);
 }
 
 short ofi_boot_events(const ofi_boot_conn *c)
