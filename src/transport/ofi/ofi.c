@@ -173,7 +173,7 @@ typedef struct rbuf {
 	ofi_op op;
 	ofi_t *ot;
 	unsigned char *data;
-	void *desc;
+	const ofi_mr *mr;  /* its slab's registration */
 	struct rbuf *next; /* unposted list */
 } rbuf;
 
@@ -183,7 +183,7 @@ typedef struct sbuf {
 	ofi_t *ot;
 	ofi_conn *c;
 	unsigned char *data;
-	void *desc;
+	const ofi_mr *mr; /* its slab's registration */
 	struct sbuf *next;
 } sbuf;
 
@@ -421,7 +421,7 @@ static int slab_new(ofi_t *ot, size_t n, size_t obj_size, size_t bytes, uint64_t
 static void rbuf_post(ofi_t *ot, rbuf *rb)
 {
 	if (atomic_load(&ot->stop) ||
-	    ofi_post_recv(&ot->f, rb->data, ot->rbuf_size, rb->desc, &rb->op) != 0) {
+	    ofi_post_recv(&ot->f, rb->data, ot->rbuf_size, rb->mr, &rb->op) != 0) {
 		rb->next = ot->unposted; /* the I/O thread tries again */
 		ot->unposted = rb;
 	}
@@ -443,7 +443,7 @@ static int rbufs_reserve(ofi_t *ot, size_t n)
 			rb->op.done = on_recv;
 			rb->ot = ot;
 			rb->data = (unsigned char *)sl->mem + i * ot->rbuf_size;
-			rb->desc = sl->mr.desc;
+			rb->mr = &sl->mr;
 			rbuf_post(ot, rb);
 		}
 		ot->posted += k;
@@ -468,7 +468,7 @@ static sbuf *sbuf_get(ofi_t *ot, ofi_conn *c)
 				b->op.done = on_send;
 				b->ot = ot;
 				b->data = (unsigned char *)sl->mem + i * ot->rbuf_size;
-				b->desc = sl->mr.desc;
+				b->mr = &sl->mr;
 				b->next = ot->sfree;
 				ot->sfree = b;
 			}
@@ -494,8 +494,7 @@ static void sbuf_put(ofi_t *ot, sbuf *sb)
 static int frame_post(ofi_t *ot, ofi_conn *c, sbuf *sb, size_t len)
 {
 	struct iovec iov = {sb->data, len};
-	void *desc = sb->desc;
-	int rc = ofi_post_send(&ot->f, &iov, &desc, 1, c->av->addr, &sb->op);
+	int rc = ofi_post_send(&ot->f, &iov, &sb->mr, 1, c->av->addr, &sb->op);
 
 	if (rc == 0)
 		c->ops++;
@@ -1377,8 +1376,8 @@ static void post_reads(ofi_t *ot)
 			ofi_msg *dst = (ofi_msg *)im->parts[im->next_part];
 
 			rc = ofi_post_read(&ot->f, dst->b->data + im->next_off, (size_t)len,
-			                   dst->b->reg->desc, im->c->av->addr,
-			                   p->raddr + im->next_off, p->key, &rd->op);
+			                   dst->b->reg, im->c->av->addr, p->raddr + im->next_off,
+			                   p->key, &rd->op);
 		}
 		if (rc != 0) {
 			rd->next = ot->rd_free;
@@ -2281,7 +2280,7 @@ static void io_round(ofi_t *ot)
 		rbuf *rb = ot->unposted;
 
 		ot->unposted = rb->next;
-		if (ofi_post_recv(&ot->f, rb->data, ot->rbuf_size, rb->desc, &rb->op) != 0) {
+		if (ofi_post_recv(&ot->f, rb->data, ot->rbuf_size, rb->mr, &rb->op) != 0) {
 			rb->next = ot->unposted;
 			ot->unposted = rb;
 			break;

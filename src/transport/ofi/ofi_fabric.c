@@ -616,11 +616,26 @@ static ssize_t do_recv(ofi_fabric *f, const void *args, ofi_op *op)
 	return fi_recv(f->ep, a->buf, a->len, a->desc, FI_ADDR_UNSPEC, op);
 }
 
-int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, void *desc, ofi_op *op)
+/* FI_MR_LOCAL: is [buf, buf + len) inside mr? */
+static int local_ok(const ofi_fabric *f, const char *what, const void *buf, size_t len,
+                    const ofi_mr *mr)
 {
-	struct recv_args a = {buf, len, desc};
+	if (!(f->caps.mr_mode & FI_MR_LOCAL) || len == 0)
+		return 0;
+	if (mr != NULL && mr->mr != NULL && (const char *)buf >= (const char *)mr->base &&
+	    (const char *)buf + len <= (const char *)mr->base + mr->len)
+		return 0;
+	FQI_ERROR(SUBSYS, "%s: %s of %zu bytes at %p is outside its registration (FI_MR_LOCAL)",
+	          f->prov, what, len, buf);
+	return FQ_EINVAL;
+}
 
-	return post(f, do_recv, &a, op);
+int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, ofi_op *op)
+{
+	struct recv_args a = {buf, len, mr != NULL ? mr->desc : NULL};
+	int rc = local_ok(f, "receive buffer", buf, len, mr);
+
+	return rc != 0 ? rc : post(f, do_recv, &a, op);
 }
 
 struct send_args {
@@ -639,13 +654,21 @@ static ssize_t do_send(ofi_fabric *f, const void *args, ofi_op *op)
 	return fi_sendmsg(f->ep, &msg, 0);
 }
 
-int ofi_post_send(ofi_fabric *f, const struct iovec *iov, void **desc, size_t n, fi_addr_t to,
-                  ofi_op *op)
+int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *mr, size_t n,
+                  fi_addr_t to, ofi_op *op)
 {
+	void *desc[16];
 	struct send_args a = {iov, desc, n, to};
 
-	if (n == 0 || n > f->caps.iov_limit)
+	if (n == 0 || n > f->caps.iov_limit || n > FQI_ARRAY_LEN(desc))
 		return FQ_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = local_ok(f, "send buffer", iov[i].iov_base, iov[i].iov_len, mr[i]);
+
+		if (rc != 0)
+			return rc;
+		desc[i] = mr[i] != NULL ? mr[i]->desc : NULL;
+	}
 	return post(f, do_send, &a, op);
 }
 
@@ -664,12 +687,13 @@ static ssize_t do_read(ofi_fabric *f, const void *args, ofi_op *op)
 	return fi_read(f->ep, a->buf, a->len, a->desc, a->from, a->raddr, a->key, op);
 }
 
-int ofi_post_read(ofi_fabric *f, void *buf, size_t len, void *desc, fi_addr_t from, uint64_t raddr,
-                  uint64_t key, ofi_op *op)
+int ofi_post_read(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, fi_addr_t from,
+                  uint64_t raddr, uint64_t key, ofi_op *op)
 {
-	struct read_args a = {buf, len, desc, from, raddr, key};
+	struct read_args a = {buf, len, mr != NULL ? mr->desc : NULL, from, raddr, key};
+	int rc = local_ok(f, "read destination", buf, len, mr);
 
-	return post(f, do_read, &a, op);
+	return rc != 0 ? rc : post(f, do_read, &a, op);
 }
 
 void ofi_cancel(ofi_fabric *f, ofi_op *op)

@@ -132,13 +132,19 @@ void ofi_rcache_stats(ofi_rcache *c, uint64_t *hits, uint64_t *misses, uint64_t 
  * next ofi_fabric_progress: a post never runs done() callbacks, so it may be called with the
  * caller's own locks held. The op's done() runs from ofi_fabric_progress.
  */
-int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, void *desc, ofi_op *op);
-/* Send n <= caps.iov_limit buffers as one message (desc[i] from their registrations). */
-int ofi_post_send(ofi_fabric *f, const struct iovec *iov, void **desc, size_t n, fi_addr_t to,
-                  ofi_op *op);
+/*
+ * Every local buffer comes with the registration it lies in (its descriptor goes to the
+ * provider). Where FI_MR_LOCAL is obeyed (verbs, or strict mode) a buffer outside its
+ * registration is refused with FQ_EINVAL and logged: strict mode on a lenient provider finds
+ * the mistakes verbs hardware would punish.
+ */
+int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, ofi_op *op);
+/* Send n <= caps.iov_limit buffers as one message (mr[i]: the registration of iov[i]). */
+int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *mr, size_t n,
+                  fi_addr_t to, ofi_op *op);
 /* Read len bytes at the peer's (raddr, key) into buf. */
-int ofi_post_read(ofi_fabric *f, void *buf, size_t len, void *desc, fi_addr_t from, uint64_t raddr,
-                  uint64_t key, ofi_op *op);
+int ofi_post_read(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, fi_addr_t from,
+                  uint64_t raddr, uint64_t key, ofi_op *op);
 
 /* Ask the provider to end a posted operation early (best effort: it completes, in error or
  * not, through ofi_fabric_progress as any other). */

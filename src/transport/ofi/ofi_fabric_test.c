@@ -68,7 +68,7 @@ static void exchange(const char *provider, const char *node)
 	done_rec rx = {.op.done = on_done}, tx = {.op.done = on_done}, rd = {.op.done = on_done};
 	done_rec *eager[] = {&rx, &tx}, *read[] = {&rd};
 	struct iovec iov = {small, strlen(small) + 1};
-	void *desc;
+	const ofi_mr *mrs = &smr;
 	int rc;
 
 	rc = ofi_fabric_open(&a, provider, node, true);
@@ -85,9 +85,13 @@ static void exchange(const char *provider, const char *node)
 	/* Eager: a registered receive buffer, a registered send buffer, one message. */
 	cr_assert_eq(ofi_mr_reg(&b, inbox, sizeof(inbox), FI_RECV, &rmr), 0);
 	cr_assert_eq(ofi_mr_reg(&a, small, sizeof(small), FI_SEND, &smr), 0);
-	POST(&a, &b, ofi_post_recv(&b, inbox, sizeof(inbox), rmr.desc, &rx.op));
-	desc = smr.desc;
-	POST(&a, &b, ofi_post_send(&a, &iov, &desc, 1, to_b, &tx.op));
+	POST(&a, &b, ofi_post_recv(&b, inbox, sizeof(inbox), &rmr, &rx.op));
+	/* Strict mode (FI_MR_LOCAL): a buffer outside its registration never reaches the
+	 * provider. */
+	cr_assert_eq(ofi_post_recv(&b, inbox, sizeof(inbox), NULL, &rx.op), FQ_EINVAL);
+	cr_assert_eq(ofi_post_recv(&b, inbox + 1, sizeof(inbox), &rmr, &rx.op), FQ_EINVAL);
+	cr_assert_eq(ofi_post_read(&b, src, 64, &rmr, to_a, 0, 0, &rd.op), FQ_EINVAL);
+	POST(&a, &b, ofi_post_send(&a, &iov, &mrs, 1, to_b, &tx.op));
 	drive(&a, &b, eager, 2);
 	cr_assert_eq(tx.status, 0);
 	cr_assert_eq(rx.status, 0);
@@ -100,8 +104,8 @@ static void exchange(const char *provider, const char *node)
 	cr_assert_eq(ofi_mr_reg(&a, src, big, FI_REMOTE_READ, &src_mr), 0);
 	cr_assert_eq(ofi_mr_reg(&b, dst, big, FI_READ, &dst_mr), 0);
 	POST(&a, &b,
-	     ofi_post_read(&b, dst, big, dst_mr.desc, to_a, ofi_mr_raddr(&a, &src_mr, src),
-	                   src_mr.key, &rd.op));
+	     ofi_post_read(&b, dst, big, &dst_mr, to_a, ofi_mr_raddr(&a, &src_mr, src), src_mr.key,
+	                   &rd.op));
 	drive(&a, &b, read, 1);
 	cr_assert_eq(rd.status, 0, "%s", fq_strerror(rd.status));
 	cr_assert_eq(memcmp(src, dst, big), 0);
