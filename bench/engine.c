@@ -247,17 +247,26 @@ void fqb_report_error(const char *fmt, ...)
 	fprintf(stderr, "fq-bench: %s\n", msg);
 }
 
+/* Memory registrations of the next result line (fqb_report_mr), or none. */
+static char mr_suffix[64];
+
+void fqb_report_mr(uint64_t setup, uint64_t steady)
+{
+	snprintf(mr_suffix, sizeof(mr_suffix), " mr=%llu mr_steady=%llu", (unsigned long long)setup,
+	         (unsigned long long)steady);
+}
+
 void fqb_report_receiver(uint64_t count, double seconds, double cpu)
 {
-	printf("result role=receiver count=%llu seconds=%.9f cpu=%.6f\n", (unsigned long long)count,
-	       seconds, cpu);
+	printf("result role=receiver count=%llu seconds=%.9f cpu=%.6f%s\n",
+	       (unsigned long long)count, seconds, cpu, mr_suffix);
 	fflush(stdout);
 }
 
 void fqb_report_sender(fqb_role role, uint64_t count, double cpu)
 {
-	printf("result role=%s count=%llu cpu=%.6f\n", fqb_role_name(role),
-	       (unsigned long long)count, cpu);
+	printf("result role=%s count=%llu cpu=%.6f%s\n", fqb_role_name(role),
+	       (unsigned long long)count, cpu, mr_suffix);
 	fflush(stdout);
 }
 
@@ -271,9 +280,9 @@ void fqb_report_solo(uint64_t count, double seconds, double cpu)
 void fqb_report_pinger(uint64_t count, double seconds, const fqb_lat_stats *st, double cpu)
 {
 	printf("result role=pinger count=%llu seconds=%.9f p50=%.4f p99=%.4f mean=%.4f max=%.4f "
-	       "cpu=%.6f\n",
+	       "cpu=%.6f%s\n",
 	       (unsigned long long)count, seconds, st->p50_us, st->p99_us, st->mean_us, st->max_us,
-	       cpu);
+	       cpu, mr_suffix);
 	fflush(stdout);
 }
 

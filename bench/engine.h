@@ -183,6 +183,11 @@ static inline int fqb_lap(fqb_samples *s, uint64_t *prev_ns, uint64_t *n, uint64
 	return now >= end_ns ? 1 : 0;
 }
 /* Receiver: messages, seconds from the first message to the end marker, CPU seconds. */
+/*
+ * Add memory registrations to the next result line: made before the second half of the run
+ * (setup, warm-up) and during it (steady: 0 is the aim). Roles whose transport counts them.
+ */
+void fqb_report_mr(uint64_t setup, uint64_t steady);
 void fqb_report_receiver(uint64_t count, double seconds, double cpu);
 /* Sender and ponger: CPU seconds (and messages sent). */
 void fqb_report_sender(fqb_role role, uint64_t count, double cpu);

@@ -516,6 +516,49 @@ typedef struct fside {
 	fq_socket *s;
 } fside;
 
+/*
+ * Memory registrations of a role's transport (only ofi counts them): those made before the
+ * second half of the run (set-up, the pools filling) and those during it, which a steady
+ * state does not make.
+ */
+typedef struct mr_probe {
+	fq_transport *t;
+	bool counts, taken;
+	uint64_t mid, start_ns;
+} mr_probe;
+
+static void mr_probe_start(mr_probe *p, fq_transport *t)
+{
+	uint64_t v;
+
+	p->t = t;
+	p->counts = fq_transport_counter(t, "registrations", &v) == 0;
+	p->taken = false;
+	p->start_ns = fqb_now_ns();
+}
+
+/* After message n: take the mid-run count once half of the count or duration has gone. */
+static void mr_probe_tick(mr_probe *p, const fqb_role_args *a, uint64_t n)
+{
+	if (!p->counts || p->taken)
+		return;
+	if (a->count > 0 ? n < a->count / 2
+	                 : fqb_now_ns() - p->start_ns < (uint64_t)(a->duration * 0.5e9))
+		return;
+	p->taken = fq_transport_counter(p->t, "registrations", &p->mid) == 0;
+}
+
+static void mr_probe_report(mr_probe *p)
+{
+	uint64_t now;
+
+	if (!p->counts || fq_transport_counter(p->t, "registrations", &now) != 0)
+		return;
+	if (!p->taken)
+		p->mid = now;
+	fqb_report_mr(p->mid, now - p->mid);
+}
+
 static void fside_close(fside *f)
 {
 	fq_socket_close(f->s);
@@ -612,6 +655,7 @@ static int fq_sender(const fqb_role_args *a)
 	uint64_t i, end_ns = 0;
 	char *buf = NULL;
 	double cpu0;
+	mr_probe mr = {0};
 	fside f;
 	int rc;
 
@@ -628,11 +672,15 @@ static int fq_sender(const fqb_role_args *a)
 		return FQB_EXIT_FAILURE;
 	}
 	cpu0 = fqb_cpu_seconds();
+	mr_probe_start(&mr, f.t);
 	if (a->count == 0)
 		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
-			break;
+		if ((i & mask) == 0) {
+			if (a->count == 0 && fqb_now_ns() >= end_ns)
+				break;
+			mr_probe_tick(&mr, a, i);
+		}
 		for (size_t j = 0; j < parts; j++) {
 			/* Adopted without a free function: the buffer outlives every message. */
 			rc = a->adopt ? fq_msg_adopt(f.t, buf, size, NULL, NULL, &v[j])
@@ -657,6 +705,7 @@ static int fq_sender(const fqb_role_args *a)
 		goto fail;
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
+	mr_probe_report(&mr);
 	fside_close(&f); /* waits for the linger: the buffer is no longer used after it */
 	free(buf);
 	fqb_report_sender(FQB_ROLE_SENDER, i, fqb_cpu_seconds() - cpu0);
@@ -715,27 +764,30 @@ static int fq_receiver(const fqb_role_args *a)
 	fq_msg *m = NULL, *v[FQB_MAX_PARTS];
 	double cpu0;
 	int got, rc = FQB_EXIT_FAILURE;
+	mr_probe mr = {0};
 	fside f;
 
 	if (fside_open(&f, a, FQ_PULL) != 0)
 		return FQB_EXIT_FAILURE;
 	cpu0 = fqb_cpu_seconds();
-	if (a->parts == 1) {
-		while ((got = fq_recv_message(&f, a, &m, v)) == 1) {
-			if (n++ == 0)
-				t_first = fqb_now_ns();
-			fq_msg_free(m);
+	while ((got = fq_recv_message(&f, a, &m, v)) == 1) {
+		if (n++ == 0) {
+			t_first = fqb_now_ns();
+			mr_probe_start(&mr, f.t); /* the run starts with the first message */
 		}
-	} else {
-		while ((got = fq_recv_message(&f, a, &m, v)) == 1) {
-			if (n++ == 0)
-				t_first = fqb_now_ns();
+		if ((n & 63) == 0)
+			mr_probe_tick(&mr, a, n);
+		if (a->parts == 1) {
+			fq_msg_free(m);
+		} else {
 			for (size_t j = 0; j < a->parts; j++)
 				fq_msg_free(v[j]);
 		}
 	}
 	t_end = fqb_now_ns();
 	if (got == 0) {
+		if (n > 0)
+			mr_probe_report(&mr);
 		fqb_report_receiver(n, n ? (double)(t_end - t_first) / 1e9 : 0.0,
 		                    fqb_cpu_seconds() - cpu0);
 		rc = FQB_EXIT_OK;
@@ -786,6 +838,7 @@ static int fq_pinger(const fqb_role_args *a)
 	int lap;
 	double cpu0;
 	int rc = FQB_EXIT_FAILURE;
+	mr_probe mr = {0};
 	fside f;
 
 	if (fqb_samples_init(&samples, a->count, a->duration) != 0) {
@@ -813,10 +866,12 @@ static int fq_pinger(const fqb_role_args *a)
 			goto out;
 	}
 	cpu0 = fqb_cpu_seconds();
+	mr_probe_start(&mr, f.t);
 	t0 = prev = fqb_now_ns();
 	if (a->count == 0)
 		end_ns = t0 + (uint64_t)(a->duration * 1e9);
 	while (a->count == 0 || n < a->count) {
+		mr_probe_tick(&mr, a, n);
 		fill_message(a, m, v, n);
 		if (fq_send_message(&f, a, &m, v) != 0 || fq_recv_message(&f, a, &m, v) != 1)
 			goto out;
@@ -830,6 +885,7 @@ static int fq_pinger(const fqb_role_args *a)
 		goto out;
 	if (a->hold)
 		fqb_hold_wait(a->timeout_ms);
+	mr_probe_report(&mr);
 	fqb_report_pinger_samples(&samples, n, t0, prev, cpu0);
 	rc = FQB_EXIT_OK;
 out:
@@ -845,12 +901,17 @@ static int fq_ponger(const fqb_role_args *a)
 	uint64_t n = 0;
 	double cpu0;
 	int got, rc = FQB_EXIT_FAILURE;
+	mr_probe mr = {0};
 	fside f;
 
 	if (fside_open(&f, a, FQ_PAIR) != 0)
 		return FQB_EXIT_FAILURE;
 	cpu0 = fqb_cpu_seconds();
 	while ((got = fq_recv_message(&f, a, &m, v)) == 1) {
+		if (n == WARMUP)
+			mr_probe_start(&mr, f.t); /* the pinger's timed run starts */
+		if (n > WARMUP)
+			mr_probe_tick(&mr, a, n - WARMUP);
 		if (fq_send_message(&f, a, &m, v) != 0) {
 			got = -1;
 			break;
@@ -858,6 +919,8 @@ static int fq_ponger(const fqb_role_args *a)
 		n++;
 	}
 	if (got == 0) {
+		if (n > WARMUP)
+			mr_probe_report(&mr);
 		fqb_report_sender(FQB_ROLE_PONGER, n, fqb_cpu_seconds() - cpu0);
 		rc = FQB_EXIT_OK;
 	}

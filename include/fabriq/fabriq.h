@@ -167,6 +167,13 @@ FQ_API int fq_transport_open(fq_transport **out, const char *name, const char *o
 FQ_API void fq_transport_close(fq_transport *t);
 /* Name of the transport ("zeromq"). */
 FQ_API const char *fq_transport_name(const fq_transport *t);
+/*
+ * Read a counter of the instance by name, for benchmarks and monitoring. Known names:
+ * "registrations" (ofi: memory registrations made so far; a steady state makes none).
+ * Never blocks; thread-safe. Errors: FQ_ENOENT (the transport has no such counter),
+ * FQ_EINVAL (NULL argument).
+ */
+FQ_API int fq_transport_counter(fq_transport *t, const char *name, uint64_t *value);
 
 /* Number of transports compiled in, and the name of the i-th (NULL when out of range). */
 FQ_API size_t fq_transport_count(void);

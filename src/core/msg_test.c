@@ -44,6 +44,14 @@ Test(msg, alloc_adopt_copy_shrink_on_every_transport)
 		cr_assert_eq(fq_msg_data(m), buf);
 		fq_msg_free(m);
 		cr_assert_eq(freed, 1);
+		{
+			uint64_t v = 7;
+
+			cr_assert_eq(fq_transport_counter(t, "no-such-counter", &v), FQ_ENOENT);
+			cr_assert_eq(v, 7);
+			cr_assert_eq(fq_transport_counter(t, NULL, &v), FQ_EINVAL);
+			cr_assert_eq(fq_transport_counter(NULL, "registrations", &v), FQ_EINVAL);
+		}
 		fq_transport_close(t);
 	}
 }

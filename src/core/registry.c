@@ -24,7 +24,8 @@ static void check_desc(const fqi_transport_desc *d)
 	FQI_ASSERT(d->msg_ops->size == sizeof(fqi_msg_ops));
 	FQI_ASSERT(d->socket_ops->size == sizeof(fqi_socket_ops));
 	FQI_ASSERT(d->region_ops->size == sizeof(fqi_region_ops));
-	FQI_ASSERT(d->transport_ops->init && d->transport_ops->fini && d->transport_ops->probe);
+	FQI_ASSERT(d->transport_ops->init && d->transport_ops->fini && d->transport_ops->probe &&
+	           d->transport_ops->counter);
 	FQI_ASSERT(d->msg_ops->alloc && d->msg_ops->adopt && d->msg_ops->copy &&
 	           d->msg_ops->shrink && d->msg_ops->free);
 	FQI_ASSERT(d->socket_ops->open && d->socket_ops->close && d->socket_ops->setopt &&
@@ -159,10 +160,25 @@ const char *fq_transport_name(const fq_transport *t)
 	return t ? t->desc->name : NULL;
 }
 
+int fq_transport_counter(fq_transport *t, const char *name, uint64_t *value)
+{
+	if (t == NULL || name == NULL || value == NULL)
+		return FQ_EINVAL;
+	return t->desc->transport_ops->counter(t, name, value);
+}
+
 /* Shared "not supported" stubs. */
 int fqi_no_probe(void)
 {
 	return 0;
+}
+
+int fqi_no_counter(fq_transport *t, const char *name, uint64_t *value)
+{
+	FQI_UNUSED(t);
+	FQI_UNUSED(name);
+	FQI_UNUSED(value);
+	return FQ_ENOENT;
 }
 
 int fqi_no_region_open(fq_region *r)

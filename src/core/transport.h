@@ -38,6 +38,8 @@ typedef struct fqi_transport_ops {
 	void (*fini)(fq_transport *t);
 	/* Is the transport usable on this machine? No instance needed. Never blocks long. */
 	int (*probe)(void);
+	/* Counter `name` of the instance (fq_transport_counter). FQ_ENOENT if unknown. */
+	int (*counter)(fq_transport *t, const char *name, uint64_t *value);
 } fqi_transport_ops;
 
 typedef struct fqi_msg_ops {
@@ -136,6 +138,7 @@ typedef struct fqi_transport_desc {
 
 /* Shared "not supported" stubs, for operations a transport does not have. */
 int fqi_no_probe(void);
+int fqi_no_counter(fq_transport *t, const char *name, uint64_t *value);
 int fqi_no_region_open(fq_region *r);
 void fqi_no_region_close(fq_region *r);
 int fqi_no_region_msg(fq_region *r, void *data, size_t size, void *hint, fq_msg **out);

@@ -209,6 +209,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ofi_peer_loss: the dead peers left state behind\n");
 		return 1;
 	}
+	{
+		uint64_t regs = 0;
+
+		if (fq_transport_counter(t, "registrations", &regs) != 0 ||
+		    regs != st.registrations) {
+			fprintf(stderr, "ofi_peer_loss: fq_transport_counter disagrees\n");
+			return 1;
+		}
+	}
 	/* Registrations do not grow with the number of peers: buffers are reused. */
 	if (st.registrations - st0.registrations >
 	    64 + (uint64_t)st.rbufs_posted / 64 + st.reads_retired) {

@@ -2559,6 +2559,14 @@ void ofi_transport_stats(fq_transport *t, ofi_stats *out)
 	ofi_rcache_stats(ot->rcache, &hits, &out->rcache_misses, &evictions, &out->rcache_entries);
 }
 
+static int ofi_counter(fq_transport *t, const char *name, uint64_t *value)
+{
+	if (strcmp(name, "registrations") != 0)
+		return FQ_ENOENT;
+	*value = atomic_load(&ot_of(t)->f.registrations);
+	return 0;
+}
+
 static int ofi_probe(void)
 {
 	return ofi_lib();
@@ -2570,6 +2578,7 @@ static const fqi_transport_ops ofi_transport_ops = {
     .init = ofi_init,
     .fini = ofi_fini,
     .probe = ofi_probe,
+    .counter = ofi_counter,
 };
 
 static const fqi_socket_ops ofi_socket_ops = {

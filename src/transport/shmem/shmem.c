@@ -2962,6 +2962,7 @@ static const fqi_transport_ops shm_transport_ops = {
     .init = shm_init,
     .fini = shm_fini,
     .probe = shm_probe,
+    .counter = fqi_no_counter,
 };
 
 static const fqi_socket_ops shm_socket_ops = {

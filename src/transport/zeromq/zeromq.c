@@ -1550,6 +1550,7 @@ static const fqi_transport_ops zt_transport_ops = {
     .init = zt_init,
     .fini = zt_fini,
     .probe = zt_probe,
+    .counter = fqi_no_counter,
 };
 
 static const fqi_msg_ops zt_msg_ops = {
