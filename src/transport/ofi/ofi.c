@@ -90,7 +90,7 @@ static const fqi_option ofi_options[OPT_COUNT] = {
                             "buffers, small parts of a rendezvous)"},
     [OPT_RCACHE_BYTES] = {"rcache_bytes", FQ_OPT_SIZE, "4G", 4096, INT64_MAX,
                           "bytes the registration cache may keep registered"},
-    [OPT_SPIN] = {"spin", FQ_OPT_INT, "20", 0, 1000000,
+    [OPT_SPIN] = {"spin", FQ_OPT_INT, "100", 0, 1000000,
                   "microseconds a waiting call drives progress itself before it sleeps"},
     [OPT_BUSY_POLL] = {"busy_poll", FQ_OPT_BOOL, "false", 0, 1,
                        "the I/O thread never sleeps (providers without a wait fd, such as "
@@ -307,6 +307,7 @@ struct ofi_t {
 	bool busy_poll;
 	fqi_smc_mode smc;
 	_Atomic uint64_t activity; /* completions seen: the I/O thread's backoff resets */
+	_Atomic int spinners;      /* callers driving progress themselves (sock_wait) */
 };
 
 static ofi_t *ot_of(fq_transport *t)
@@ -1583,8 +1584,10 @@ static int sock_wait(ofi_sock *ss, int64_t deadline, int64_t *spin_until)
 		*spin_until = now_us() + ot->spin_us;
 	if (now_us() < *spin_until) {
 		pthread_mutex_unlock(&ot->lock);
+		atomic_fetch_add_explicit(&ot->spinners, 1, memory_order_relaxed);
 		if (ofi_fabric_progress(&ot->f) <= 0)
 			sched_yield();
+		atomic_fetch_sub_explicit(&ot->spinners, 1, memory_order_relaxed);
 		pthread_mutex_lock(&ot->lock);
 		return 0;
 	}
@@ -2325,8 +2328,14 @@ static void *io_main(void *arg)
 		if (ot->busy_poll) {
 			timeout = 0;
 		} else if (!ot->f.caps.wait_fd) {
-			/* No fd to sleep on: poll, backing off to a millisecond when idle. */
-			if (idle++ < 64) {
+			/* No fd to sleep on: poll, backing off to a millisecond when idle. While a
+			 * caller drives progress itself (it spins in a wait), polling here would
+			 * only take the CPU and the fabric lock from it; it wakes us when it
+			 * sleeps. */
+			if (atomic_load_explicit(&ot->spinners, memory_order_relaxed) > 0) {
+				if (timeout < 0 || timeout > 1)
+					timeout = 1;
+			} else if (idle++ < 64) {
 				timeout = 0;
 				sched_yield();
 			} else if (timeout < 0 || timeout > 1) {
