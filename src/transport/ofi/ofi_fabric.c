@@ -4,6 +4,8 @@
  */
 #include "transport/ofi/ofi_fabric.h"
 
+#include <dirent.h>
+
 #include <dlfcn.h>
 #include <poll.h>
 #include <stdio.h>
@@ -205,6 +207,34 @@ static int open_cq(ofi_fabric *f)
 	return rc == 0 ? 0 : fail("fi_cq_open", rc);
 }
 
+/*
+ * libfabric's shm provider names its shared-memory regions "<pid>:<endpoint>:<n>" in /dev/shm
+ * and removes them only on an orderly close (or SIGINT/SIGTERM): a process killed with
+ * SIGKILL leaves them behind, and a later process that gets the same pid cannot open an
+ * endpoint (EBUSY). Before this process opens its first shm endpoint, anything under its own
+ * pid is such a leftover: remove it. Later opens must not (the names are this process's own).
+ */
+static pthread_mutex_t shm_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned shm_open_count;
+
+static void shm_clear_stale(void)
+{
+	char prefix[32];
+	size_t plen = (size_t)snprintf(prefix, sizeof(prefix), "%ld:", (long)getpid());
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, prefix, plen) == 0 && unlinkat(dirfd(d), e->d_name, 0) == 0)
+			FQI_INFO(SUBSYS,
+			         "removed /dev/shm/%s, left by a killed process with our pid",
+			         e->d_name);
+	}
+	closedir(d);
+}
+
 int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool strict)
 {
 	struct fi_av_attr av_attr = {.type = FI_AV_TABLE};
@@ -220,6 +250,13 @@ int ofi_fabric_open(ofi_fabric *f, const char *provider, const char *node, bool 
 	if (f->info == NULL)
 		return FQ_EUNAVAIL;
 	snprintf(f->prov, sizeof(f->prov), "%s", f->info->fabric_attr->prov_name);
+	if (strcmp(f->prov, "shm") == 0) {
+		pthread_mutex_lock(&shm_lock);
+		if (shm_open_count++ == 0)
+			shm_clear_stale();
+		pthread_mutex_unlock(&shm_lock);
+		f->counted_shm = true;
+	}
 	caps_of(f, strict);
 	f->next_key = 1;
 	rc = lib.fabric(f->info->fabric_attr, &f->fabric, NULL);
@@ -309,6 +346,12 @@ void ofi_fabric_close(ofi_fabric *f)
 	free(f->deferred);
 	f->deferred = NULL;
 	f->n_deferred = f->cap_deferred = 0;
+	if (f->counted_shm) {
+		pthread_mutex_lock(&shm_lock);
+		shm_open_count--;
+		pthread_mutex_unlock(&shm_lock);
+		f->counted_shm = false;
+	}
 	pthread_mutex_destroy(&f->lock);
 }
 

@@ -58,6 +58,7 @@ typedef struct ofi_fabric {
 	 * never runs callbacks: its caller may hold the locks they take). Under `lock`. */
 	struct ofi_done *deferred;
 	size_t n_deferred, cap_deferred;
+	bool counted_shm; /* an shm endpoint of this process (see shm_clear_stale) */
 } ofi_fabric;
 
 /*

@@ -4,6 +4,8 @@
  * cache; error mapping.
  */
 #include "transport/ofi/ofi_fabric.h"
+#include <stdio.h>
+#include <fcntl.h>
 
 #include <criterion/criterion.h>
 #include <string.h>
@@ -130,6 +132,22 @@ Test(ofi_fabric, eager_and_read_on_tcp_rxm, .timeout = 60)
 Test(ofi_fabric, eager_and_read_on_shm, .timeout = 60)
 {
 	exchange("shm", NULL);
+}
+
+Test(ofi_fabric, shm_regions_a_killed_process_left_under_our_pid_do_not_block_us, .timeout = 60)
+{
+	char path[64];
+	ofi_fabric f;
+	int fd;
+
+	/* What libfabric's shm leaves behind when a process with this pid was SIGKILLed. */
+	snprintf(path, sizeof(path), "/dev/shm/%ld:0:0", (long)getpid());
+	fd = open(path, O_CREAT | O_RDWR, 0600);
+	cr_assert(fd >= 0);
+	close(fd);
+	cr_assert_eq(ofi_fabric_open(&f, "shm", NULL, true), 0);
+	ofi_fabric_close(&f);
+	cr_assert(access(path, F_OK) != 0, "the stale region is still there");
 }
 
 Test(ofi_fabric, an_unknown_provider_is_unavailable)
