@@ -36,6 +36,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -133,6 +134,33 @@ typedef struct connecter {
 	struct connecter *next;
 } connecter;
 
+/* An intrusive doubly-linked list of operations the provider holds (posted, not completed). */
+typedef struct alink {
+	struct alink *prev, *next;
+} alink;
+
+#define ALINK_OWNER(l, type) ((type *)(void *)((char *)(l)-offsetof(type, al)))
+
+static void alink_add(alink **head, alink *l)
+{
+	l->prev = NULL;
+	l->next = *head;
+	if (*head != NULL)
+		(*head)->prev = l;
+	*head = l;
+}
+
+static void alink_del(alink **head, alink *l)
+{
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		*head = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	l->prev = l->next = NULL;
+}
+
 /* A message waiting to go, or one whose rendezvous the peer has not finished. */
 typedef struct out_msg {
 	struct out_msg *next;
@@ -181,10 +209,11 @@ typedef struct rbuf {
 typedef struct sbuf {
 	ofi_op op;
 	ofi_t *ot;
-	ofi_conn *c;
+	ofi_conn *c; /* NULL: free, or retired from a lost connection */
 	unsigned char *data;
 	const ofi_mr *mr; /* its slab's registration */
 	struct sbuf *next;
+	alink al; /* posted: ot->sb_active */
 } sbuf;
 
 /* One RMA read in flight. */
@@ -192,8 +221,8 @@ typedef struct rd_op {
 	ofi_op op;
 	ofi_t *ot;
 	in_msg *im;
-	struct rd_op *next;          /* free list */
-	struct rd_op *anext, *aprev; /* posted: ot->rd_active */
+	struct rd_op *next; /* free list */
+	alink al;           /* posted: ot->rd_active */
 } rd_op;
 
 typedef struct av_ent {
@@ -218,7 +247,7 @@ struct ofi_conn {
 	uint32_t reserved; /* posted receive buffers reserved for this connection */
 	long ops;          /* sends and reads posted that name this connection */
 	/* Sending. */
-	uint32_t credits, peer_eager;
+	uint32_t credits, peer_grant, peer_eager;
 	uint64_t tx_seq;
 	out_msg *outq, *outq_tail;
 	size_t outq_n;
@@ -288,7 +317,8 @@ struct ofi_t {
 	size_t sbufs, sbufs_max;
 	/* Reads. */
 	in_msg *readq, *readq_tail;
-	rd_op *rd_free, *rd_active;
+	rd_op *rd_free;
+	alink *rd_active, *sb_active;
 	unsigned reads_out, read_depth;
 	unsigned reads_retired; /* reads of lost peers the provider has not ended (see
 	                         * conn_retire_reads) */
@@ -497,8 +527,10 @@ static int frame_post(ofi_t *ot, ofi_conn *c, sbuf *sb, size_t len)
 	struct iovec iov = {sb->data, len};
 	int rc = ofi_post_send(&ot->f, &iov, &sb->mr, 1, c->av->addr, &sb->op);
 
-	if (rc == 0)
+	if (rc == 0) {
 		c->ops++;
+		alink_add(&ot->sb_active, &sb->al);
+	}
 	return rc;
 }
 
@@ -619,8 +651,9 @@ static void sock_del_peer(ofi_sock *ss, ofi_conn *c)
 
 /*
  * The connection is over (ot->lock held): its unsent messages and unfinished rendezvous are
- * released (the peer will not read them any more), received messages stay deliverable. The
- * object is freed by the I/O thread once no operation names it.
+ * released, its reads and frames in flight retired (conn_retire_reads), received messages
+ * stay deliverable. The object, with what it still holds, is freed by the I/O thread once no
+ * operation names it (conn_reap).
  */
 static void conn_retire_reads(ofi_t *ot, ofi_conn *c);
 static void orphan_del(ofi_t *ot, in_msg *im);
@@ -634,6 +667,10 @@ static void conn_gone(ofi_conn *c, const char *why)
 	if (why != NULL)
 		FQI_INFO(SUBSYS, "connection %#x dropped: %s", c->id, why);
 	c->state = CONN_GONE;
+	/* Out of the poll set before the close: a forked child may still hold the socket, and
+	 * then closing it would not remove it, and events would come for a freed connection. */
+	if (c->boot.fd >= 0)
+		epoll_ctl(ot->ep, EPOLL_CTL_DEL, c->boot.fd, NULL);
 	ofi_boot_close(&c->boot, why == NULL);
 	while (c->outq != NULL) {
 		out_msg *om = c->outq;
@@ -648,20 +685,13 @@ static void conn_gone(ofi_conn *c, const char *why)
 		out_msg *om = c->rdv;
 
 		c->rdv = om->next;
+		for (size_t i = 0; i < om->n; i++)
+			ofi_msg_no_reuse(om->parts[i]);
 		out_msg_free(ot, om);
 	}
 	c->rdv_n = 0;
 	c->fins_n = 0;
 	conn_retire_reads(ot, c);
-	for (uint32_t i = 0; c->win != NULL && i < c->grant; i++) {
-		in_msg *im = c->win[i];
-
-		/* Complete but held for order: freed now; still reading: the read ends it. */
-		if (im != NULL && im->complete) {
-			c->win[i] = NULL;
-			in_msg_free(im);
-		}
-	}
 	if (c->origin != NULL) {
 		c->origin->conn = NULL;
 		c->origin->due_ms = fqi_clock_ms() + c->origin->ivl;
@@ -696,9 +726,22 @@ static void orphan_del(ofi_t *ot, in_msg *im)
  */
 static void conn_retire_reads(ofi_t *ot, ofi_conn *c)
 {
-	for (rd_op *rd = ot->rd_active; rd != NULL; rd = rd->anext) {
+	for (alink *l = ot->rd_active; l != NULL; l = l->next) {
+		rd_op *rd = ALINK_OWNER(l, rd_op);
+
 		if (rd->im->c == c)
 			ofi_cancel(&ot->f, &rd->op);
+	}
+	/* Frames to the lost peer the provider still holds: their bounce buffers come back
+	 * when it lets them go, without the connection. */
+	for (alink *l = ot->sb_active; l != NULL; l = l->next) {
+		sbuf *sb = ALINK_OWNER(l, sbuf);
+
+		if (sb->c == c) {
+			ofi_cancel(&ot->f, &sb->op);
+			sb->c = NULL;
+			c->ops--;
+		}
 	}
 	for (in_msg **pp = &ot->readq; *pp != NULL;) {
 		in_msg *im = *pp;
@@ -856,6 +899,16 @@ static void conn_watch(ofi_conn *c)
 		epoll_ctl(c->ot->ep, EPOLL_CTL_ADD, c->boot.fd, &ev);
 }
 
+/* Peers of ss that are connected (a lost one stays listed while its messages are unread). */
+static size_t ready_peers(const ofi_sock *ss)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ss->npeers; i++)
+		n += ss->peers[i]->state == CONN_READY;
+	return n;
+}
+
 /* The peer's HELLO arrived (ot->lock held). */
 static void conn_hello(ofi_conn *c)
 {
@@ -885,7 +938,7 @@ static void conn_hello(ofi_conn *c)
 		conn_gone(c, "a bad hello");
 		return;
 	}
-	if (ss->s->type == FQ_PAIR && ss->npeers > 0) {
+	if (ss->s->type == FQ_PAIR && ready_peers(ss) > 0) {
 		conn_gone(c, "PAIR socket has a peer already");
 		return;
 	}
@@ -896,7 +949,7 @@ static void conn_hello(ofi_conn *c)
 	}
 	c->peer_id = h->conn;
 	c->peer_type = h->sock_type;
-	c->credits = h->credits;
+	c->credits = c->peer_grant = h->credits;
 	c->peer_eager = (uint32_t)h->eager;
 	c->boot.on_record = on_record;
 	c->boot.record_arg = c;
@@ -995,23 +1048,27 @@ static bool conn_room(const ofi_conn *c, uint64_t bytes)
 	return true;
 }
 
-/* Bytes of the eager frame for om, or 0 when it must go by rendezvous. */
-static size_t eager_len(const ofi_t *ot, const ofi_conn *c, const out_msg *om)
+/* Largest frame for c: it must fit the peer's receive buffers and our bounce buffers. */
+static size_t peer_cap(const ofi_t *ot, const ofi_conn *c)
 {
-	size_t cap = c->peer_eager < ot->rbuf_size ? c->peer_eager : ot->rbuf_size;
-	size_t head = ofi_eager_head_bytes(om->n);
-
-	if (head > cap || om->bytes > cap - head)
-		return 0;
-	return head + om->bytes;
+	return c->peer_eager < ot->rbuf_size ? c->peer_eager : ot->rbuf_size;
 }
 
-/* Most parts an RTS to c can announce. */
-static size_t rts_max_parts(const ofi_t *ot, const ofi_conn *c)
+/* Bytes of the eager frame for n parts of `bytes` in all, or 0: it goes by rendezvous. */
+static size_t eager_len(const ofi_t *ot, const ofi_conn *c, size_t n, uint64_t bytes)
 {
-	size_t cap = c->peer_eager < ot->rbuf_size ? c->peer_eager : ot->rbuf_size;
+	size_t cap = peer_cap(ot, c), head = ofi_eager_head_bytes(n);
 
-	return (cap - ofi_rts_bytes(0)) / OFI_RTS_PART;
+	if (head > cap || bytes > cap - head)
+		return 0;
+	return head + (size_t)bytes;
+}
+
+/* Can a vector of n parts and `bytes` ever go to c (eagerly, or announced in one RTS)? */
+static bool fits(const ofi_t *ot, const ofi_conn *c, size_t n, uint64_t bytes)
+{
+	return eager_len(ot, c, n, bytes) > 0 ||
+	       n <= (peer_cap(ot, c) - ofi_rts_bytes(0)) / OFI_RTS_PART;
 }
 
 /* Send om as an RTS through sb (ot->lock held). FQ_EAGAIN: try again later, nothing done. */
@@ -1046,7 +1103,7 @@ static int send_rts(ofi_t *ot, ofi_conn *c, out_msg *om, sbuf *sb)
 			    (ofi_rts_part){m->size, ofi_mr_raddr(&ot->f, reg, m->data), reg->key};
 	}
 	if (rc == 0) {
-		len = ofi_encode_rts(sb->data, ot->rbuf_size, c->peer_id, om->seq, rp, om->n);
+		len = ofi_encode_rts(sb->data, peer_cap(ot, c), c->peer_id, om->seq, rp, om->n);
 		rc = len < 0 ? len : frame_post(ot, c, sb, (size_t)len);
 	}
 	if (rp != stack)
@@ -1072,7 +1129,7 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 		rc = frame_post(ot, c, sb, (size_t)len);
 		if (rc != 0) {
 			sbuf_put(ot, sb);
-			goto failed;
+			goto not_posted;
 		}
 		c->owed = 0;
 	}
@@ -1087,13 +1144,13 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 		rc = frame_post(ot, c, sb, (size_t)len);
 		if (rc != 0) {
 			sbuf_put(ot, sb);
-			goto failed;
+			goto not_posted;
 		}
 		c->fins_n--;
 	}
 	while (c->outq != NULL && c->credits > 0) {
 		out_msg *om = c->outq;
-		size_t elen = eager_len(ot, c, om);
+		size_t elen = eager_len(ot, c, om->n, om->bytes);
 		sbuf *sb;
 
 		if (elen == 0 && c->rdv_n >= ot->credits)
@@ -1129,9 +1186,7 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 		}
 		if (rc != 0) {
 			sbuf_put(ot, sb);
-			if (rc == FQ_EAGAIN)
-				goto later;
-			goto failed;
+			goto not_posted;
 		}
 		c->tx_seq++;
 		c->credits--;
@@ -1150,12 +1205,14 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 		sock_changed(c->ss);
 	}
 	return;
-later:
-	mark_pending(ot, c);
-	return;
-failed:
+not_posted:
+	if (rc == FQ_EAGAIN || rc == FQ_ENOMEM)
+		goto later; /* the provider (or the registration cache) is full: again later */
 	FQI_WARN(SUBSYS, "connection %#x: posting a frame failed: %s", c->id, fq_strerror(rc));
 	conn_gone(c, fq_strerror(rc));
+	return;
+later:
+	mark_pending(ot, c);
 }
 
 static void on_send(ofi_op *op, int status, size_t len)
@@ -1166,6 +1223,7 @@ static void on_send(ofi_op *op, int status, size_t len)
 
 	FQI_UNUSED(len);
 	pthread_mutex_lock(&ot->lock);
+	alink_del(&ot->sb_active, &sb->al);
 	sbuf_put(ot, sb);
 	if (c != NULL) {
 		c->ops--;
@@ -1181,8 +1239,11 @@ static void on_send(ofi_op *op, int status, size_t len)
 /* Queue parts (n >= 1) on c; the parts are taken on success (ot->lock held). */
 static int conn_queue(ofi_t *ot, ofi_conn *c, fq_msg **parts, size_t n, uint64_t bytes, bool take)
 {
-	out_msg *om = calloc(1, sizeof(*om) + (n > 1 ? n * sizeof(fq_msg *) : 0));
+	out_msg *om;
 
+	if (c->state != CONN_READY)
+		return FQ_ECLOSED;
+	om = calloc(1, sizeof(*om) + (n > 1 ? n * sizeof(fq_msg *) : 0));
 	if (om == NULL)
 		return FQ_ENOMEM;
 	om->n = n;
@@ -1231,15 +1292,15 @@ static void in_ready(ofi_t *ot, in_msg *im)
 			size_t cap = c->fins_cap ? 2 * c->fins_cap : 16;
 			uint64_t *f = realloc(c->fins, cap * sizeof(*f));
 
-			if (f == NULL) {
-				conn_gone(c, "out of memory");
-				in_msg_free(im);
-				return;
+			if (f != NULL) {
+				c->fins = f;
+				c->fins_cap = cap;
 			}
-			c->fins = f;
-			c->fins_cap = cap;
 		}
-		c->fins[c->fins_n++] = im->seq;
+		if (c->fins_n < c->fins_cap)
+			c->fins[c->fins_n++] = im->seq;
+		else
+			conn_gone(c, "out of memory"); /* and im goes below */
 	}
 	if (c->state == CONN_GONE || c->ss == NULL) {
 		if (c->win[im->seq % c->grant] == im)
@@ -1276,6 +1337,23 @@ static void in_ready(ofi_t *ot, in_msg *im)
 	bye_check(c);
 }
 
+/*
+ * im has no read out and none to post: deliver it, or, when a read failed (or could not be
+ * posted), drop it and its peer, which the sender learns by the connection's end (ot->lock
+ * held).
+ */
+static void in_finish(ofi_t *ot, in_msg *im)
+{
+	if (im->status != 0) {
+		free_parts(im->parts, im->n);
+		memset(im->parts, 0, im->n * sizeof(*im->parts));
+		im->dropped = true;
+		if (im->c->state != CONN_GONE)
+			conn_gone(im->c, "a rendezvous read failed");
+	}
+	in_ready(ot, im);
+}
+
 static void on_read(ofi_op *op, int status, size_t len)
 {
 	rd_op *rd = (rd_op *)op;
@@ -1284,12 +1362,7 @@ static void on_read(ofi_op *op, int status, size_t len)
 
 	FQI_UNUSED(len);
 	pthread_mutex_lock(&ot->lock);
-	if (rd->aprev != NULL)
-		rd->aprev->anext = rd->anext;
-	else
-		ot->rd_active = rd->anext;
-	if (rd->anext != NULL)
-		rd->anext->aprev = rd->aprev;
+	alink_del(&ot->rd_active, &rd->al);
 	rd->next = ot->rd_free;
 	ot->rd_free = rd;
 	im->reads_out--;
@@ -1310,16 +1383,8 @@ static void on_read(ofi_op *op, int status, size_t len)
 		FQI_WARN(SUBSYS, "connection %#x: reading a message failed: %s", im->c->id,
 		         fq_strerror(status));
 	}
-	if (im->reads_out == 0 && im->next_part >= im->n) {
-		if (im->status != 0) {
-			free_parts(im->parts, im->n);
-			memset(im->parts, 0, im->n * sizeof(*im->parts));
-			im->dropped = true;
-			if (im->c->state != CONN_GONE)
-				conn_gone(im->c, "a rendezvous read failed");
-		}
-		in_ready(ot, im);
-	}
+	if (im->reads_out == 0 && im->next_part >= im->n)
+		in_finish(ot, im);
 	post_reads(ot);
 	pthread_mutex_unlock(&ot->lock);
 }
@@ -1346,14 +1411,8 @@ static void post_reads(ofi_t *ot)
 			if (ot->readq == NULL)
 				ot->readq_tail = NULL;
 			im->c->ops--;
-			if (im->reads_out == 0) {
-				if (im->status != 0) {
-					free_parts(im->parts, im->n);
-					memset(im->parts, 0, im->n * sizeof(*im->parts));
-					im->dropped = true;
-				}
-				in_ready(ot, im);
-			}
+			if (im->reads_out == 0)
+				in_finish(ot, im);
 			continue;
 		}
 		p = &im->rparts[im->next_part];
@@ -1388,11 +1447,7 @@ static void post_reads(ofi_t *ot)
 			im->status = rc;
 			continue;
 		}
-		rd->aprev = NULL;
-		rd->anext = ot->rd_active;
-		if (ot->rd_active != NULL)
-			ot->rd_active->aprev = rd;
-		ot->rd_active = rd;
+		alink_add(&ot->rd_active, &rd->al);
 		ot->reads_out++;
 		im->reads_out++;
 		im->c->ops++;
@@ -1409,8 +1464,8 @@ static void handle_frame(ofi_t *ot, ofi_conn *c, const ofi_frame *fr)
 
 	switch (fr->type) {
 	case OFI_CREDIT:
-		if (fr->credits > c->grant + 1024u) {
-			conn_gone(c, "the peer returned more credits than it was given");
+		if (fr->credits > c->peer_grant - c->credits) {
+			conn_gone(c, "the peer returned more credits than it granted");
 			return;
 		}
 		c->credits += fr->credits;
@@ -1619,11 +1674,13 @@ static int send_pub(ofi_t *ot, ofi_sock *ss, fq_msg **parts, size_t n, uint64_t 
 	ofi_conn *last = NULL;
 
 	/* Every matching subscriber with room gets a shared copy, the last one the parts; a
-	 * subscriber without room misses the message (PUB drops, as ZeroMQ's does). */
-	for (size_t k = 0; k < ss->npeers; k++) {
+	 * subscriber without room (or buffers too small for the vector) misses the message (PUB
+	 * drops, as ZeroMQ's does). Backwards: a peer that a failing post drops leaves the list
+	 * by a swap with the last one, which has been seen already. */
+	for (size_t k = ss->npeers; k-- > 0;) {
 		ofi_conn *c = ss->peers[k];
 
-		if (!conn_room(c, bytes) ||
+		if (!conn_room(c, bytes) || !fits(ot, c, n, bytes) ||
 		    !fqi_subs_match(&c->subs, parts[0]->data, parts[0]->size))
 			continue;
 		if (last != NULL)
@@ -1639,14 +1696,6 @@ static int send_pub(ofi_t *ot, ofi_sock *ss, fq_msg **parts, size_t n, uint64_t 
 	for (size_t i = 0; i < n; i++)
 		parts[i] = NULL;
 	return 0;
-}
-
-/* Could a vector of n parts ever go to c? */
-static bool fits(const ofi_t *ot, const ofi_conn *c, size_t n)
-{
-	return n <= rts_max_parts(ot, c) ||
-	       ofi_eager_head_bytes(n) <=
-	           (c->peer_eager < ot->rbuf_size ? c->peer_eager : ot->rbuf_size);
 }
 
 static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
@@ -1693,14 +1742,14 @@ static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				rc = 0;
 				break;
 			}
-			any_fits = fits(ot, c, n);
-			if (!conn_room(c, bytes))
+			any_fits = fits(ot, c, n, bytes);
+			if (!any_fits || !conn_room(c, bytes))
 				c = NULL;
 		} else {
 			for (size_t k = 0; k < ss->npeers; k++) {
 				ofi_conn *cand = ss->peers[(ss->rr_send + k) % ss->npeers];
 
-				if (cand->state != CONN_READY || !fits(ot, cand, n))
+				if (cand->state != CONN_READY || !fits(ot, cand, n, bytes))
 					continue;
 				any_fits = true;
 				if (conn_room(cand, bytes)) {
@@ -1716,8 +1765,10 @@ static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				for (size_t i = 0; i < n; i++)
 					parts[i] = NULL;
 				if (s->type == FQ_REQ) {
-					ss->awaiting = true;
-					ss->turn = c;
+					/* A post that failed at once dropped the peer and the
+					 * request with it: the REQ may ask again. */
+					ss->awaiting = c->state == CONN_READY;
+					ss->turn = ss->awaiting ? c : NULL;
 				} else if (s->type == FQ_REP) {
 					ss->awaiting = false;
 					ss->turn = NULL;
@@ -1725,14 +1776,14 @@ static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			}
 			break;
 		}
-		if (!any_fits && ss->npeers > 0 && n > 1) {
+		if (!any_fits && ss->npeers > 0) {
 			bool ready = false;
 
 			for (size_t k = 0; k < ss->npeers; k++)
 				ready = ready || ss->peers[k]->state == CONN_READY;
 			if (ready) {
-				rc =
-				    FQ_EMSGSIZE; /* more parts than a peer's buffers can announce */
+				/* More parts than a peer's buffers can announce. */
+				rc = FQ_EMSGSIZE;
 				break;
 			}
 		}
@@ -2184,14 +2235,7 @@ static void ofi_close(fq_socket *s)
 	for (ofi_conn *c = ot->conns; c != NULL; c = c->next) {
 		if (c->ss != ss)
 			continue;
-		conn_gone(c, NULL);
-		while (c->rq != NULL) {
-			in_msg *im = c->rq;
-
-			c->rq = im->next;
-			in_msg_free(im);
-		}
-		c->rq_tail = NULL;
+		conn_gone(c, NULL); /* its messages go with it (conn_free) */
 		c->in_peers = false;
 		c->ss = NULL;
 	}
@@ -2210,19 +2254,24 @@ static void io_accept(ofi_t *ot, listener *l)
 	for (;;) {
 		ofi_conn *c;
 		ofi_hello h;
-		int rc = conn_new(l->ss, &c);
+		int fd, rc = ofi_boot_accept(l->fd, &fd);
 
 		if (rc != 0) {
-			FQI_WARN(SUBSYS, "cannot take a connection: %s", fq_strerror(rc));
-			return;
-		}
-		fill_hello(c, &h);
-		rc = ofi_boot_accept(l->fd, &h, &c->boot);
-		if (rc != 0) {
-			c->state = CONN_GONE;
 			if (rc != FQ_EAGAIN)
 				FQI_WARN(SUBSYS, "accept: %s", fq_strerror(rc));
 			return;
+		}
+		rc = conn_new(l->ss, &c);
+		if (rc != 0) {
+			FQI_WARN(SUBSYS, "cannot take a connection: %s", fq_strerror(rc));
+			close(fd);
+			continue;
+		}
+		fill_hello(c, &h);
+		rc = ofi_boot_start(fd, &h, &c->boot);
+		if (rc != 0) {
+			c->state = CONN_GONE;
+			continue;
 		}
 		conn_watch(c);
 	}
@@ -2279,14 +2328,15 @@ static void io_round(ofi_t *ot)
 		conn_flush(ot, c);
 	}
 	post_reads(ot);
-	while (ot->unposted != NULL && !atomic_load(&ot->stop)) {
-		rbuf *rb = ot->unposted;
+	{
+		rbuf *retry = ot->unposted; /* taken: a failure puts its buffer back */
 
-		ot->unposted = rb->next;
-		if (ofi_post_recv(&ot->f, rb->data, ot->rbuf_size, rb->mr, &rb->op) != 0) {
-			rb->next = ot->unposted;
-			ot->unposted = rb;
-			break;
+		ot->unposted = NULL;
+		while (retry != NULL) {
+			rbuf *rb = retry;
+
+			retry = rb->next;
+			rbuf_post(ot, rb);
 		}
 	}
 	conn_reap(ot);
@@ -2508,21 +2558,29 @@ static void ofi_fini(fq_transport *t)
 		ot->dead_listeners = l->next;
 		free(l);
 	}
+	/* Closing the endpoint ends what the provider still holds (posted receives, retired
+	 * reads and sends); the memory they named goes after it. */
+	if (ot->fabric_open)
+		ofi_fabric_close_ep(&ot->f);
+	while (ot->rd_active != NULL) {
+		rd_op *rd = ALINK_OWNER(ot->rd_active, rd_op);
+
+		alink_del(&ot->rd_active, &rd->al);
+		free(rd);
+	}
+	while (ot->orphans != NULL) {
+		in_msg *im = ot->orphans;
+
+		ot->orphans = im->next;
+		in_msg_free(im);
+	}
 	if (ot->rcache != NULL)
 		ofi_rcache_free(ot->rcache);
 	if (ot->pool != NULL)
 		ofi_pool_close(ot->pool);
 	if (ot->fabric_open) {
-		/* Closing the endpoint cancels the posted receives; the slabs go after it. */
 		struct slab *sl = ot->slabs;
 
-		ofi_fabric_close_ep(&ot->f);
-		while (ot->orphans != NULL) {
-			in_msg *im = ot->orphans;
-
-			ot->orphans = im->next;
-			in_msg_free(im);
-		}
 		while (sl != NULL) {
 			struct slab *next = sl->next;
 

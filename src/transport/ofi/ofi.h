@@ -28,6 +28,7 @@ typedef struct ofi_buf {
 	ofi_pool *pool;      /* pool buffers: where they go back */
 	int cls;             /* pool size class, or -1 for an exact size (not kept) */
 	bool embedded;       /* small: allocated with its first message (msg, buf, data) */
+	bool no_reuse;       /* a lost peer may still read it: unmapped when freed, never reused */
 	fqi_free_fn free_fn; /* adopted memory and region messages */
 	void *hint;
 	struct ofi_buf *next, *prev; /* pool: free list of the class, or the live list */
@@ -53,6 +54,13 @@ uint64_t ofi_pool_made(ofi_pool *p);
  * destination of an RMA read). Errors: FQ_ENOMEM, registration errors.
  */
 int ofi_msg_new(fq_transport *t, ofi_pool *p, size_t size, bool registered, fq_msg **out);
+
+/*
+ * A peer was lost while it may still read m (its rendezvous never finished): when freed, its
+ * pool buffer is deregistered and unmapped instead of being reused, so a late read gets
+ * nobody else's bytes (or fails) rather than those of a newer message.
+ */
+void ofi_msg_no_reuse(fq_msg *m);
 
 /* The transport's pool (ofi.c). */
 ofi_pool *ofi_pool_of(fq_transport *t);

@@ -138,12 +138,18 @@ static int conn_start(ofi_boot_conn *c, int fd, const ofi_hello *mine, const str
 	return rc;
 }
 
-int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c)
+int ofi_boot_accept(int lfd, int *fd_out)
 {
 	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? FQ_EAGAIN : fqi_syserr(errno);
+	*fd_out = fd;
+	return 0;
+}
+
+int ofi_boot_start(int fd, const ofi_hello *mine, ofi_boot_conn *c)
+{
 	return conn_start(c, fd, mine, NULL, 0);
 }
 

@@ -51,8 +51,10 @@ int ofi_boot_listen(const char *host, int port, fqi_smc_mode smc, int *fd_out, i
  */
 int ofi_boot_listen_unix(const char *path, int *fd_out);
 int ofi_boot_connect_unix(const char *path, const ofi_hello *mine, ofi_boot_conn *c);
-/* Accept one pending connection (FQ_EAGAIN if none) and queue our HELLO on it. */
-int ofi_boot_accept(int lfd, const ofi_hello *mine, ofi_boot_conn *c);
+/* Accept one pending connection: its fd in *fd_out, or FQ_EAGAIN if none. */
+int ofi_boot_accept(int lfd, int *fd_out);
+/* Make an accepted fd the connection c and queue our HELLO on it (on failure fd is closed). */
+int ofi_boot_start(int fd, const ofi_hello *mine, ofi_boot_conn *c);
 /* Start connecting to host:port and queue our HELLO. Errors: FQ_EADDRINVAL, socket errors. */
 int ofi_boot_connect(const char *host, int port, fqi_smc_mode smc, const ofi_hello *mine,
                      ofi_boot_conn *c);

@@ -192,7 +192,7 @@ static void pool_put(ofi_buf *b)
 
 	pthread_mutex_lock(&p->lock);
 	list_del(&p->live, b);
-	if (p->f != NULL && b->cls >= 0 && p->cached + b->cap <= p->max) {
+	if (p->f != NULL && b->cls >= 0 && !b->no_reuse && p->cached + b->cap <= p->max) {
 		list_add(&p->free[b->cls], b);
 		p->cached += b->cap;
 		pthread_mutex_unlock(&p->lock);
@@ -332,6 +332,14 @@ static void msg_free(fq_msg *base)
 	if (!(b->embedded && (ofi_msg *)((char *)b - sizeof(ofi_msg)) == m))
 		free(m);
 	buf_release(b);
+}
+
+void ofi_msg_no_reuse(fq_msg *m)
+{
+	ofi_buf *b = ((ofi_msg *)m)->b;
+
+	if (b->pool != NULL)
+		b->no_reuse = true;
 }
 
 const fqi_msg_ops ofi_msg_ops = {
