@@ -12,6 +12,7 @@
  */
 #include "transport/ofi/ofi.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,7 +52,9 @@ static int child(const char *url, int mode, int per)
 	for (int i = 0; i < per; i++) {
 		if ((rc = fq_transport_open(&t[i], "ofi", NULL)) != 0)
 			die("child transport", rc);
+		/* A survivor that failed is gone: give up rather than wait for it forever. */
 		if ((rc = fq_socket_open(&s[i], t[i], FQ_PUSH)) != 0 ||
+		    (rc = fq_socket_set_int(s[i], "snd_timeout", 60000)) != 0 ||
 		    (rc = fq_connect(s[i], url)) != 0)
 			die("child socket", rc);
 	}
@@ -112,6 +115,26 @@ static bool recv_until(fq_socket *s, size_t size, int timeout_ms, int *got_big)
 	}
 }
 
+/*
+ * A peer process that did not close its transports in order leaves libfabric shm's regions
+ * ("<pid>:...") in /dev/shm: remove them, as a supervisor of such processes would.
+ */
+static void clean_shm_of(pid_t pid)
+{
+	char prefix[32];
+	size_t plen = (size_t)snprintf(prefix, sizeof(prefix), "%ld:", (long)pid);
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, prefix, plen) == 0)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+}
+
 static pid_t spawn(const char *self, const char *url, int mode, int per)
 {
 	char mode_text[8], per_text[16];
@@ -157,7 +180,7 @@ int main(int argc, char **argv)
 		pid_t pid = spawn(argv[0], url, mode, per);
 
 		for (int k = 0; k < per; k++) {
-			if (recv_until(pull, 16, mode == 0 ? 2000 : 10000, &got_big))
+			if (recv_until(pull, 16, mode == 0 ? 2000 : 30000, &got_big))
 				continue;
 			if (mode != 0) {
 				fprintf(stderr, "ofi_peer_loss: process %d: a peer sent nothing\n",
@@ -175,6 +198,8 @@ int main(int argc, char **argv)
 			closers += per;
 		if (waitpid(pid, &status, 0) != pid)
 			return 1;
+		if (mode != 2)
+			clean_shm_of(pid);
 	}
 	peers = peers / per * per;
 	/* The large messages still on their way (a closing peer's has arrived when it exits). */
