@@ -57,6 +57,7 @@ enum {
 	OPT_SEND_BUFS,
 	OPT_READ_CHUNK,
 	OPT_READ_DEPTH,
+	OPT_IOV_MAX,
 	OPT_BUFFER_CACHE,
 	OPT_RCACHE_ENTRIES,
 	OPT_RCACHE_BYTES,
@@ -84,6 +85,10 @@ static const fqi_option ofi_options[OPT_COUNT] = {
     [OPT_READ_CHUNK] = {"read_chunk", FQ_OPT_SIZE, "4M", 4096, (int64_t)1 << 30,
                         "bytes of one RMA read of a rendezvous"},
     [OPT_READ_DEPTH] = {"read_depth", FQ_OPT_INT, "8", 1, 64, "RMA reads in flight"},
+    [OPT_IOV_MAX] = {"iov_max", FQ_OPT_INT, "0", 0, OFI_SEGS_MAX,
+                     "pieces of a rendezvous one RMA read gathers (parts shorter than "
+                     "read_chunk share a read); 0: the provider's iov and rma_iov limits, "
+                     "which also cap any other value"},
     [OPT_BUFFER_CACHE] = {"buffer_cache", FQ_OPT_SIZE, "256M", 0, INT64_MAX,
                           "bytes of freed registered message buffers kept for reuse"},
     [OPT_RCACHE_ENTRIES] = {"rcache_entries", FQ_OPT_INT, "256", 1, 1 << 20,
@@ -324,6 +329,8 @@ struct ofi_t {
 	                         * conn_retire_reads) */
 	in_msg *orphans;
 	size_t read_chunk;
+	size_t read_segs;      /* segments per read: iov_max within the provider's limits */
+	uint64_t reads_posted; /* counter "reads" */
 	/* Connections. */
 	ofi_conn **slots;
 	uint32_t *gens;
@@ -1389,38 +1396,93 @@ static void on_read(ofi_op *op, int status, size_t len)
 	pthread_mutex_unlock(&ot->lock);
 }
 
+/*
+ * Gather the next read of im: up to ot->read_segs pieces of its parts, read_chunk bytes in
+ * all (a part longer than that takes several reads, parts shorter share one). Empty parts are
+ * skipped. Returns the number of segments; im's cursor is not moved (ot->lock held).
+ */
+static size_t read_segs(ofi_t *ot, const in_msg *im, ofi_rma_seg *seg, uint64_t *bytes)
+{
+	size_t part = im->next_part, n = 0;
+	uint64_t off = im->next_off, total = 0;
+	uint64_t room =
+	    ot->read_chunk < ot->f.caps.max_msg_size ? ot->read_chunk : ot->f.caps.max_msg_size;
+
+	while (part < im->n && n < ot->read_segs && total < room) {
+		const ofi_rts_part *p = &im->rparts[part];
+		const ofi_msg *dst = (const ofi_msg *)im->parts[part];
+		uint64_t len = p->size - off;
+
+		if (len == 0) {
+			part++;
+			off = 0;
+			continue;
+		}
+		if (len > room - total)
+			len = room - total;
+		seg[n++] = (ofi_rma_seg){dst->b->data + off, (size_t)len, dst->b->reg,
+		                         p->raddr + off, p->key};
+		total += len;
+		off += len;
+		if (off == p->size) {
+			part++;
+			off = 0;
+		}
+	}
+	*bytes = total;
+	return n;
+}
+
+/* Move im's cursor past `bytes` read bytes and any empty parts after them (ot->lock held). */
+static void read_advance(in_msg *im, uint64_t bytes)
+{
+	while (im->next_part < im->n) {
+		uint64_t left = im->rparts[im->next_part].size - im->next_off;
+
+		if (left > bytes) {
+			im->next_off += bytes;
+			return;
+		}
+		bytes -= left;
+		im->next_part++;
+		im->next_off = 0;
+	}
+}
+
+/*
+ * im, the head of the read queue, has nothing more to post: it leaves the queue, and its last
+ * read to complete (or post_reads, when none is out) finishes it (ot->lock held).
+ */
+static void readq_pop(ofi_t *ot, in_msg *im)
+{
+	im->next_part = im->n;
+	ot->readq = im->next;
+	if (ot->readq == NULL)
+		ot->readq_tail = NULL;
+	im->c->ops--;
+}
+
 /* Post reads while the depth allows (ot->lock held). */
 static void post_reads(ofi_t *ot)
 {
 	while (ot->readq != NULL && ot->reads_out < ot->read_depth) {
 		in_msg *im = ot->readq;
-		ofi_rts_part *p;
-		uint64_t len;
+		ofi_rma_seg seg[OFI_SEGS_MAX];
+		uint64_t bytes;
+		size_t nseg;
 		rd_op *rd;
 		int rc;
 
 		if (im->c->state == CONN_GONE && im->status == 0)
 			im->status = FQ_ECLOSED;
-		while (im->next_part < im->n && im->rparts[im->next_part].size == im->next_off) {
-			im->next_part++;
-			im->next_off = 0;
-		}
+		read_advance(im, 0);
 		if (im->next_part >= im->n || im->status != 0) {
-			im->next_part = im->n;
-			ot->readq = im->next;
-			if (ot->readq == NULL)
-				ot->readq_tail = NULL;
-			im->c->ops--;
+			readq_pop(ot, im);
 			if (im->reads_out == 0)
 				in_finish(ot, im);
 			continue;
 		}
-		p = &im->rparts[im->next_part];
-		len = p->size - im->next_off;
-		if (len > ot->read_chunk)
-			len = ot->read_chunk;
-		if (len > ot->f.caps.max_msg_size)
-			len = ot->f.caps.max_msg_size;
+		nseg = read_segs(ot, im, seg, &bytes);
 		rd = ot->rd_free;
 		if (rd == NULL) {
 			rd = calloc(1, sizeof(*rd));
@@ -1432,13 +1494,7 @@ static void post_reads(ofi_t *ot)
 			ot->rd_free = rd->next;
 		}
 		rd->im = im;
-		{
-			ofi_msg *dst = (ofi_msg *)im->parts[im->next_part];
-
-			rc = ofi_post_read(&ot->f, dst->b->data + im->next_off, (size_t)len,
-			                   dst->b->reg, im->c->av->addr, p->raddr + im->next_off,
-			                   p->key, &rd->op);
-		}
+		rc = ofi_post_readv(&ot->f, seg, nseg, im->c->av->addr, &rd->op);
 		if (rc != 0) {
 			rd->next = ot->rd_free;
 			ot->rd_free = rd;
@@ -1449,9 +1505,12 @@ static void post_reads(ofi_t *ot)
 		}
 		alink_add(&ot->rd_active, &rd->al);
 		ot->reads_out++;
+		ot->reads_posted++;
 		im->reads_out++;
 		im->c->ops++;
-		im->next_off += len;
+		read_advance(im, bytes);
+		if (im->next_part >= im->n)
+			readq_pop(ot, im); /* all posted: on_read finishes it */
 	}
 }
 
@@ -2461,6 +2520,7 @@ static int ofi_init(fq_transport *t)
 	ot->sbufs_max = (size_t)t->opt[OPT_SEND_BUFS];
 	ot->read_chunk = (size_t)t->opt[OPT_READ_CHUNK];
 	ot->read_depth = (unsigned)t->opt[OPT_READ_DEPTH];
+	ot->read_segs = (size_t)t->opt[OPT_IOV_MAX];
 	ot->spin_us = t->opt[OPT_SPIN];
 	ot->busy_poll = t->opt[OPT_BUSY_POLL] != 0;
 	node = t->opt_str[OPT_NODE];
@@ -2472,6 +2532,8 @@ static int ofi_init(fq_transport *t)
 	ot->fabric_open = true;
 	if (ot->rbuf_size > ot->f.caps.max_msg_size)
 		ot->rbuf_size = ot->f.caps.max_msg_size;
+	if (ot->read_segs == 0 || ot->read_segs > ofi_read_segs_max(&ot->f))
+		ot->read_segs = ofi_read_segs_max(&ot->f);
 	rc = ofi_pool_new(&ot->f, (size_t)t->opt[OPT_BUFFER_CACHE], &ot->pool);
 	if (rc == 0)
 		rc = ofi_rcache_new(&ot->f, (size_t)t->opt[OPT_RCACHE_ENTRIES],
@@ -2628,10 +2690,19 @@ void ofi_transport_stats(fq_transport *t, ofi_stats *out)
 
 static int ofi_counter(fq_transport *t, const char *name, uint64_t *value)
 {
-	if (strcmp(name, "registrations") != 0)
-		return FQ_ENOENT;
-	*value = atomic_load(&ot_of(t)->f.registrations);
-	return 0;
+	ofi_t *ot = ot_of(t);
+
+	if (strcmp(name, "registrations") == 0) {
+		*value = atomic_load(&ot->f.registrations);
+		return 0;
+	}
+	if (strcmp(name, "reads") == 0) {
+		pthread_mutex_lock(&ot->lock);
+		*value = ot->reads_posted;
+		pthread_mutex_unlock(&ot->lock);
+		return 0;
+	}
+	return FQ_ENOENT;
 }
 
 static int ofi_probe(void)

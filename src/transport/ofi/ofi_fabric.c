@@ -716,27 +716,62 @@ int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *m
 }
 
 struct read_args {
-	void *buf;
-	size_t len;
-	void *desc;
+	struct iovec iov[OFI_SEGS_MAX];
+	void *desc[OFI_SEGS_MAX];
+	struct fi_rma_iov rma[OFI_SEGS_MAX];
+	size_t n;
 	fi_addr_t from;
-	uint64_t raddr, key;
 };
 
 static ssize_t do_read(ofi_fabric *f, const void *args, ofi_op *op)
 {
 	const struct read_args *a = args;
+	struct fi_msg_rma msg = {.msg_iov = a->iov,
+	                         .desc = (void **)a->desc,
+	                         .iov_count = a->n,
+	                         .addr = a->from,
+	                         .rma_iov = a->rma,
+	                         .rma_iov_count = a->n,
+	                         .context = op};
 
-	return fi_read(f->ep, a->buf, a->len, a->desc, a->from, a->raddr, a->key, op);
+	if (a->n == 1)
+		return fi_read(f->ep, a->iov[0].iov_base, a->iov[0].iov_len, a->desc[0], a->from,
+		               a->rma[0].addr, a->rma[0].key, op);
+	return fi_readmsg(f->ep, &msg, FI_COMPLETION);
+}
+
+size_t ofi_read_segs_max(const ofi_fabric *f)
+{
+	size_t n =
+	    f->caps.iov_limit < f->caps.rma_iov_limit ? f->caps.iov_limit : f->caps.rma_iov_limit;
+
+	return n < OFI_SEGS_MAX ? n : OFI_SEGS_MAX;
+}
+
+int ofi_post_readv(ofi_fabric *f, const ofi_rma_seg *seg, size_t n, fi_addr_t from, ofi_op *op)
+{
+	struct read_args a = {.n = n, .from = from};
+
+	if (n == 0 || n > ofi_read_segs_max(f))
+		return FQ_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = local_ok(f, "read destination", seg[i].buf, seg[i].len, seg[i].mr);
+
+		if (rc != 0)
+			return rc;
+		a.iov[i] = (struct iovec){seg[i].buf, seg[i].len};
+		a.desc[i] = seg[i].mr != NULL ? seg[i].mr->desc : NULL;
+		a.rma[i] = (struct fi_rma_iov){seg[i].raddr, seg[i].len, seg[i].key};
+	}
+	return post(f, do_read, &a, op);
 }
 
 int ofi_post_read(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, fi_addr_t from,
                   uint64_t raddr, uint64_t key, ofi_op *op)
 {
-	struct read_args a = {buf, len, mr != NULL ? mr->desc : NULL, from, raddr, key};
-	int rc = local_ok(f, "read destination", buf, len, mr);
+	ofi_rma_seg seg = {buf, len, mr, raddr, key};
 
-	return rc != 0 ? rc : post(f, do_read, &a, op);
+	return ofi_post_readv(f, &seg, 1, from, op);
 }
 
 void ofi_cancel(ofi_fabric *f, ofi_op *op)

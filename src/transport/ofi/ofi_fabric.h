@@ -146,6 +146,24 @@ int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *m
 /* Read len bytes at the peer's (raddr, key) into buf. */
 int ofi_post_read(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, fi_addr_t from,
                   uint64_t raddr, uint64_t key, ofi_op *op);
+/*
+ * One segment of a gathering read: len bytes at the peer's (raddr, key) into buf, which lies
+ * in the local registration mr.
+ */
+typedef struct ofi_rma_seg {
+	void *buf;
+	size_t len;
+	const ofi_mr *mr;
+	uint64_t raddr, key;
+} ofi_rma_seg;
+#define OFI_SEGS_MAX 16
+/* How many segments one read may carry: min(iov_limit, rma_iov_limit, OFI_SEGS_MAX). */
+size_t ofi_read_segs_max(const ofi_fabric *f);
+/*
+ * Read n segments as one operation (one completion). n above ofi_read_segs_max is FQ_EINVAL:
+ * the caller splits longer lists.
+ */
+int ofi_post_readv(ofi_fabric *f, const ofi_rma_seg *seg, size_t n, fi_addr_t from, ofi_op *op);
 
 /* Ask the provider to end a posted operation early (best effort: it completes, in error or
  * not, through ofi_fabric_progress as any other). */

@@ -111,6 +111,33 @@ static void exchange(const char *provider, const char *node)
 	drive(&a, &b, read, 1);
 	cr_assert_eq(rd.status, 0, "%s", fq_strerror(rd.status));
 	cr_assert_eq(memcmp(src, dst, big), 0);
+
+	/* A gathering read: as many segments as the limits allow, from scattered places of the
+	 * source into places of the destination in the opposite order; one more is refused. */
+	{
+		ofi_rma_seg seg[OFI_SEGS_MAX + 1];
+		size_t n = ofi_read_segs_max(&b), piece = 1000;
+
+		cr_assert_geq(n, 1);
+		cr_assert_leq(n, a.caps.rma_iov_limit);
+		memset(dst, 0, big);
+		for (size_t i = 0; i <= n; i++) {
+			char *from = src + 4096 * (i + 1) + i, *into = dst + 4096 * (n - i);
+
+			seg[i] = (ofi_rma_seg){into, piece, &dst_mr,
+			                       ofi_mr_raddr(&a, &src_mr, from), src_mr.key};
+		}
+		cr_assert_eq(ofi_post_readv(&b, seg, n + 1, to_a, &rd.op), FQ_EINVAL);
+		cr_assert_eq(ofi_post_readv(&b, seg, 0, to_a, &rd.op), FQ_EINVAL);
+		rd.calls = 0;
+		POST(&a, &b, ofi_post_readv(&b, seg, n, to_a, &rd.op));
+		drive(&a, &b, read, 1);
+		cr_assert_eq(rd.status, 0, "%s", fq_strerror(rd.status));
+		cr_assert_eq(rd.calls, 1, "one completion for the whole gather");
+		for (size_t i = 0; i < n; i++)
+			cr_assert_eq(memcmp(dst + 4096 * (n - i), src + 4096 * (i + 1) + i, piece),
+			             0, "segment %zu of %zu", i, n);
+	}
 	cr_assert_eq(atomic_load(&a.registrations), 2);
 	cr_assert_eq(atomic_load(&b.registrations), 2);
 
