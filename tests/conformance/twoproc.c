@@ -4,15 +4,17 @@
  * Compiled once per transport with -DFQT_TRANSPORT="name"; every case runs once per URL scheme
  * that crosses processes.
  *
- * The peer is a forked child that speaks through two pipes: it learns the address to bind or
- * connect to, says which address it bound, and reports its end by its exit status. It runs
- * before the parent opens anything (no transport state is inherited) and never uses
- * Criterion: a failing check prints its reason and exits non-zero, which fails the case. Every
- * wait is bounded; a case that fails kills its children.
+ * The peer is this program started again (fork and exec, so it inherits no library state:
+ * Criterion itself uses libnanomsg) with "--twoproc-peer ROLE SCHEME ARG"; it speaks through
+ * two pipes on fds 3 and 4: it learns the address to bind or connect to, says which address
+ * it bound, and reports its end by its exit status. It never uses Criterion: a failing check
+ * prints its reason and exits non-zero, which fails the case. Every wait is bounded; a case
+ * that fails kills its children.
  */
 #include "fq_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -60,7 +62,13 @@ static void fini(void)
 	fqt_fini();
 }
 
-TestSuite(twoproc, .init = fqt_init, .fini = fini, .timeout = 240);
+static void init(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* a dead peer's pipe fails the write, not the runner */
+	fqt_init();
+}
+
+TestSuite(twoproc, .init = init, .fini = fini, .timeout = 240);
 
 /* In a child: report a failed check and leave. */
 #define CHK(expr)                                                                                \
@@ -129,27 +137,70 @@ static bool get_line(int fd, char *buf, size_t cap)
 	return get_line_within(fd, buf, cap, FQT_WAIT_MS);
 }
 
-/* Start fn in a child process; returns its record. Call before opening anything. */
+/* The peer roles, by name (main() starts one in a peer process). */
+static void seq_push_child(child *self, const char *scheme, int arg);
+static void seq_pull_child(child *self, const char *scheme, int arg);
+static void vec_child(child *self, const char *scheme, int arg);
+static void echo_child(child *self, const char *scheme, int arg);
+static void pub_child(child *self, const char *scheme, int arg);
+static void fan_child(child *self, const char *scheme, int arg);
+
+static const struct role {
+	const char *name;
+	child_fn fn;
+} roles[] = {
+    {"seq_push", seq_push_child}, {"seq_pull", seq_pull_child}, {"vec", vec_child},
+    {"echo", echo_child},         {"pub", pub_child},           {"fan", fan_child},
+};
+
+static const char *role_name(child_fn fn)
+{
+	for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+		if (roles[i].fn == fn)
+			return roles[i].name;
+	return NULL;
+}
+
+extern char **environ;
+
+/* Start role fn in a peer process; returns its record. */
 static child *spawn(child_fn fn, const char *scheme, int arg)
 {
 	int down[2], up[2];
+	char arg_text[16], *argv[6];
+	const char *name = role_name(fn);
 	child *k;
 
+	cr_assert_not_null(name);
 	cr_assert_lt(nkids, (int)(sizeof(kids) / sizeof(kids[0])));
-	cr_assert_eq(pipe(down), 0);
-	cr_assert_eq(pipe(up), 0);
+	cr_assert_eq(pipe2(down, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(up, O_CLOEXEC), 0);
 	fflush(NULL);
 	k = &kids[nkids++];
 	k->pid = fork();
 	cr_assert_geq(k->pid, 0, "fork: %s", strerror(errno));
 	if (k->pid == 0) {
-		/* The child: its own process group member, nothing of Criterion. */
-		child self = {getpid(), up[1], down[0]};
+		/* The peer: pipes on fds 3 and 4, nothing of Criterion's sandbox (BXFI_*). */
+		size_t n = 0, envc = 0;
+		char **env;
 
-		close(down[1]);
-		close(up[0]);
-		fn(&self, scheme, arg);
-		_exit(0);
+		while (environ[envc] != NULL)
+			envc++;
+		env = calloc(envc + 1, sizeof(*env));
+		for (size_t i = 0; env != NULL && i < envc; i++)
+			if (strncmp(environ[i], "BXFI", 4) != 0)
+				env[n++] = environ[i];
+		if (dup2(down[0], 3) < 0 || dup2(up[1], 4) < 0 || env == NULL)
+			_exit(126);
+		snprintf(arg_text, sizeof(arg_text), "%d", arg);
+		argv[0] = (char *)"/proc/self/exe";
+		argv[1] = (char *)"--twoproc-peer";
+		argv[2] = (char *)name;
+		argv[3] = (char *)scheme;
+		argv[4] = arg_text;
+		argv[5] = NULL;
+		execve("/proc/self/exe", argv, env);
+		_exit(127);
 	}
 	close(down[0]);
 	close(up[1]);
@@ -229,6 +280,18 @@ static void child_wait_go(child *self)
 	char line[64];
 
 	CHK_TRUE(get_line(self->from, line, sizeof(line)), "no go from the parent");
+}
+
+/*
+ * A sender waits for the parent to have everything before it closes: closing is not a
+ * delivery guarantee on every transport (libnanomsg drops what is in flight, fabriq-nanomsg(7)).
+ */
+static void child_wait_done(child *self)
+{
+	char line[64];
+
+	CHK_TRUE(get_line_within(self->from, line, sizeof(line), 6 * FQT_WAIT_MS),
+	         "the parent never said it had everything");
 }
 
 /* ---- Parent side -------------------------------------------------------------------------- */
@@ -336,6 +399,8 @@ static void child_seq(child *self, fq_socket_type type, bool sends)
 			fq_msg_free(m);
 		}
 	}
+	if (sends)
+		child_wait_done(self);
 	child_close(t, s);
 }
 
@@ -373,6 +438,7 @@ PER_SCHEME(push_pull_sizes, .description = "0 B to 64 MiB in order; the sender's
 	fqt_connect(pull, url);
 	go(k);
 	parent_recv_seq(pull);
+	go(k); /* done */
 	reap(k);
 }
 
@@ -452,6 +518,7 @@ static void vec_child(child *self, const char *scheme, int arg)
 			free(parts);
 		}
 	}
+	child_wait_done(self);
 	child_close(t, s);
 }
 
@@ -478,6 +545,7 @@ PER_SCHEME(vectors, .description = "vectors of 1 to 600 parts, eager and rendezv
 			fq_parts_free(got);
 		}
 	}
+	go(k); /* done */
 	reap(k);
 }
 
@@ -603,6 +671,12 @@ static void pub_child(child *self, const char *scheme, int arg)
 		d[0] = i % 2 ? 'B' : 'A';
 		memcpy(d + 1, &i, 8);
 		CHK(fq_send(s, &m, 0));
+		/* After each pair, wait until its A arrived: a PUB may drop what a subscriber
+		 * cannot take yet (libnanomsg's does as soon as the connection's buffers are
+		 * full), and this case checks filtering and order, not a flood. */
+		if (i % 2 == 1)
+			CHK_TRUE(get_line(self->from, line, sizeof(line)), "no ack for %llu",
+			         (unsigned long long)i - 1);
 	}
 	{
 		fq_msg *m = NULL;
@@ -611,6 +685,7 @@ static void pub_child(child *self, const char *scheme, int arg)
 		memcpy(fq_msg_data(m), "A-end", 5);
 		CHK(fq_send(s, &m, 0));
 	}
+	child_wait_done(self);
 	child_close(t, s);
 }
 
@@ -663,9 +738,11 @@ PER_SCHEME(pub_sub_prefix, .description = "PUB/SUB across processes: only the su
 		          (unsigned long long)i);
 		fq_msg_free(m);
 		want += 2;
+		cr_assert(put_line(k->to, "ack"));
 	}
 	cr_assert_eq(want, PUB_COUNT, "%llu of %d messages of topic A arrived",
 	             (unsigned long long)want / 2, PUB_COUNT / 2);
+	go(k); /* done */
 	reap(k);
 }
 
@@ -691,6 +768,7 @@ static void fan_child(child *self, const char *scheme, int id)
 		memcpy(fq_msg_data(m), head, sizeof(head));
 		CHK(fq_send(s, &m, 0));
 	}
+	child_wait_done(self);
 	child_close(t, s);
 }
 
@@ -737,9 +815,39 @@ PER_SCHEME(fan_in_and_return,
 	kid_connects(a, url);
 	kid_connects(b, url);
 	fan_in(pull, 0, 2);
+	go(a); /* done */
+	go(b);
 	reap(a);
 	reap(b);
 	kid_connects(c, url);
 	fan_in(pull, 2, 1);
+	go(c);
 	reap(c);
+}
+
+/* ---- Entry -------------------------------------------------------------------------------- */
+
+/* A peer process (see spawn), or the Criterion runner. */
+int main(int argc, char *argv[])
+{
+	struct criterion_test_set *tests;
+	int result = 0;
+
+	if (argc == 5 && strcmp(argv[1], "--twoproc-peer") == 0) {
+		child self = {getpid(), 4, 3};
+
+		for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+			if (strcmp(roles[i].name, argv[2]) == 0) {
+				roles[i].fn(&self, argv[3], atoi(argv[4]));
+				return 0;
+			}
+		}
+		fprintf(stderr, "twoproc: no peer role %s\n", argv[2]);
+		return 2;
+	}
+	tests = criterion_initialize();
+	if (criterion_handle_args(argc, argv, true))
+		result = !criterion_run_all_tests(tests);
+	criterion_finalize(tests);
+	return result;
 }
