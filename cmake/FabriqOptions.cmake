@@ -2,6 +2,7 @@
 option(FQ_TRANSPORT_ZEROMQ "Build the zeromq transport (libzmq)" ON)
 option(FQ_TRANSPORT_SHMEM "Build the shmem transport (zero-copy shared memory, Linux)" ON)
 option(FQ_TRANSPORT_OFI "Build the ofi transport (RDMA through libfabric)" ON)
+option(FQ_TRANSPORT_NANOMSG "Build the nanomsg transport (libnanomsg; SP wire protocol)" ON)
 option(FQ_DEVICE "Build libfabriq-device, its plugins and the ready-made devices" ON)
 option(FQ_TOOLS "Build fq-info, fq-cat, fq-bench" ON)
 option(FQ_BENCH "Build the benchmark engine and raw-library baselines" ON)

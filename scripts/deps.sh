@@ -10,6 +10,8 @@ packages=(
 	libjansson-dev       # JSON configuration (device framework), fq-info --json
 	libfabric-dev        # ofi transport (RDMA through libfabric: tcp;ofi_rxm, shm, verbs)
 	libfabric-bin        # fi_info, fi_pingpong: compare with fq-info's provider list, raw baselines
+	libnanomsg-dev       # nanomsg transport (SP wire protocol)
+	nanomsg-utils nng-utils # nanocat and nngcat: independent SP peers for interoperability tests
 	python3-zmq          # an independent ZeroMQ peer for interoperability checks
 	procps iproute2      # process and socket checks in multi-process tests
 	iceoryx libiceoryx-binding-c-dev # fq-bench --baseline iceoryx: iox-roudi and the C API

@@ -1,0 +1,1057 @@
+/*
+ * nanomsg transport: libnanomsg sockets, wire-compatible with nanomsg and NNG peers (the SP
+ * protocols push0/pull0, pub0/sub0, req0/rep0, pair0 over tcp://, ipc:// and inproc://).
+ *
+ * A single fabriq message is one SP message; a vector of parts is one SP message with the
+ * header of nm_wire.h in front, gathered by nn_sendmsg, so it stays atomic.
+ *
+ * Messages: fq_msg_alloc makes an nn_allocmsg chunk, sent without a copy (nn_send with
+ * NN_MSG) when the message is its chunk's only user; received messages are the chunks
+ * libnanomsg read into, and the parts of a received vector point into their one chunk (no
+ * copy on receive). Copies (fq_msg_copy) share the memory through a reference count at the
+ * message that owns it (the root). Adopted memory, shared memory and vectors are copied once,
+ * by libnanomsg, when sent.
+ *
+ * Thread-safety: libnanomsg sockets are thread-safe, and every send or receive is one call
+ * into them with NN_DONTWAIT. A caller that has to wait sleeps in poll() on libnanomsg's
+ * NN_RCVFD / NN_SNDFD (levels: readable while a message can be received / sent) and the
+ * socket's interrupt eventfd, then tries again. The socket's mutex guards only what fabriq
+ * adds: a vector that fq_recv left for fq_recvv, the REQ/REP turn, the SUB prefix list.
+ */
+#include "core/core.h"
+#include "core/transport.h"
+#include "transport/nanomsg/nm_wire.h"
+
+#include <arpa/inet.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pair.h>
+#include <nanomsg/pipeline.h>
+#include <nanomsg/pubsub.h>
+#include <nanomsg/reqrep.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SUBSYS "nanomsg"
+
+/*
+ * libnanomsg's nn_recv returns the size of a message as an int. Its chunk knows the real
+ * size: nn_chunk_size is exported by the library (though not declared in its headers), and
+ * used here when present, so messages of 2 GiB and more keep their size. Without it, sizes
+ * are taken modulo 2^32 (right up to 4 GiB - 1).
+ */
+extern size_t nn_chunk_size(void *p) __attribute__((weak));
+
+/* ---- Errors ----------------------------------------------------------------------------- */
+
+static int nerr(int e)
+{
+	switch (e) {
+	case EAGAIN:
+		return FQ_EAGAIN;
+	case EFSM:
+		return FQ_ESTATE;
+	case ETERM:
+	case EBADF:
+		return FQ_ECLOSED;
+	case EADDRINUSE:
+		return FQ_EADDRINUSE;
+	case EINVAL:
+	case ENAMETOOLONG:
+	case EPROTONOSUPPORT:
+	case ENODEV:
+	case EADDRNOTAVAIL:
+		return FQ_EADDRINVAL;
+	case EMSGSIZE:
+		return FQ_EMSGSIZE;
+	default:
+		return fqi_syserr(e);
+	}
+}
+
+/* ---- Messages --------------------------------------------------------------------------- */
+
+/*
+ * A message, or the holder of a received vector's chunk. The memory belongs to the root: the
+ * message itself, or the one it was copied from (or the vector's holder). The root counts its
+ * users and outlives its own fq_msg_free while copies remain.
+ */
+typedef struct nm_msg {
+	fq_msg base;
+	struct nm_msg *root;
+	_Atomic long refs;   /* at the root: users of the memory */
+	void *chunk;         /* at the root: the libnanomsg chunk, or NULL */
+	size_t chunk_size;   /* its size */
+	fqi_free_fn free_fn; /* at the root: adopted memory's release */
+	void *hint;
+	void *mem; /* at the root: the memory free_fn gets */
+} nm_msg;
+
+static const fqi_msg_ops nm_msg_ops;
+
+static nm_msg *msg_shell(fq_transport *t, void *data, size_t size)
+{
+	nm_msg *m = malloc(sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	m->base = (fq_msg){.ops = &nm_msg_ops, .t = t, .data = data, .size = size};
+	m->root = m;
+	atomic_init(&m->refs, 1);
+	m->chunk = NULL;
+	m->chunk_size = 0;
+	m->free_fn = NULL;
+	m->hint = m->mem = NULL;
+	return m;
+}
+
+static void root_release(nm_msg *r)
+{
+	if (r->chunk != NULL)
+		nn_freemsg(r->chunk);
+	else if (r->free_fn != NULL)
+		r->free_fn(r->mem, r->hint);
+	free(r);
+}
+
+static void nm_msg_free(fq_msg *base)
+{
+	nm_msg *m = (nm_msg *)base, *r = m->root;
+
+	if (m != r)
+		free(m);
+	if (atomic_fetch_sub(&r->refs, 1) == 1)
+		root_release(r);
+}
+
+/* A message around a libnanomsg chunk of `size` bytes (taken over; freed on failure). */
+static int msg_of_chunk(fq_transport *t, void *chunk, size_t size, fq_msg **out)
+{
+	nm_msg *m = msg_shell(t, chunk, size);
+
+	if (m == NULL) {
+		nn_freemsg(chunk);
+		return FQ_ENOMEM;
+	}
+	m->chunk = chunk;
+	m->chunk_size = size;
+	*out = &m->base;
+	return 0;
+}
+
+static int nm_msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+{
+	void *chunk = nn_allocmsg(size, 0);
+
+	if (chunk == NULL)
+		return FQ_ENOMEM;
+	return msg_of_chunk(t, chunk, size, out);
+}
+
+static int nm_msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn free_fn, void *hint,
+                        fq_msg **out)
+{
+	nm_msg *m = msg_shell(t, data, size);
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	m->free_fn = free_fn;
+	m->hint = hint;
+	m->mem = data;
+	*out = &m->base;
+	return 0;
+}
+
+static int nm_msg_copy(const fq_msg *src, fq_msg **out)
+{
+	const nm_msg *s = (const nm_msg *)src;
+	nm_msg *m = msg_shell(src->t, src->data, src->size);
+
+	if (m == NULL)
+		return FQ_ENOMEM;
+	m->root = s->root;
+	atomic_fetch_add(&s->root->refs, 1);
+	*out = &m->base;
+	return 0;
+}
+
+static int nm_msg_shrink(fq_msg *m, size_t size)
+{
+	m->size = size; /* a send with nn_reallocmsg or a copy sends only `size` bytes */
+	return 0;
+}
+
+/* ---- Transport state -------------------------------------------------------------------- */
+
+typedef struct nm_t {
+	pthread_mutex_t lock; /* socks */
+	pthread_cond_t cond;
+	struct nm_sock *socks;
+	bool stop;
+	pthread_t monitor;
+} nm_t;
+
+/* ---- Sockets ---------------------------------------------------------------------------- */
+
+enum { TURN_ANY, TURN_SEND, TURN_RECV };
+
+typedef struct nm_sock {
+	fq_socket *s;
+	struct nm_sock *next; /* in the transport's list (the monitor's) */
+	int nn;
+	int rcv_fd, snd_fd; /* libnanomsg's levels, -1 where the type has no such direction */
+	int intr_fd;        /* eventfd: readable while interrupted */
+	int ep_fd;          /* fq_socket_fd: epoll over the main level and intr_fd */
+	_Atomic bool interrupted;
+	pthread_mutex_t lock;      /* stash, subs, broken_seen, ipc_files */
+	pthread_mutex_t turn_lock; /* REQ/REP: held around a try that may change the turn */
+	_Atomic(fq_parts *) stash; /* a vector fq_recv left for fq_recvv */
+	int turn;                  /* REQ/REP: whose turn it is */
+	fqi_subs subs;             /* SUB: the prefixes, for vectors (filtered here) */
+	bool magic_subscribed;
+	uint64_t broken_seen; /* NN_STAT_BROKEN_CONNECTIONS logged so far */
+	char **ipc_files;     /* bound ipc:// paths, removed at close */
+	size_t n_ipc_files;
+} nm_sock;
+
+static const int nn_types[] = {
+    [FQ_PAIR] = NN_PAIR, [FQ_PUB] = NN_PUB,   [FQ_SUB] = NN_SUB,   [FQ_REQ] = NN_REQ,
+    [FQ_REP] = NN_REP,   [FQ_PUSH] = NN_PUSH, [FQ_PULL] = NN_PULL,
+};
+
+static int set_int(nm_sock *ns, int level, int opt, int value)
+{
+	return nn_setsockopt(ns->nn, level, opt, &value, sizeof(value)) == 0 ? 0 : nerr(errno);
+}
+
+static int clamp_int(int64_t v)
+{
+	return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+/* The tighter of two byte limits, 0 meaning none. */
+static int64_t tighter(int64_t a, int64_t b)
+{
+	if (a == 0)
+		return b;
+	if (b == 0)
+		return a;
+	return a < b ? a : b;
+}
+
+/*
+ * libnanomsg drops connections on its own threads (a peer that announced more than
+ * max_msg_size, a malformed frame, a peer that vanished) and shows it only in a statistic.
+ * The transport's monitor thread looks at every socket's every MONITOR_MS and logs each new
+ * drop. Called with the transport's list lock held.
+ */
+#define MONITOR_MS 100
+
+static void check_broken(nm_sock *ns)
+{
+	uint64_t broken = nn_get_statistic(ns->nn, NN_STAT_BROKEN_CONNECTIONS);
+
+	if (broken == (uint64_t)-1 || broken <= ns->broken_seen)
+		return;
+	FQI_WARN(SUBSYS,
+	         "%s socket: libnanomsg dropped %llu connection(s) (a peer sent a message above "
+	         "max_msg_size %lld, a malformed frame, or went away); it reconnects",
+	         fq_socket_type_name(ns->s->type), (unsigned long long)(broken - ns->broken_seen),
+	         (long long)atomic_load(&ns->s->opt[FQI_SO_MAX_MSG_SIZE]));
+	ns->broken_seen = broken;
+}
+
+/* Sleep until `fd` (a libnanomsg level) is readable, the deadline passes or an interrupt. */
+static int wait_level(nm_sock *ns, int fd, int64_t deadline)
+{
+	struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = ns->intr_fd, .events = POLLIN}};
+	int left;
+
+	if (atomic_load(&ns->interrupted))
+		return FQ_EINTR;
+	left = fqi_deadline_remaining(deadline);
+	if (left == 0)
+		return FQ_ETIMEDOUT;
+	if (poll(p, 2, left) < 0 && errno != EINTR)
+		return fqi_syserr(errno);
+	return atomic_load(&ns->interrupted) ? FQ_EINTR : 0;
+}
+
+/* ---- Sending ---------------------------------------------------------------------------- */
+
+/* One attempt to send a single message m (not freed). 0: libnanomsg has it. */
+static int try_send_one(nm_sock *ns, nm_msg *m, bool *chunk_taken)
+{
+	nm_msg *r = m->root;
+	int rc;
+
+	*chunk_taken = false;
+	if (nm_vec_is(m->base.data, m->base.size)) {
+		/* A body that starts with the vector magic goes as a vector of one part. */
+		unsigned char head[NM_VEC_FIXED + 8];
+		struct nn_iovec iov[2] = {{head, sizeof(head)}, {m->base.data, m->base.size}};
+		struct nn_msghdr hdr = {.msg_iov = iov, .msg_iovlen = 2};
+
+		nm_vec_put_head(head, 1);
+		nm_vec_put_size(head, 0, m->base.size);
+		rc = nn_sendmsg(ns->nn, &hdr, NN_DONTWAIT);
+	} else if (r == m && r->chunk != NULL && m->base.data == r->chunk &&
+	           atomic_load_explicit(&r->refs, memory_order_relaxed) == 1) {
+		/* Its chunk's only user: hand the chunk over, no copy. */
+		if (m->base.size != r->chunk_size) {
+			void *grown = nn_reallocmsg(r->chunk, m->base.size);
+
+			if (grown == NULL)
+				return FQ_ENOMEM;
+			r->chunk = m->base.data = grown;
+			r->chunk_size = m->base.size;
+		}
+		rc = nn_send(ns->nn, &r->chunk, NN_MSG, NN_DONTWAIT);
+		if (rc != -1)
+			*chunk_taken = true;
+	} else {
+		rc = nn_send(ns->nn, m->base.data, m->base.size, NN_DONTWAIT);
+	}
+	/* nn_send returns the size as an int: only -1 is an error. */
+	return rc == -1 ? nerr(errno) : 0;
+}
+
+/* One attempt to send a vector of n >= 2 parts, gathered by libnanomsg. */
+static int try_send_vector(nm_sock *ns, fq_msg **parts, size_t n)
+{
+	unsigned char stack_head[NM_VEC_FIXED + 8 * 16];
+	struct nn_iovec stack_iov[17];
+	unsigned char *head = stack_head;
+	struct nn_iovec *iov = stack_iov;
+	struct nn_msghdr hdr;
+	int rc;
+
+	if (n > UINT32_MAX || n > (size_t)INT32_MAX - 1)
+		return FQ_EMSGSIZE;
+	if (n > 16) {
+		head = malloc(nm_vec_head_bytes(n));
+		iov = malloc((n + 1) * sizeof(*iov));
+		if (head == NULL || iov == NULL) {
+			free(head);
+			free(iov);
+			return FQ_ENOMEM;
+		}
+	}
+	nm_vec_put_head(head, (uint32_t)n);
+	iov[0] = (struct nn_iovec){head, nm_vec_head_bytes(n)};
+	for (size_t i = 0; i < n; i++) {
+		nm_vec_put_size(head, i, parts[i]->size);
+		iov[i + 1] = (struct nn_iovec){parts[i]->data, parts[i]->size};
+	}
+	hdr = (struct nn_msghdr){.msg_iov = iov, .msg_iovlen = (int)(n + 1)};
+	rc = nn_sendmsg(ns->nn, &hdr, NN_DONTWAIT);
+	if (head != stack_head) {
+		free(head);
+		free(iov);
+	}
+	return rc == -1 ? nerr(errno) : 0;
+}
+
+static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
+{
+	nm_sock *ns = s->priv;
+	bool turns = s->type == FQ_REQ || s->type == FQ_REP;
+	int64_t deadline = -2;
+
+	if (!fqi_type_sends(s->type))
+		return FQ_ENOTSUP;
+	for (;;) {
+		bool taken = false;
+		int rc;
+
+		if (atomic_load(&ns->interrupted))
+			return FQ_EINTR;
+		if (turns) {
+			pthread_mutex_lock(&ns->turn_lock);
+			if (ns->turn != TURN_SEND) {
+				pthread_mutex_unlock(&ns->turn_lock);
+				return FQ_ESTATE;
+			}
+		}
+		rc = n == 1 ? try_send_one(ns, (nm_msg *)parts[0], &taken)
+		            : try_send_vector(ns, parts, n);
+		if (turns) {
+			if (rc == 0)
+				ns->turn = TURN_RECV;
+			pthread_mutex_unlock(&ns->turn_lock);
+		}
+		if (rc == 0) {
+			for (size_t i = 0; i < n; i++) {
+				if (taken) {
+					free(parts[i]); /* the chunk is libnanomsg's now */
+				} else {
+					nm_msg_free(parts[i]);
+				}
+				parts[i] = NULL;
+			}
+			return 0;
+		}
+		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
+			return rc;
+		if (deadline == -2)
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
+		rc = wait_level(ns, ns->snd_fd, deadline);
+		if (rc != 0)
+			return rc;
+	}
+}
+
+/* ---- Receiving -------------------------------------------------------------------------- */
+
+/* The size of a received chunk (see nn_chunk_size above). */
+static size_t chunk_size(void *chunk, int rc)
+{
+	if (nn_chunk_size != NULL)
+		return nn_chunk_size(chunk);
+	return (size_t)(uint32_t)rc;
+}
+
+/* Parts pointing into a vector's chunk (taken over). Errors: FQ_EPROTO (logged), FQ_ENOMEM. */
+static int vector_of_chunk(fq_socket *s, void *chunk, size_t len, fq_parts **out)
+{
+	size_t n, at;
+	char why[128];
+	nm_msg *holder;
+	fq_parts *v;
+	int rc = nm_vec_parse(chunk, len, &n, &at, why, sizeof(why));
+
+	if (rc != 0) {
+		FQI_WARN(SUBSYS, "%s socket: a malformed vector of %zu bytes was dropped: %s",
+		         fq_socket_type_name(s->type), len, why);
+		nn_freemsg(chunk);
+		return rc;
+	}
+	rc = fqi_parts_new(n, &v);
+	holder = rc == 0 ? msg_shell(s->t, chunk, len) : NULL;
+	if (holder == NULL) {
+		if (rc == 0)
+			fq_parts_free(v);
+		nn_freemsg(chunk);
+		return FQ_ENOMEM;
+	}
+	holder->chunk = chunk;
+	holder->chunk_size = len;
+	atomic_store(&holder->refs, (long)n + 1);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t size = nm_vec_size(chunk, i);
+		nm_msg *p = msg_shell(s->t, (char *)chunk + at, (size_t)size);
+
+		if (p == NULL) {
+			/* The parts made so far are in v; the holder loses the missing users. */
+			atomic_fetch_sub(&holder->refs, (long)(n - i));
+			fq_parts_free(v);
+			nm_msg_free(&holder->base);
+			return FQ_ENOMEM;
+		}
+		p->root = holder;
+		v->msgs[i] = &p->base;
+		v->bytes += size;
+		at += size;
+	}
+	nm_msg_free(&holder->base); /* the parts hold it now */
+	*out = v;
+	return 0;
+}
+
+/* Does a SUB take this vector (its first part starts with a prefix)? Under ns->lock. */
+static bool sub_wants(nm_sock *ns, fq_parts *v)
+{
+	return fqi_subs_match(&ns->subs, v->msgs[0]->data, v->msgs[0]->size);
+}
+
+/*
+ * One attempt to receive. A single message goes to *msg_out, or as a vector of one part when
+ * want_vector; a vector goes to *parts_out, or is kept for recvv with FQ_EPARTS.
+ */
+static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out)
+{
+	nm_sock *ns = s->priv;
+	void *chunk = NULL;
+	fq_parts *v = NULL;
+	size_t len;
+	int rc;
+
+	if (atomic_load_explicit(&ns->stash, memory_order_relaxed) != NULL) {
+		pthread_mutex_lock(&ns->lock);
+		v = atomic_load(&ns->stash);
+		if (v != NULL && want_vector)
+			atomic_store(&ns->stash, NULL);
+		pthread_mutex_unlock(&ns->lock);
+		if (v != NULL) {
+			if (!want_vector)
+				return FQ_EPARTS;
+			*parts_out = v;
+			return 0;
+		}
+	}
+	rc = nn_recv(ns->nn, &chunk, NN_MSG, NN_DONTWAIT);
+	if (rc == -1)
+		return nerr(errno);
+	len = rc >= 0 ? (size_t)rc : chunk_size(chunk, rc);
+	if (!nm_vec_is(chunk, len)) {
+		fq_msg *m;
+
+		rc = msg_of_chunk(s->t, chunk, len, &m);
+		if (rc != 0)
+			return rc;
+		if (!want_vector) {
+			*msg_out = m;
+			return 0;
+		}
+		rc = fqi_parts_new(1, &v);
+		if (rc != 0) {
+			nm_msg_free(m);
+			return rc;
+		}
+		v->msgs[0] = m;
+		v->bytes = m->size;
+		*parts_out = v;
+		return 0;
+	}
+	rc = vector_of_chunk(s, chunk, len, &v);
+	if (rc == FQ_EPROTO)
+		return FQ_EAGAIN; /* dropped: look for the next one */
+	if (rc != 0)
+		return rc;
+	if (s->type == FQ_SUB) {
+		bool wanted;
+
+		pthread_mutex_lock(&ns->lock);
+		wanted = sub_wants(ns, v);
+		pthread_mutex_unlock(&ns->lock);
+		if (!wanted) {
+			fq_parts_free(v);
+			return FQ_EAGAIN;
+		}
+	}
+	if (v->n == 1 && !want_vector) {
+		/* A single message that was wrapped because it starts with the magic. */
+		*msg_out = fq_parts_take(v, 0);
+		fq_parts_free(v);
+		return 0;
+	}
+	if (!want_vector) {
+		pthread_mutex_lock(&ns->lock);
+		if (atomic_load(&ns->stash) == NULL) {
+			atomic_store(&ns->stash, v);
+			v = NULL;
+		}
+		pthread_mutex_unlock(&ns->lock);
+		if (v != NULL) {
+			/* Another thread left one first: this one is not lost, but out of turn. */
+			FQI_WARN(SUBSYS, "a vector arrived while another waited for fq_recvv; "
+			                 "dropped");
+			fq_parts_free(v);
+		}
+		return FQ_EPARTS;
+	}
+	*parts_out = v;
+	return 0;
+}
+
+static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out,
+                       int flags)
+{
+	nm_sock *ns = s->priv;
+	bool turns = s->type == FQ_REQ || s->type == FQ_REP;
+	int64_t deadline = -2;
+
+	if (!fqi_type_receives(s->type))
+		return FQ_ENOTSUP;
+	for (;;) {
+		int rc;
+
+		if (atomic_load(&ns->interrupted))
+			return FQ_EINTR;
+		if (turns) {
+			pthread_mutex_lock(&ns->turn_lock);
+			if (ns->turn != TURN_RECV) {
+				pthread_mutex_unlock(&ns->turn_lock);
+				return FQ_ESTATE;
+			}
+		}
+		rc = try_recv(s, want_vector, msg_out, parts_out);
+		if (turns) {
+			if (rc == 0)
+				ns->turn = TURN_SEND;
+			pthread_mutex_unlock(&ns->turn_lock);
+		}
+		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
+			return rc;
+		if (deadline == -2)
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
+		rc = wait_level(ns, ns->rcv_fd, deadline);
+		if (rc != 0)
+			return rc;
+	}
+}
+
+static int nm_recv(fq_socket *s, fq_msg **out, int flags)
+{
+	return recv_common(s, false, out, NULL, flags);
+}
+
+static int nm_recvv(fq_socket *s, fq_parts **out, int flags)
+{
+	return recv_common(s, true, NULL, out, flags);
+}
+
+/* ---- Options ---------------------------------------------------------------------------- */
+
+static int subscribe(fq_socket *s, const char *text, bool add)
+{
+	nm_sock *ns = s->priv;
+	size_t len = strlen(text);
+	int rc;
+
+	pthread_mutex_lock(&ns->lock);
+	rc = fqi_subs_change(&ns->subs, text, len, add);
+	if (rc == 0 && add && !ns->magic_subscribed) {
+		/* Vectors pass libnanomsg's filter; their first part is matched here. */
+		rc =
+		    nn_setsockopt(ns->nn, NN_SUB, NN_SUB_SUBSCRIBE, NM_VEC_MAGIC, NM_VEC_MAGIC_LEN);
+		ns->magic_subscribed = rc == 0;
+		rc = rc == 0 ? 0 : nerr(errno);
+	}
+	if (rc == 0 && nn_setsockopt(ns->nn, NN_SUB, add ? NN_SUB_SUBSCRIBE : NN_SUB_UNSUBSCRIBE,
+	                             text, len) != 0) {
+		/* libnanomsg refuses to remove a prefix it does not have: so does fabriq */
+		rc = errno == EINVAL ? FQ_EINVAL : nerr(errno);
+		if (add)
+			fqi_subs_change(&ns->subs, text, len, false);
+		else
+			fqi_subs_change(&ns->subs, text, len, true);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return rc;
+}
+
+static int nm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
+{
+	nm_sock *ns = s->priv;
+	int64_t v = atomic_load(&s->opt[id]);
+
+	switch (id) {
+	case FQI_SO_SND_HWM:
+	case FQI_SO_RCV_HWM:
+		return 0; /* libnanomsg bounds its queues in bytes (fabriq-nanomsg(7)) */
+	case FQI_SO_SND_HWM_BYTES:
+	case FQI_SO_SND_KERNEL_SIZE: {
+		int64_t b = tighter(atomic_load(&s->opt[FQI_SO_SND_HWM_BYTES]),
+		                    atomic_load(&s->opt[FQI_SO_SND_KERNEL_SIZE]));
+
+		return b == 0 ? 0 : set_int(ns, NN_SOL_SOCKET, NN_SNDBUF, clamp_int(b));
+	}
+	case FQI_SO_RCV_HWM_BYTES:
+	case FQI_SO_RCV_KERNEL_SIZE: {
+		int64_t b = tighter(atomic_load(&s->opt[FQI_SO_RCV_HWM_BYTES]),
+		                    atomic_load(&s->opt[FQI_SO_RCV_KERNEL_SIZE]));
+
+		return b == 0 ? 0 : set_int(ns, NN_SOL_SOCKET, NN_RCVBUF, clamp_int(b));
+	}
+	case FQI_SO_SND_TIMEOUT:
+	case FQI_SO_RCV_TIMEOUT:
+	case FQI_SO_LINGER:
+		return 0; /* read when they apply */
+	case FQI_SO_MAX_MSG_SIZE:
+		/* Checked against the announced size before allocating; the peer's connection is
+		 * dropped. An int in libnanomsg: larger limits are clamped to 2^31 - 1. */
+		return set_int(ns, NN_SOL_SOCKET, NN_RCVMAXSIZE, v == 0 ? -1 : clamp_int(v));
+	case FQI_SO_RECONNECT_IVL:
+		return set_int(ns, NN_SOL_SOCKET, NN_RECONNECT_IVL, clamp_int(v));
+	case FQI_SO_RECONNECT_IVL_MAX:
+		return set_int(ns, NN_SOL_SOCKET, NN_RECONNECT_IVL_MAX, clamp_int(v));
+	case FQI_SO_SUBSCRIBE:
+	case FQI_SO_UNSUBSCRIBE:
+		if (text == NULL)
+			return 0;
+		if (s->type != FQ_SUB)
+			return FQ_ENOTSUP;
+		return subscribe(s, text, id == FQI_SO_SUBSCRIBE);
+	default:
+		return FQ_ENOENT;
+	}
+}
+
+/* ---- Open, bind, connect, close --------------------------------------------------------- */
+
+static void sock_release(nm_sock *ns)
+{
+	if (ns->nn >= 0)
+		nn_close(ns->nn);
+	if (ns->ep_fd >= 0)
+		close(ns->ep_fd);
+	if (ns->intr_fd >= 0)
+		close(ns->intr_fd);
+	fqi_subs_free(&ns->subs);
+	pthread_mutex_destroy(&ns->lock);
+	pthread_mutex_destroy(&ns->turn_lock);
+}
+
+static int level_fd(nm_sock *ns, int opt, int *out)
+{
+	size_t len = sizeof(*out);
+
+	return nn_getsockopt(ns->nn, NN_SOL_SOCKET, opt, out, &len) == 0 ? 0 : nerr(errno);
+}
+
+static int nm_open(fq_socket *s)
+{
+	nm_t *nt = s->t->priv;
+	nm_sock *ns = s->priv;
+	struct epoll_event ev = {.events = EPOLLIN};
+	int rc = 0;
+
+	memset(ns, 0, sizeof(*ns));
+	pthread_mutex_init(&ns->lock, NULL);
+	pthread_mutex_init(&ns->turn_lock, NULL);
+	ns->rcv_fd = ns->snd_fd = ns->intr_fd = ns->ep_fd = -1;
+	ns->turn = s->type == FQ_REQ ? TURN_SEND : s->type == FQ_REP ? TURN_RECV : TURN_ANY;
+	if ((unsigned)s->type >= FQI_ARRAY_LEN(nn_types)) {
+		ns->nn = -1;
+		sock_release(ns);
+		return FQ_ENOTSUP;
+	}
+	ns->nn = nn_socket(AF_SP, nn_types[s->type]);
+	if (ns->nn < 0) {
+		rc = nerr(errno);
+		goto fail;
+	}
+	if (fqi_type_receives(s->type))
+		rc = level_fd(ns, NN_RCVFD, &ns->rcv_fd);
+	if (rc == 0 && fqi_type_sends(s->type))
+		rc = level_fd(ns, NN_SNDFD, &ns->snd_fd);
+	if (rc != 0)
+		goto fail;
+	ns->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ns->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (ns->intr_fd < 0 || ns->ep_fd < 0)
+		goto sys_fail;
+	/* The application's fd: input for types that receive, else room to send. */
+	ev.data.fd = ns->rcv_fd >= 0 ? ns->rcv_fd : ns->snd_fd;
+	if (epoll_ctl(ns->ep_fd, EPOLL_CTL_ADD, ev.data.fd, &ev) != 0)
+		goto sys_fail;
+	ev.data.fd = ns->intr_fd;
+	if (epoll_ctl(ns->ep_fd, EPOLL_CTL_ADD, ns->intr_fd, &ev) != 0)
+		goto sys_fail;
+	ns->s = s;
+	pthread_mutex_lock(&nt->lock);
+	ns->next = nt->socks;
+	nt->socks = ns;
+	pthread_mutex_unlock(&nt->lock);
+	return 0;
+sys_fail:
+	rc = fqi_syserr(errno);
+fail:
+	sock_release(ns);
+	return rc;
+}
+
+static void remember_ipc_file(nm_sock *ns, const char *path)
+{
+	char **grown = realloc(ns->ipc_files, (ns->n_ipc_files + 1) * sizeof(*grown));
+	char *copy = strdup(path);
+
+	if (grown != NULL)
+		ns->ipc_files = grown;
+	if (grown == NULL || copy == NULL) {
+		free(copy);
+		return;
+	}
+	ns->ipc_files[ns->n_ipc_files++] = copy;
+}
+
+/*
+ * tcp://host:0: libnanomsg cannot bind port 0, so fabriq picks a port that is free now and
+ * binds it, trying again when another process took it meanwhile.
+ */
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+	if (fd < 0)
+		return fqi_syserr(errno);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	else
+		port = fqi_syserr(errno);
+	close(fd);
+	return port;
+}
+
+static int bind_tcp_any_port(nm_sock *ns, const fqi_url *url, char *resolved)
+{
+	const char *colon = strrchr(url->rest, ':');
+	int host_len = (int)(colon - url->rest);
+
+	for (int tries = 0; tries < 20; tries++) {
+		int port = free_port();
+
+		if (port < 0)
+			return port;
+		snprintf(resolved, FQI_URL_MAX, "tcp://%.*s:%d", host_len, url->rest, port);
+		if (nn_bind(ns->nn, resolved) >= 0)
+			return 0;
+		if (errno != EADDRINUSE)
+			return nerr(errno);
+	}
+	return FQ_EADDRINUSE;
+}
+
+static int nm_bind(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	nm_sock *ns = s->priv;
+	const char *colon = strrchr(url->rest, ':');
+	int rc = 0;
+
+	if (strcmp(url->scheme, "tcp") == 0 && colon != NULL && strcmp(colon, ":0") == 0) {
+		rc = bind_tcp_any_port(ns, url, resolved);
+	} else if (nn_bind(ns->nn, url->text) < 0) {
+		rc = nerr(errno);
+	} else {
+		snprintf(resolved, FQI_URL_MAX, "%s", url->text);
+	}
+	if (rc != 0) {
+		FQI_WARN(SUBSYS, "bind %s failed: %s", url->text, fq_strerror(rc));
+		return rc;
+	}
+	if (strcmp(url->scheme, "ipc") == 0) {
+		pthread_mutex_lock(&ns->lock);
+		remember_ipc_file(ns, url->rest);
+		pthread_mutex_unlock(&ns->lock);
+	}
+	return 0;
+}
+
+static int nm_connect(fq_socket *s, const fqi_url *url, char *resolved)
+{
+	nm_sock *ns = s->priv;
+
+	if (nn_connect(ns->nn, url->text) < 0) {
+		int rc = nerr(errno);
+
+		FQI_WARN(SUBSYS, "connect %s failed: %s", url->text, fq_strerror(rc));
+		return rc;
+	}
+	snprintf(resolved, FQI_URL_MAX, "%s", url->text);
+	return 0;
+}
+
+/*
+ * libnanomsg drops what it still holds at nn_close (its NN_LINGER is not implemented). With
+ * linger, wait (bounded) until it has handed the last message to a connection: NN_SNDFD
+ * readable again. What the kernel holds by then is still delivered.
+ */
+static void linger(fq_socket *s)
+{
+	nm_sock *ns = s->priv;
+	int64_t ms = atomic_load(&s->opt[FQI_SO_LINGER]);
+	struct pollfd p = {.fd = ns->snd_fd, .events = POLLIN};
+
+	if (ns->snd_fd < 0 || ms == 0)
+		return;
+	if (poll(&p, 1, ms < 0 ? -1 : (int)(ms > INT32_MAX ? INT32_MAX : ms)) < 0)
+		return;
+}
+
+static void nm_close(fq_socket *s)
+{
+	nm_t *nt = s->t->priv;
+	nm_sock *ns = s->priv;
+	fq_parts *v = atomic_exchange(&ns->stash, NULL);
+
+	if (v != NULL)
+		fq_parts_free(v);
+	linger(s);
+	pthread_mutex_lock(&nt->lock);
+	check_broken(ns);
+	for (nm_sock **pp = &nt->socks; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == ns) {
+			*pp = ns->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&nt->lock);
+	nn_close(ns->nn);
+	ns->nn = -1;
+	for (size_t i = 0; i < ns->n_ipc_files; i++) {
+		unlink(ns->ipc_files[i]);
+		free(ns->ipc_files[i]);
+	}
+	free(ns->ipc_files);
+	sock_release(ns);
+}
+
+static bool level_up(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+static int nm_events(fq_socket *s)
+{
+	nm_sock *ns = s->priv;
+	int ev = 0;
+
+	if (atomic_load(&ns->interrupted))
+		return FQ_EINTR;
+	if (atomic_load(&ns->stash) != NULL || level_up(ns->rcv_fd))
+		ev |= FQ_POLLIN;
+	if (level_up(ns->snd_fd))
+		ev |= FQ_POLLOUT;
+	if (s->type == FQ_REQ || s->type == FQ_REP) {
+		pthread_mutex_lock(&ns->turn_lock);
+		ev &= ns->turn == TURN_SEND ? FQ_POLLOUT : FQ_POLLIN;
+		pthread_mutex_unlock(&ns->turn_lock);
+	}
+	return ev;
+}
+
+static int nm_fd(fq_socket *s, int *fd)
+{
+	*fd = ((nm_sock *)s->priv)->ep_fd;
+	return 0;
+}
+
+static void nm_interrupt(fq_socket *s, bool on)
+{
+	nm_sock *ns = s->priv;
+
+	atomic_store(&ns->interrupted, on);
+	if (on)
+		fqi_kick(ns->intr_fd);
+	else
+		fqi_drain(ns->intr_fd);
+}
+
+/* ---- Transport -------------------------------------------------------------------------- */
+
+static void *monitor_main(void *arg)
+{
+	nm_t *nt = arg;
+
+	pthread_mutex_lock(&nt->lock);
+	while (!nt->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += MONITOR_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&nt->cond, &nt->lock, &ts);
+		for (nm_sock *ns = nt->socks; ns != NULL && !nt->stop; ns = ns->next)
+			check_broken(ns);
+	}
+	pthread_mutex_unlock(&nt->lock);
+	return NULL;
+}
+
+static int nm_init(fq_transport *t)
+{
+	nm_t *nt = calloc(1, sizeof(*nt));
+	pthread_condattr_t ca;
+	int rc;
+
+	if (nt == NULL)
+		return FQ_ENOMEM;
+	pthread_mutex_init(&nt->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&nt->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = pthread_create(&nt->monitor, NULL, monitor_main, nt);
+	if (rc != 0) {
+		pthread_cond_destroy(&nt->cond);
+		pthread_mutex_destroy(&nt->lock);
+		free(nt);
+		return fqi_syserr(rc);
+	}
+	t->priv = nt;
+	return 0;
+}
+
+static void nm_fini(fq_transport *t)
+{
+	nm_t *nt = t->priv;
+
+	pthread_mutex_lock(&nt->lock);
+	nt->stop = true;
+	pthread_cond_signal(&nt->cond);
+	pthread_mutex_unlock(&nt->lock);
+	pthread_join(nt->monitor, NULL);
+	pthread_cond_destroy(&nt->cond);
+	pthread_mutex_destroy(&nt->lock);
+	free(nt);
+	t->priv = NULL;
+}
+
+static const fqi_transport_ops nm_transport_ops = {
+    .size = sizeof(fqi_transport_ops),
+    .priv_size = 0,
+    .init = nm_init,
+    .fini = nm_fini,
+    .probe = fqi_no_probe,
+    .counter = fqi_no_counter,
+};
+
+static const fqi_msg_ops nm_msg_ops = {
+    .size = sizeof(fqi_msg_ops),
+    .alloc = nm_msg_alloc,
+    .adopt = nm_msg_adopt,
+    .copy = nm_msg_copy,
+    .shrink = nm_msg_shrink,
+    .free = nm_msg_free,
+};
+
+static const fqi_socket_ops nm_socket_ops = {
+    .size = sizeof(fqi_socket_ops),
+    .priv_size = sizeof(nm_sock),
+    .open = nm_open,
+    .close = nm_close,
+    .setopt = nm_setopt,
+    .bind = nm_bind,
+    .connect = nm_connect,
+    .send = nm_send,
+    .recv = nm_recv,
+    .recvv = nm_recvv,
+    .events = nm_events,
+    .fd = nm_fd,
+    .interrupt = nm_interrupt,
+};
+
+static const fqi_region_ops nm_region_ops = {
+    .size = sizeof(fqi_region_ops),
+    .priv_size = 0,
+    .open = fqi_no_region_open,
+    .close = fqi_no_region_close,
+    .msg = fqi_no_region_msg,
+};
+
+const fqi_transport_desc fqi_nanomsg_transport = {
+    .name = "nanomsg",
+    .schemes = "tcp,ipc,inproc",
+    .caps = FQI_CAP_CROSS_HOST | FQI_CAP_POLL_FD | FQI_CAP_RCV_HWM_BYTES,
+    .options = NULL,
+    .option_count = 0,
+    .transport_ops = &nm_transport_ops,
+    .msg_ops = &nm_msg_ops,
+    .socket_ops = &nm_socket_ops,
+    .region_ops = &nm_region_ops,
+};
