@@ -190,7 +190,8 @@ static int nm_msg_shrink(fq_msg *m, size_t size)
 /* ---- Transport state -------------------------------------------------------------------- */
 
 typedef struct nm_t {
-	pthread_mutex_t lock; /* socks */
+	_Atomic uint64_t copies; /* counter "send_copies": sends libnanomsg had to copy */
+	pthread_mutex_t lock;    /* socks */
 	pthread_cond_t cond;
 	struct nm_sock *socks;
 	bool stop;
@@ -211,9 +212,11 @@ typedef struct nm_sock {
 	_Atomic bool interrupted;
 	pthread_mutex_t lock;      /* stash, subs, broken_seen, ipc_files */
 	pthread_mutex_t turn_lock; /* REQ/REP: held around a try that may change the turn */
-	_Atomic(fq_parts *) stash; /* a vector fq_recv left for fq_recvv */
-	int turn;                  /* REQ/REP: whose turn it is */
-	fqi_subs subs;             /* SUB: the prefixes, for vectors (filtered here) */
+	fq_parts **stash;          /* vectors fq_recv left for fq_recvv, oldest first */
+	size_t stash_n, stash_cap;
+	_Atomic size_t stashed; /* stash_n, read without the lock */
+	int turn;               /* REQ/REP: whose turn it is */
+	fqi_subs subs;          /* SUB: the prefixes, for vectors (filtered here) */
 	bool magic_subscribed;
 	uint64_t broken_seen; /* NN_STAT_BROKEN_CONNECTIONS logged so far */
 	char **ipc_files;     /* bound ipc:// paths, removed at close */
@@ -256,14 +259,18 @@ static int64_t tighter(int64_t a, int64_t b)
 static void check_broken(nm_sock *ns)
 {
 	uint64_t broken = nn_get_statistic(ns->nn, NN_STAT_BROKEN_CONNECTIONS);
+	bool receives = fqi_type_receives(ns->s->type);
 
 	if (broken == (uint64_t)-1 || broken <= ns->broken_seen)
 		return;
-	FQI_WARN(SUBSYS,
-	         "%s socket: libnanomsg dropped %llu connection(s) (a peer sent a message above "
-	         "max_msg_size %lld, a malformed frame, or went away); it reconnects",
-	         fq_socket_type_name(ns->s->type), (unsigned long long)(broken - ns->broken_seen),
-	         (long long)atomic_load(&ns->s->opt[FQI_SO_MAX_MSG_SIZE]));
+	/* A peer that left and a peer libnanomsg dropped look alike. A receiving socket says
+	 * so at warn level, so a drop is never silent (as the zeromq transport does); a
+	 * sending socket only loses a consumer, which reconnects and round robin handle. */
+	FQI_LOG(receives ? FQ_LOG_WARN : FQ_LOG_INFO, SUBSYS,
+	        "%s socket: %llu connection(s) closed: the peer left, or was dropped for breaking "
+	        "the protocol (a message above max_msg_size %lld, a malformed frame)",
+	        fq_socket_type_name(ns->s->type), (unsigned long long)(broken - ns->broken_seen),
+	        (long long)atomic_load(&ns->s->opt[FQI_SO_MAX_MSG_SIZE]));
 	ns->broken_seen = broken;
 }
 
@@ -360,6 +367,7 @@ static int try_send_vector(nm_sock *ns, fq_msg **parts, size_t n)
 
 static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 {
+	nm_t *nt = s->t->priv;
 	nm_sock *ns = s->priv;
 	bool turns = s->type == FQ_REQ || s->type == FQ_REP;
 	int64_t deadline = -2;
@@ -387,6 +395,8 @@ static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			pthread_mutex_unlock(&ns->turn_lock);
 		}
 		if (rc == 0) {
+			if (!taken)
+				atomic_fetch_add_explicit(&nt->copies, 1, memory_order_relaxed);
 			for (size_t i = 0; i < n; i++) {
 				if (taken) {
 					free(parts[i]); /* the chunk is libnanomsg's now */
@@ -414,7 +424,7 @@ static size_t chunk_size(void *chunk, int rc)
 {
 	if (nn_chunk_size != NULL)
 		return nn_chunk_size(chunk);
-	return (size_t)(uint32_t)rc;
+	return (size_t)(uint32_t)rc; /* the int rc is the size modulo 2^32 */
 }
 
 /* Parts pointing into a vector's chunk (taken over). Errors: FQ_EPROTO (logged), FQ_ENOMEM. */
@@ -470,6 +480,8 @@ static bool sub_wants(nm_sock *ns, fq_parts *v)
 	return fqi_subs_match(&ns->subs, v->msgs[0]->data, v->msgs[0]->size);
 }
 
+#define SKIPPED 1 /* try_recv dropped what it read (malformed, or not subscribed): again */
+
 /*
  * One attempt to receive. A single message goes to *msg_out, or as a vector of one part when
  * want_vector; a vector goes to *parts_out, or is kept for recvv with FQ_EPARTS.
@@ -482,11 +494,15 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 	size_t len;
 	int rc;
 
-	if (atomic_load_explicit(&ns->stash, memory_order_relaxed) != NULL) {
+	if (atomic_load_explicit(&ns->stashed, memory_order_relaxed) > 0) {
 		pthread_mutex_lock(&ns->lock);
-		v = atomic_load(&ns->stash);
-		if (v != NULL && want_vector)
-			atomic_store(&ns->stash, NULL);
+		if (ns->stash_n > 0 && want_vector) {
+			v = ns->stash[0];
+			memmove(ns->stash, ns->stash + 1, --ns->stash_n * sizeof(*ns->stash));
+			atomic_store(&ns->stashed, ns->stash_n);
+		} else if (ns->stash_n > 0) {
+			v = ns->stash[0];
+		}
 		pthread_mutex_unlock(&ns->lock);
 		if (v != NULL) {
 			if (!want_vector)
@@ -498,7 +514,7 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 	rc = nn_recv(ns->nn, &chunk, NN_MSG, NN_DONTWAIT);
 	if (rc == -1)
 		return nerr(errno);
-	len = rc >= 0 ? (size_t)rc : chunk_size(chunk, rc);
+	len = chunk_size(chunk, rc);
 	if (!nm_vec_is(chunk, len)) {
 		fq_msg *m;
 
@@ -521,7 +537,7 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 	}
 	rc = vector_of_chunk(s, chunk, len, &v);
 	if (rc == FQ_EPROTO)
-		return FQ_EAGAIN; /* dropped: look for the next one */
+		return SKIPPED; /* dropped (logged) */
 	if (rc != 0)
 		return rc;
 	if (s->type == FQ_SUB) {
@@ -532,7 +548,7 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 		pthread_mutex_unlock(&ns->lock);
 		if (!wanted) {
 			fq_parts_free(v);
-			return FQ_EAGAIN;
+			return SKIPPED;
 		}
 	}
 	if (v->n == 1 && !want_vector) {
@@ -542,18 +558,23 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 		return 0;
 	}
 	if (!want_vector) {
+		/* Kept for fq_recvv (behind any kept before, by other threads' fq_recv). */
 		pthread_mutex_lock(&ns->lock);
-		if (atomic_load(&ns->stash) == NULL) {
-			atomic_store(&ns->stash, v);
-			v = NULL;
+		if (ns->stash_n == ns->stash_cap) {
+			size_t cap = ns->stash_cap ? 2 * ns->stash_cap : 4;
+			fq_parts **grown = realloc(ns->stash, cap * sizeof(*grown));
+
+			if (grown == NULL) {
+				pthread_mutex_unlock(&ns->lock);
+				fq_parts_free(v);
+				return FQ_ENOMEM;
+			}
+			ns->stash = grown;
+			ns->stash_cap = cap;
 		}
+		ns->stash[ns->stash_n++] = v;
+		atomic_store(&ns->stashed, ns->stash_n);
 		pthread_mutex_unlock(&ns->lock);
-		if (v != NULL) {
-			/* Another thread left one first: this one is not lost, but out of turn. */
-			FQI_WARN(SUBSYS, "a vector arrived while another waited for fq_recvv; "
-			                 "dropped");
-			fq_parts_free(v);
-		}
 		return FQ_EPARTS;
 	}
 	*parts_out = v;
@@ -587,6 +608,8 @@ static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_part
 				ns->turn = TURN_SEND;
 			pthread_mutex_unlock(&ns->turn_lock);
 		}
+		if (rc == SKIPPED)
+			continue;
 		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
 			return rc;
 		if (deadline == -2)
@@ -609,30 +632,37 @@ static int nm_recvv(fq_socket *s, fq_parts **out, int flags)
 
 /* ---- Options ---------------------------------------------------------------------------- */
 
+static bool subs_has(const fqi_subs *subs, const char *text, size_t len)
+{
+	for (size_t i = 0; i < subs->n; i++)
+		if (subs->len[i] == len && memcmp(subs->text[i], text, len) == 0)
+			return true;
+	return false;
+}
+
 static int subscribe(fq_socket *s, const char *text, bool add)
 {
 	nm_sock *ns = s->priv;
 	size_t len = strlen(text);
-	int rc;
+	int rc = 0;
 
 	pthread_mutex_lock(&ns->lock);
-	rc = fqi_subs_change(&ns->subs, text, len, add);
-	if (rc == 0 && add && !ns->magic_subscribed) {
+	if (!add && !subs_has(&ns->subs, text, len)) {
+		pthread_mutex_unlock(&ns->lock);
+		return 0; /* as on the other transports: nothing to remove */
+	}
+	if (add && !ns->magic_subscribed) {
 		/* Vectors pass libnanomsg's filter; their first part is matched here. */
-		rc =
-		    nn_setsockopt(ns->nn, NN_SUB, NN_SUB_SUBSCRIBE, NM_VEC_MAGIC, NM_VEC_MAGIC_LEN);
+		if (nn_setsockopt(ns->nn, NN_SUB, NN_SUB_SUBSCRIBE, NM_VEC_MAGIC,
+		                  NM_VEC_MAGIC_LEN) != 0)
+			rc = nerr(errno);
 		ns->magic_subscribed = rc == 0;
-		rc = rc == 0 ? 0 : nerr(errno);
 	}
 	if (rc == 0 && nn_setsockopt(ns->nn, NN_SUB, add ? NN_SUB_SUBSCRIBE : NN_SUB_UNSUBSCRIBE,
-	                             text, len) != 0) {
-		/* libnanomsg refuses to remove a prefix it does not have: so does fabriq */
-		rc = errno == EINVAL ? FQ_EINVAL : nerr(errno);
-		if (add)
-			fqi_subs_change(&ns->subs, text, len, false);
-		else
-			fqi_subs_change(&ns->subs, text, len, true);
-	}
+	                             text, len) != 0)
+		rc = nerr(errno);
+	if (rc == 0)
+		rc = fqi_subs_change(&ns->subs, text, len, add);
 	pthread_mutex_unlock(&ns->lock);
 	return rc;
 }
@@ -872,10 +902,9 @@ static void nm_close(fq_socket *s)
 {
 	nm_t *nt = s->t->priv;
 	nm_sock *ns = s->priv;
-	fq_parts *v = atomic_exchange(&ns->stash, NULL);
-
-	if (v != NULL)
-		fq_parts_free(v);
+	for (size_t i = 0; i < ns->stash_n; i++)
+		fq_parts_free(ns->stash[i]);
+	free(ns->stash);
 	linger(s);
 	pthread_mutex_lock(&nt->lock);
 	check_broken(ns);
@@ -910,7 +939,7 @@ static int nm_events(fq_socket *s)
 
 	if (atomic_load(&ns->interrupted))
 		return FQ_EINTR;
-	if (atomic_load(&ns->stash) != NULL || level_up(ns->rcv_fd))
+	if (atomic_load(&ns->stashed) > 0 || level_up(ns->rcv_fd))
 		ev |= FQ_POLLIN;
 	if (level_up(ns->snd_fd))
 		ev |= FQ_POLLOUT;
@@ -1002,13 +1031,23 @@ static void nm_fini(fq_transport *t)
 	t->priv = NULL;
 }
 
+static int nm_counter(fq_transport *t, const char *name, uint64_t *value)
+{
+	nm_t *nt = t->priv;
+
+	if (strcmp(name, "send_copies") != 0)
+		return FQ_ENOENT;
+	*value = atomic_load(&nt->copies);
+	return 0;
+}
+
 static const fqi_transport_ops nm_transport_ops = {
     .size = sizeof(fqi_transport_ops),
     .priv_size = 0,
     .init = nm_init,
     .fini = nm_fini,
     .probe = fqi_no_probe,
-    .counter = fqi_no_counter,
+    .counter = nm_counter,
 };
 
 static const fqi_msg_ops nm_msg_ops = {
