@@ -20,6 +20,10 @@ SIZE=4096
 fqh_init "device-$case_name" 100
 
 mapfile -t transports < <("$fq_info" | sed -n 's/^    \([a-z0-9_]*\): usable$/\1/p')
+# FQ_DEVICE_TEST_TRANSPORTS="a b" narrows the run to those (when debugging one transport).
+if [[ -n ${FQ_DEVICE_TEST_TRANSPORTS:-} ]]; then
+	read -r -a transports <<<"$FQ_DEVICE_TEST_TRANSPORTS"
+fi
 ((${#transports[@]} > 0)) || { fqh_fail "fq-info lists no usable transport"; fqh_finish; }
 fqh_log "transports: ${transports[*]}"
 

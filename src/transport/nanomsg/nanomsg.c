@@ -218,8 +218,9 @@ typedef struct nm_sock {
 	int turn;               /* REQ/REP: whose turn it is */
 	fqi_subs subs;          /* SUB: the prefixes, for vectors (filtered here) */
 	bool magic_subscribed;
-	uint64_t broken_seen; /* NN_STAT_BROKEN_CONNECTIONS logged so far */
-	char **ipc_files;     /* bound ipc:// paths, removed at close */
+	uint64_t broken_seen;      /* NN_STAT_BROKEN_CONNECTIONS logged so far */
+	_Atomic int64_t last_send; /* coarse monotonic ms of the last successful send */
+	char **ipc_files;          /* bound ipc:// paths, removed at close */
 	size_t n_ipc_files;
 } nm_sock;
 
@@ -291,6 +292,15 @@ static int wait_level(nm_sock *ns, int fd, int64_t deadline)
 }
 
 /* ---- Sending ---------------------------------------------------------------------------- */
+
+/* Milliseconds on the coarse monotonic clock (a few ns: read on every send). */
+static int64_t coarse_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* One attempt to send a single message m (not freed). 0: libnanomsg has it. */
 static int try_send_one(nm_sock *ns, nm_msg *m, bool *chunk_taken)
@@ -395,6 +405,7 @@ static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			pthread_mutex_unlock(&ns->turn_lock);
 		}
 		if (rc == 0) {
+			atomic_store_explicit(&ns->last_send, coarse_ms(), memory_order_relaxed);
 			if (!taken)
 				atomic_fetch_add_explicit(&nt->copies, 1, memory_order_relaxed);
 			for (size_t i = 0; i < n; i++) {
@@ -882,20 +893,37 @@ static int nm_connect(fq_socket *s, const fqi_url *url, char *resolved)
 }
 
 /*
- * libnanomsg drops what it still holds at nn_close (its NN_LINGER is not implemented). With
- * linger, wait (bounded) until it has handed the last message to a connection: NN_SNDFD
- * readable again. What the kernel holds by then is still delivered.
+ * libnanomsg drops what it still holds at nn_close (its NN_LINGER is not implemented), and on
+ * ipc a receiver's libnanomsg drops what it had not read yet when the connection ends; nothing
+ * tells when a peer has read a message. So with linger, a socket that sent keeps its
+ * connections open until `linger` ms after its last send: first until libnanomsg has handed
+ * the last message to a connection (NN_SNDFD readable again), then for the rest of the time.
+ * A socket that sent nothing for `linger` ms closes at once.
  */
 static void linger(fq_socket *s)
 {
 	nm_sock *ns = s->priv;
 	int64_t ms = atomic_load(&s->opt[FQI_SO_LINGER]);
+	int64_t last = atomic_load(&ns->last_send), end, left;
 	struct pollfd p = {.fd = ns->snd_fd, .events = POLLIN};
 
-	if (ns->snd_fd < 0 || ms == 0)
+	if (ns->snd_fd < 0 || ms == 0 || last == 0)
 		return;
-	if (poll(&p, 1, ms < 0 ? -1 : (int)(ms > INT32_MAX ? INT32_MAX : ms)) < 0)
-		return;
+	if (ms < 0)
+		ms = 10000; /* "until done": libnanomsg cannot say when, so a bounded while */
+	end = last + ms;
+	left = end - coarse_ms();
+	/* First until libnanomsg has handed the last message over, then the rest of the time. */
+	if (left > 0 && poll(&p, 1, (int)(left > INT32_MAX ? INT32_MAX : left)) > 0) {
+		left = end - coarse_ms();
+		if (left > 0) {
+			struct timespec ts = {.tv_sec = left / 1000,
+			                      .tv_nsec = left % 1000 * 1000000};
+
+			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+				;
+		}
+	}
 }
 
 static void nm_close(fq_socket *s)
