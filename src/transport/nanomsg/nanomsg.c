@@ -90,7 +90,8 @@ typedef struct nm_msg {
 	size_t chunk_size;   /* its size */
 	fqi_free_fn free_fn; /* at the root: adopted memory's release */
 	void *hint;
-	void *mem; /* at the root: the memory free_fn gets */
+	void *mem;     /* at the root: the memory free_fn gets */
+	bool in_block; /* a part of a received vector: allocated with its holder */
 } nm_msg;
 
 static const fqi_msg_ops nm_msg_ops;
@@ -108,6 +109,7 @@ static nm_msg *msg_shell(fq_transport *t, void *data, size_t size)
 	m->chunk_size = 0;
 	m->free_fn = NULL;
 	m->hint = m->mem = NULL;
+	m->in_block = false;
 	return m;
 }
 
@@ -124,7 +126,7 @@ static void nm_msg_free(fq_msg *base)
 {
 	nm_msg *m = (nm_msg *)base, *r = m->root;
 
-	if (m != r)
+	if (m != r && !m->in_block)
 		free(m);
 	if (atomic_fetch_sub(&r->refs, 1) == 1)
 		root_release(r);
@@ -208,17 +210,20 @@ typedef struct nm_sock {
 	int nn;
 	int rcv_fd, snd_fd; /* libnanomsg's levels, -1 where the type has no such direction */
 	int intr_fd;        /* eventfd: readable while interrupted */
-	int ep_fd;          /* fq_socket_fd: epoll over the main level and intr_fd */
+	int stash_fd;       /* eventfd: readable while vectors wait in the stash */
+	int ep_fd;          /* fq_socket_fd: epoll over the main level, intr_fd and stash_fd */
 	_Atomic bool interrupted;
 	pthread_mutex_t lock;      /* stash, subs, broken_seen, ipc_files */
 	pthread_mutex_t turn_lock; /* REQ/REP: held around a try that may change the turn */
 	fq_parts **stash;          /* vectors fq_recv left for fq_recvv, oldest first */
 	size_t stash_n, stash_cap;
 	_Atomic size_t stashed; /* stash_n, read without the lock */
-	int turn;               /* REQ/REP: whose turn it is */
+	_Atomic int turn;       /* REQ/REP: whose turn it is (changed under turn_lock) */
 	fqi_subs subs;          /* SUB: the prefixes, for vectors (filtered here) */
 	bool magic_subscribed;
 	uint64_t broken_seen;      /* NN_STAT_BROKEN_CONNECTIONS logged so far */
+	int64_t warned;            /* malformed vectors: when the last warning went out (ms) */
+	uint64_t malformed;        /* ... and how many were dropped since */
 	_Atomic int64_t last_send; /* coarse monotonic ms of the last successful send */
 	char **ipc_files;          /* bound ipc:// paths, removed at close */
 	size_t n_ipc_files;
@@ -257,28 +262,46 @@ static int64_t tighter(int64_t a, int64_t b)
  */
 #define MONITOR_MS 100
 
-static void check_broken(nm_sock *ns)
+/* Connections closed since the last look (under the transport's list lock). */
+static uint64_t broken_delta(nm_sock *ns)
 {
-	uint64_t broken = nn_get_statistic(ns->nn, NN_STAT_BROKEN_CONNECTIONS);
-	bool receives = fqi_type_receives(ns->s->type);
+	uint64_t broken = nn_get_statistic(ns->nn, NN_STAT_BROKEN_CONNECTIONS), d;
 
 	if (broken == (uint64_t)-1 || broken <= ns->broken_seen)
-		return;
-	/* A peer that left and a peer libnanomsg dropped look alike. A receiving socket says
-	 * so at warn level, so a drop is never silent (as the zeromq transport does); a
-	 * sending socket only loses a consumer, which reconnects and round robin handle. */
-	FQI_LOG(receives ? FQ_LOG_WARN : FQ_LOG_INFO, SUBSYS,
-	        "%s socket: %llu connection(s) closed: the peer left, or was dropped for breaking "
-	        "the protocol (a message above max_msg_size %lld, a malformed frame)",
-	        fq_socket_type_name(ns->s->type), (unsigned long long)(broken - ns->broken_seen),
-	        (long long)atomic_load(&ns->s->opt[FQI_SO_MAX_MSG_SIZE]));
+		return 0;
+	d = broken - ns->broken_seen;
 	ns->broken_seen = broken;
+	return d;
 }
 
-/* Sleep until `fd` (a libnanomsg level) is readable, the deadline passes or an interrupt. */
-static int wait_level(nm_sock *ns, int fd, int64_t deadline)
+/*
+ * A peer that left and a peer libnanomsg dropped look alike. A receiving socket says so at
+ * warn level, so a drop is never silent (as the zeromq transport does); a sending socket only
+ * loses a consumer, which reconnects and round robin handle. Called with no lock held (the
+ * log sink is the user's).
+ */
+static void log_broken(fq_socket_type type, uint64_t n, int64_t max)
 {
-	struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = ns->intr_fd, .events = POLLIN}};
+	char limit[48] = "";
+
+	if (max > 0) /* what libnanomsg applies (an int) */
+		snprintf(limit, sizeof(limit), " of %lld bytes",
+		         (long long)(max > INT32_MAX ? INT32_MAX : max));
+	FQI_LOG(fqi_type_receives(type) ? FQ_LOG_WARN : FQ_LOG_INFO, SUBSYS,
+	        "%s socket: %llu connection(s) closed: the peer left, or was dropped for breaking "
+	        "the protocol (a message above the limit%s, a malformed frame)",
+	        fq_socket_type_name(type), (unsigned long long)n, limit);
+}
+
+/*
+ * Sleep until `fd` (a libnanomsg level) or `extra` (-1: none) is readable, the deadline
+ * passes or an interrupt.
+ */
+static int wait_level(nm_sock *ns, int fd, int extra, int64_t deadline)
+{
+	struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
+	                      {.fd = ns->intr_fd, .events = POLLIN},
+	                      {.fd = extra, .events = POLLIN}};
 	int left;
 
 	if (atomic_load(&ns->interrupted))
@@ -286,7 +309,7 @@ static int wait_level(nm_sock *ns, int fd, int64_t deadline)
 	left = fqi_deadline_remaining(deadline);
 	if (left == 0)
 		return FQ_ETIMEDOUT;
-	if (poll(p, 2, left) < 0 && errno != EINTR)
+	if (poll(p, extra >= 0 ? 3 : 2, left) < 0 && errno != EINTR)
 		return fqi_syserr(errno);
 	return atomic_load(&ns->interrupted) ? FQ_EINTR : 0;
 }
@@ -302,130 +325,143 @@ static int64_t coarse_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One attempt to send a single message m (not freed). 0: libnanomsg has it. */
-static int try_send_one(nm_sock *ns, nm_msg *m, bool *chunk_taken)
+/*
+ * The chunk a send hands to libnanomsg (nn_send with NN_MSG): the message's own chunk when it
+ * is the chunk's only user (no copy; *own set), else a chunk made here with the bytes (a
+ * vector with its header, a shared or adopted message, a message that starts with the vector
+ * magic, sent as a vector of one part). Making the chunk here, not in nn_sendmsg, turns an
+ * allocation failure into FQ_ENOMEM (libnanomsg asserts on it).
+ */
+static int wire_chunk(fq_msg **parts, size_t n, void **chunk, bool *own)
 {
-	nm_msg *r = m->root;
-	int rc;
+	uint64_t total = 0;
+	unsigned char *c;
+	size_t at;
 
-	*chunk_taken = false;
-	if (nm_vec_is(m->base.data, m->base.size)) {
-		/* A body that starts with the vector magic goes as a vector of one part. */
-		unsigned char head[NM_VEC_FIXED + 8];
-		struct nn_iovec iov[2] = {{head, sizeof(head)}, {m->base.data, m->base.size}};
-		struct nn_msghdr hdr = {.msg_iov = iov, .msg_iovlen = 2};
+	*own = false;
+	if (n == 1 && !nm_vec_is(parts[0]->data, parts[0]->size)) {
+		nm_msg *m = (nm_msg *)parts[0], *r = m->root;
 
-		nm_vec_put_head(head, 1);
-		nm_vec_put_size(head, 0, m->base.size);
-		rc = nn_sendmsg(ns->nn, &hdr, NN_DONTWAIT);
-	} else if (r == m && r->chunk != NULL && m->base.data == r->chunk &&
-	           atomic_load_explicit(&r->refs, memory_order_relaxed) == 1) {
-		/* Its chunk's only user: hand the chunk over, no copy. */
-		if (m->base.size != r->chunk_size) {
-			void *grown = nn_reallocmsg(r->chunk, m->base.size);
+		if (r == m && r->chunk != NULL && m->base.data == r->chunk &&
+		    atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
+			if (m->base.size != r->chunk_size) {
+				void *cut = nn_reallocmsg(r->chunk, m->base.size);
 
-			if (grown == NULL)
-				return FQ_ENOMEM;
-			r->chunk = m->base.data = grown;
-			r->chunk_size = m->base.size;
+				if (cut == NULL)
+					return FQ_ENOMEM;
+				r->chunk = m->base.data = cut;
+				r->chunk_size = m->base.size;
+			}
+			*chunk = r->chunk;
+			*own = true;
+			return 0;
 		}
-		rc = nn_send(ns->nn, &r->chunk, NN_MSG, NN_DONTWAIT);
-		if (rc != -1)
-			*chunk_taken = true;
-	} else {
-		rc = nn_send(ns->nn, m->base.data, m->base.size, NN_DONTWAIT);
+		c = nn_allocmsg(m->base.size, 0);
+		if (c == NULL)
+			return FQ_ENOMEM;
+		if (m->base.size > 0)
+			memcpy(c, m->base.data, m->base.size);
+		*chunk = c;
+		return 0;
 	}
-	/* nn_send returns the size as an int: only -1 is an error. */
-	return rc == -1 ? nerr(errno) : 0;
+	if (n > NM_VEC_MAX_PARTS)
+		return FQ_EMSGSIZE;
+	total = nm_vec_head_bytes(n);
+	for (size_t i = 0; i < n; i++) {
+		if (parts[i]->size > SIZE_MAX - total)
+			return FQ_EMSGSIZE;
+		total += parts[i]->size;
+	}
+	c = nn_allocmsg((size_t)total, 0);
+	if (c == NULL)
+		return FQ_ENOMEM;
+	nm_vec_put_head(c, (uint32_t)n);
+	at = nm_vec_head_bytes(n);
+	for (size_t i = 0; i < n; i++) {
+		nm_vec_put_size(c, i, parts[i]->size);
+		if (parts[i]->size > 0)
+			memcpy(c + at, parts[i]->data, parts[i]->size);
+		at += parts[i]->size;
+	}
+	*chunk = c;
+	return 0;
 }
 
-/* One attempt to send a vector of n >= 2 parts, gathered by libnanomsg. */
-static int try_send_vector(nm_sock *ns, fq_msg **parts, size_t n)
+/*
+ * One attempt to hand `chunk` over. nn_send returns the size as an int, which is -1 for a
+ * message of 2^32 k - 1 bytes: errno, cleared before, tells a failure from that.
+ */
+static int try_send(nm_sock *ns, void *chunk)
 {
-	unsigned char stack_head[NM_VEC_FIXED + 8 * 16];
-	struct nn_iovec stack_iov[17];
-	unsigned char *head = stack_head;
-	struct nn_iovec *iov = stack_iov;
-	struct nn_msghdr hdr;
 	int rc;
 
-	if (n > UINT32_MAX || n > (size_t)INT32_MAX - 1)
-		return FQ_EMSGSIZE;
-	if (n > 16) {
-		head = malloc(nm_vec_head_bytes(n));
-		iov = malloc((n + 1) * sizeof(*iov));
-		if (head == NULL || iov == NULL) {
-			free(head);
-			free(iov);
-			return FQ_ENOMEM;
-		}
-	}
-	nm_vec_put_head(head, (uint32_t)n);
-	iov[0] = (struct nn_iovec){head, nm_vec_head_bytes(n)};
-	for (size_t i = 0; i < n; i++) {
-		nm_vec_put_size(head, i, parts[i]->size);
-		iov[i + 1] = (struct nn_iovec){parts[i]->data, parts[i]->size};
-	}
-	hdr = (struct nn_msghdr){.msg_iov = iov, .msg_iovlen = (int)(n + 1)};
-	rc = nn_sendmsg(ns->nn, &hdr, NN_DONTWAIT);
-	if (head != stack_head) {
-		free(head);
-		free(iov);
-	}
-	return rc == -1 ? nerr(errno) : 0;
+	errno = 0;
+	rc = nn_send(ns->nn, &chunk, NN_MSG, NN_DONTWAIT);
+	return rc == -1 && errno != 0 ? nerr(errno) : 0;
 }
 
 static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 {
 	nm_t *nt = s->t->priv;
 	nm_sock *ns = s->priv;
-	bool turns = s->type == FQ_REQ || s->type == FQ_REP;
+	bool turns = s->type == FQ_REQ || s->type == FQ_REP, own;
 	int64_t deadline = -2;
+	void *chunk;
+	int rc;
 
 	if (!fqi_type_sends(s->type))
 		return FQ_ENOTSUP;
+	if (atomic_load(&ns->interrupted))
+		return FQ_EINTR;
+	if (turns && atomic_load(&ns->turn) != TURN_SEND)
+		return FQ_ESTATE;
+	rc = wire_chunk(parts, n, &chunk, &own);
+	if (rc != 0)
+		return rc;
 	for (;;) {
-		bool taken = false;
-		int rc;
-
-		if (atomic_load(&ns->interrupted))
-			return FQ_EINTR;
+		if (atomic_load(&ns->interrupted)) {
+			rc = FQ_EINTR;
+			break;
+		}
 		if (turns) {
 			pthread_mutex_lock(&ns->turn_lock);
-			if (ns->turn != TURN_SEND) {
+			if (atomic_load(&ns->turn) != TURN_SEND) {
 				pthread_mutex_unlock(&ns->turn_lock);
-				return FQ_ESTATE;
+				rc = FQ_ESTATE;
+				break;
 			}
 		}
-		rc = n == 1 ? try_send_one(ns, (nm_msg *)parts[0], &taken)
-		            : try_send_vector(ns, parts, n);
+		rc = try_send(ns, chunk);
 		if (turns) {
 			if (rc == 0)
-				ns->turn = TURN_RECV;
+				atomic_store(&ns->turn, TURN_RECV);
 			pthread_mutex_unlock(&ns->turn_lock);
 		}
-		if (rc == 0) {
-			atomic_store_explicit(&ns->last_send, coarse_ms(), memory_order_relaxed);
-			if (!taken)
-				atomic_fetch_add_explicit(&nt->copies, 1, memory_order_relaxed);
-			for (size_t i = 0; i < n; i++) {
-				if (taken) {
-					free(parts[i]); /* the chunk is libnanomsg's now */
-				} else {
-					nm_msg_free(parts[i]);
-				}
-				parts[i] = NULL;
-			}
-			return 0;
-		}
 		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
-			return rc;
+			break;
 		if (deadline == -2)
 			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
-		rc = wait_level(ns, ns->snd_fd, deadline);
+		rc = wait_level(ns, ns->snd_fd, -1, deadline);
 		if (rc != 0)
-			return rc;
+			break;
 	}
+	if (rc != 0) {
+		if (!own)
+			nn_freemsg(chunk); /* the copy; the parts stay the caller's */
+		return rc;
+	}
+	atomic_store_explicit(&ns->last_send, coarse_ms(), memory_order_relaxed);
+	if (own) {
+		free(parts[0]); /* its chunk is libnanomsg's now */
+		parts[0] = NULL;
+		return 0;
+	}
+	atomic_fetch_add_explicit(&nt->copies, 1, memory_order_relaxed);
+	for (size_t i = 0; i < n; i++) {
+		nm_msg_free(parts[i]);
+		parts[i] = NULL;
+	}
+	return 0;
 }
 
 /* ---- Receiving -------------------------------------------------------------------------- */
@@ -438,93 +474,147 @@ static size_t chunk_size(void *chunk, int rc)
 	return (size_t)(uint32_t)rc; /* the int rc is the size modulo 2^32 */
 }
 
-/* Parts pointing into a vector's chunk (taken over). Errors: FQ_EPROTO (logged), FQ_ENOMEM. */
-static int vector_of_chunk(fq_socket *s, void *chunk, size_t len, fq_parts **out)
+/*
+ * A malformed vector was dropped: warn at most once a second, with the count since (a peer
+ * must not flood the log).
+ */
+static void note_malformed(fq_socket *s, size_t len, const char *why)
 {
-	size_t n, at;
-	char why[128];
-	nm_msg *holder;
-	fq_parts *v;
-	int rc = nm_vec_parse(chunk, len, &n, &at, why, sizeof(why));
+	nm_sock *ns = s->priv;
+	int64_t now = coarse_ms();
+	uint64_t n = 0;
 
-	if (rc != 0) {
-		FQI_WARN(SUBSYS, "%s socket: a malformed vector of %zu bytes was dropped: %s",
-		         fq_socket_type_name(s->type), len, why);
-		nn_freemsg(chunk);
-		return rc;
+	pthread_mutex_lock(&ns->lock);
+	ns->malformed++;
+	if (now - ns->warned >= 1000) {
+		n = ns->malformed;
+		ns->malformed = 0;
+		ns->warned = now;
 	}
-	rc = fqi_parts_new(n, &v);
-	holder = rc == 0 ? msg_shell(s->t, chunk, len) : NULL;
-	if (holder == NULL) {
-		if (rc == 0)
-			fq_parts_free(v);
+	pthread_mutex_unlock(&ns->lock);
+	if (n > 0)
+		FQI_WARN(SUBSYS,
+		         "%s socket: dropped %llu malformed vector(s), the last of %zu bytes: %s",
+		         fq_socket_type_name(s->type), (unsigned long long)n, len, why);
+}
+
+/*
+ * Parts pointing into a checked vector's chunk (taken over): n parts, the first at offset
+ * `at`. The parts are allocated in one block with the chunk's holder. Errors: FQ_ENOMEM.
+ */
+static int vector_of_chunk(fq_socket *s, void *chunk, size_t len, size_t n, size_t at,
+                           fq_parts **out)
+{
+	nm_msg *block;
+	fq_parts *v;
+
+	if (fqi_parts_new(n, &v) != 0) {
 		nn_freemsg(chunk);
 		return FQ_ENOMEM;
 	}
-	holder->chunk = chunk;
-	holder->chunk_size = len;
-	atomic_store(&holder->refs, (long)n + 1);
+	block = malloc((n + 1) * sizeof(*block));
+	if (block == NULL) {
+		fq_parts_free(v);
+		nn_freemsg(chunk);
+		return FQ_ENOMEM;
+	}
+	block[0] = (nm_msg){.base = {.ops = &nm_msg_ops, .t = s->t, .data = chunk, .size = len},
+	                    .root = &block[0],
+	                    .chunk = chunk,
+	                    .chunk_size = len};
+	atomic_init(&block[0].refs, (long)n);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t size = nm_vec_size(chunk, i);
-		nm_msg *p = msg_shell(s->t, (char *)chunk + at, (size_t)size);
+		nm_msg *p = &block[i + 1];
 
-		if (p == NULL) {
-			/* The parts made so far are in v; the holder loses the missing users. */
-			atomic_fetch_sub(&holder->refs, (long)(n - i));
-			fq_parts_free(v);
-			nm_msg_free(&holder->base);
-			return FQ_ENOMEM;
-		}
-		p->root = holder;
+		*p = (nm_msg){.base = {.ops = &nm_msg_ops,
+		                       .t = s->t,
+		                       .data = (char *)chunk + at,
+		                       .size = (size_t)size},
+		              .root = &block[0],
+		              .in_block = true};
+		atomic_init(&p->refs, 1);
 		v->msgs[i] = &p->base;
 		v->bytes += size;
 		at += size;
 	}
-	nm_msg_free(&holder->base); /* the parts hold it now */
 	*out = v;
 	return 0;
 }
 
-/* Does a SUB take this vector (its first part starts with a prefix)? Under ns->lock. */
-static bool sub_wants(nm_sock *ns, fq_parts *v)
+#define SKIPPED 1 /* try_recv dropped what it read (malformed, or not subscribed) */
+
+/* Keep v for fq_recvv (behind any kept before, by other threads' fq_recv). */
+static int stash_add(nm_sock *ns, fq_parts *v)
 {
-	return fqi_subs_match(&ns->subs, v->msgs[0]->data, v->msgs[0]->size);
+	pthread_mutex_lock(&ns->lock);
+	if (ns->stash_n == ns->stash_cap) {
+		size_t cap = ns->stash_cap ? 2 * ns->stash_cap : 4;
+		fq_parts **grown = realloc(ns->stash, cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			pthread_mutex_unlock(&ns->lock);
+			fq_parts_free(v);
+			return FQ_ENOMEM;
+		}
+		ns->stash = grown;
+		ns->stash_cap = cap;
+	}
+	ns->stash[ns->stash_n++] = v;
+	atomic_store(&ns->stashed, ns->stash_n);
+	fqi_kick(ns->stash_fd); /* a thread asleep in fq_recvv, or the application's fd */
+	pthread_mutex_unlock(&ns->lock);
+	return FQ_EPARTS;
 }
 
-#define SKIPPED 1 /* try_recv dropped what it read (malformed, or not subscribed): again */
+/* The oldest kept vector: taken (take) or looked at; NULL when none. */
+static fq_parts *stash_first(nm_sock *ns, bool take)
+{
+	fq_parts *v = NULL;
+
+	if (atomic_load_explicit(&ns->stashed, memory_order_acquire) == 0)
+		return NULL;
+	pthread_mutex_lock(&ns->lock);
+	if (ns->stash_n > 0) {
+		v = ns->stash[0];
+		if (take) {
+			memmove(ns->stash, ns->stash + 1, --ns->stash_n * sizeof(*ns->stash));
+			atomic_store(&ns->stashed, ns->stash_n);
+			if (ns->stash_n == 0)
+				fqi_drain(ns->stash_fd);
+		}
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return v;
+}
 
 /*
  * One attempt to receive. A single message goes to *msg_out, or as a vector of one part when
- * want_vector; a vector goes to *parts_out, or is kept for recvv with FQ_EPARTS.
+ * want_vector; a vector goes to *parts_out, or is kept for recvv with FQ_EPARTS. *consumed
+ * says whether a message was taken from libnanomsg (a REQ's reply), delivered or not.
  */
-static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out)
+static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out,
+                    bool *consumed)
 {
 	nm_sock *ns = s->priv;
+	fq_parts *v = stash_first(ns, want_vector);
 	void *chunk = NULL;
-	fq_parts *v = NULL;
-	size_t len;
+	size_t len, n, at;
+	char why[128];
 	int rc;
 
-	if (atomic_load_explicit(&ns->stashed, memory_order_relaxed) > 0) {
-		pthread_mutex_lock(&ns->lock);
-		if (ns->stash_n > 0 && want_vector) {
-			v = ns->stash[0];
-			memmove(ns->stash, ns->stash + 1, --ns->stash_n * sizeof(*ns->stash));
-			atomic_store(&ns->stashed, ns->stash_n);
-		} else if (ns->stash_n > 0) {
-			v = ns->stash[0];
-		}
-		pthread_mutex_unlock(&ns->lock);
-		if (v != NULL) {
-			if (!want_vector)
-				return FQ_EPARTS;
-			*parts_out = v;
-			return 0;
-		}
+	*consumed = false;
+	if (v != NULL) {
+		if (!want_vector)
+			return FQ_EPARTS;
+		*parts_out = v;
+		return 0;
 	}
+	/* nn_recv's int result is -1 for a 2^32 k - 1 byte message: the chunk tells success. */
 	rc = nn_recv(ns->nn, &chunk, NN_MSG, NN_DONTWAIT);
-	if (rc == -1)
+	if (chunk == NULL)
 		return nerr(errno);
+	*consumed = true;
 	len = chunk_size(chunk, rc);
 	if (!nm_vec_is(chunk, len)) {
 		fq_msg *m;
@@ -546,51 +636,42 @@ static int try_recv(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts *
 		*parts_out = v;
 		return 0;
 	}
-	rc = vector_of_chunk(s, chunk, len, &v);
-	if (rc == FQ_EPROTO)
-		return SKIPPED; /* dropped (logged) */
-	if (rc != 0)
-		return rc;
+	if (nm_vec_parse(chunk, len, &n, &at, why, sizeof(why)) != 0) {
+		note_malformed(s, len, why);
+		nn_freemsg(chunk);
+		return SKIPPED;
+	}
 	if (s->type == FQ_SUB) {
+		/* The first part decides, before anything is allocated for the parts. */
 		bool wanted;
 
 		pthread_mutex_lock(&ns->lock);
-		wanted = sub_wants(ns, v);
+		wanted =
+		    fqi_subs_match(&ns->subs, (char *)chunk + at, (size_t)nm_vec_size(chunk, 0));
 		pthread_mutex_unlock(&ns->lock);
 		if (!wanted) {
-			fq_parts_free(v);
+			nn_freemsg(chunk);
 			return SKIPPED;
 		}
 	}
+	rc = vector_of_chunk(s, chunk, len, n, at, &v);
+	if (rc != 0)
+		return rc;
 	if (v->n == 1 && !want_vector) {
 		/* A single message that was wrapped because it starts with the magic. */
 		*msg_out = fq_parts_take(v, 0);
 		fq_parts_free(v);
 		return 0;
 	}
-	if (!want_vector) {
-		/* Kept for fq_recvv (behind any kept before, by other threads' fq_recv). */
-		pthread_mutex_lock(&ns->lock);
-		if (ns->stash_n == ns->stash_cap) {
-			size_t cap = ns->stash_cap ? 2 * ns->stash_cap : 4;
-			fq_parts **grown = realloc(ns->stash, cap * sizeof(*grown));
-
-			if (grown == NULL) {
-				pthread_mutex_unlock(&ns->lock);
-				fq_parts_free(v);
-				return FQ_ENOMEM;
-			}
-			ns->stash = grown;
-			ns->stash_cap = cap;
-		}
-		ns->stash[ns->stash_n++] = v;
-		atomic_store(&ns->stashed, ns->stash_n);
-		pthread_mutex_unlock(&ns->lock);
-		return FQ_EPARTS;
-	}
+	if (!want_vector)
+		return stash_add(ns, v);
 	*parts_out = v;
 	return 0;
 }
+
+/* Dropped messages are skipped without waiting, but not past the deadline: at most this many
+ * in a row with FQ_DONTWAIT. */
+#define SKIPS_MAX 64
 
 static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_parts **parts_out,
                        int flags)
@@ -598,34 +679,45 @@ static int recv_common(fq_socket *s, bool want_vector, fq_msg **msg_out, fq_part
 	nm_sock *ns = s->priv;
 	bool turns = s->type == FQ_REQ || s->type == FQ_REP;
 	int64_t deadline = -2;
+	int skips = 0;
 
 	if (!fqi_type_receives(s->type))
 		return FQ_ENOTSUP;
 	for (;;) {
+		bool consumed = false;
 		int rc;
 
 		if (atomic_load(&ns->interrupted))
 			return FQ_EINTR;
 		if (turns) {
 			pthread_mutex_lock(&ns->turn_lock);
-			if (ns->turn != TURN_RECV) {
+			if (atomic_load(&ns->turn) != TURN_RECV) {
 				pthread_mutex_unlock(&ns->turn_lock);
 				return FQ_ESTATE;
 			}
 		}
-		rc = try_recv(s, want_vector, msg_out, parts_out);
+		rc = try_recv(s, want_vector, msg_out, parts_out, &consumed);
 		if (turns) {
-			if (rc == 0)
-				ns->turn = TURN_SEND;
+			/* A REQ whose reply was taken from libnanomsg may ask again, even when the
+			 * reply was dropped (libnanomsg's REQ is done with that request). */
+			if (rc == 0 || rc == FQ_EPARTS || (consumed && s->type == FQ_REQ))
+				atomic_store(&ns->turn, rc == FQ_EPARTS ? TURN_RECV : TURN_SEND);
 			pthread_mutex_unlock(&ns->turn_lock);
 		}
-		if (rc == SKIPPED)
+		if (rc == SKIPPED && s->type == FQ_REQ)
+			return FQ_EPROTO; /* the reply was malformed (logged) */
+		if (deadline == -2 && (rc == SKIPPED || rc == FQ_EAGAIN))
+			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
+		if (rc == SKIPPED) {
+			if ((flags & FQ_DONTWAIT) && ++skips >= SKIPS_MAX)
+				return FQ_EAGAIN;
+			if (!(flags & FQ_DONTWAIT) && fqi_deadline_remaining(deadline) == 0)
+				return FQ_ETIMEDOUT;
 			continue;
+		}
 		if (rc != FQ_EAGAIN || (flags & FQ_DONTWAIT))
 			return rc;
-		if (deadline == -2)
-			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_RCV_TIMEOUT]));
-		rc = wait_level(ns, ns->rcv_fd, deadline);
+		rc = wait_level(ns, ns->rcv_fd, ns->stash_fd, deadline);
 		if (rc != 0)
 			return rc;
 	}
@@ -669,14 +761,19 @@ static int subscribe(fq_socket *s, const char *text, bool add)
 			rc = nerr(errno);
 		ns->magic_subscribed = rc == 0;
 	}
-	if (rc == 0 && nn_setsockopt(ns->nn, NN_SUB, add ? NN_SUB_SUBSCRIBE : NN_SUB_UNSUBSCRIBE,
-	                             text, len) != 0)
-		rc = nerr(errno);
+	/* fabriq's list first (it may fail for memory), then libnanomsg's, undone on failure. */
 	if (rc == 0)
 		rc = fqi_subs_change(&ns->subs, text, len, add);
+	if (rc == 0 && nn_setsockopt(ns->nn, NN_SUB, add ? NN_SUB_SUBSCRIBE : NN_SUB_UNSUBSCRIBE,
+	                             text, len) != 0) {
+		rc = nerr(errno);
+		fqi_subs_change(&ns->subs, text, len, !add);
+	}
 	pthread_mutex_unlock(&ns->lock);
 	return rc;
 }
+
+#define NN_DEFAULT_BUF (128 * 1024) /* libnanomsg's NN_SNDBUF / NN_RCVBUF default */
 
 static int nm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 {
@@ -692,14 +789,16 @@ static int nm_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 		int64_t b = tighter(atomic_load(&s->opt[FQI_SO_SND_HWM_BYTES]),
 		                    atomic_load(&s->opt[FQI_SO_SND_KERNEL_SIZE]));
 
-		return b == 0 ? 0 : set_int(ns, NN_SOL_SOCKET, NN_SNDBUF, clamp_int(b));
+		return set_int(ns, NN_SOL_SOCKET, NN_SNDBUF,
+		               b == 0 ? NN_DEFAULT_BUF : clamp_int(b));
 	}
 	case FQI_SO_RCV_HWM_BYTES:
 	case FQI_SO_RCV_KERNEL_SIZE: {
 		int64_t b = tighter(atomic_load(&s->opt[FQI_SO_RCV_HWM_BYTES]),
 		                    atomic_load(&s->opt[FQI_SO_RCV_KERNEL_SIZE]));
 
-		return b == 0 ? 0 : set_int(ns, NN_SOL_SOCKET, NN_RCVBUF, clamp_int(b));
+		return set_int(ns, NN_SOL_SOCKET, NN_RCVBUF,
+		               b == 0 ? NN_DEFAULT_BUF : clamp_int(b));
 	}
 	case FQI_SO_SND_TIMEOUT:
 	case FQI_SO_RCV_TIMEOUT:
@@ -735,6 +834,8 @@ static void sock_release(nm_sock *ns)
 		close(ns->ep_fd);
 	if (ns->intr_fd >= 0)
 		close(ns->intr_fd);
+	if (ns->stash_fd >= 0)
+		close(ns->stash_fd);
 	fqi_subs_free(&ns->subs);
 	pthread_mutex_destroy(&ns->lock);
 	pthread_mutex_destroy(&ns->turn_lock);
@@ -757,8 +858,10 @@ static int nm_open(fq_socket *s)
 	memset(ns, 0, sizeof(*ns));
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_mutex_init(&ns->turn_lock, NULL);
-	ns->rcv_fd = ns->snd_fd = ns->intr_fd = ns->ep_fd = -1;
-	ns->turn = s->type == FQ_REQ ? TURN_SEND : s->type == FQ_REP ? TURN_RECV : TURN_ANY;
+	ns->rcv_fd = ns->snd_fd = ns->intr_fd = ns->stash_fd = ns->ep_fd = -1;
+	atomic_init(&ns->turn, s->type == FQ_REQ   ? TURN_SEND
+	                       : s->type == FQ_REP ? TURN_RECV
+	                                           : TURN_ANY);
 	if ((unsigned)s->type >= FQI_ARRAY_LEN(nn_types)) {
 		ns->nn = -1;
 		sock_release(ns);
@@ -776,8 +879,9 @@ static int nm_open(fq_socket *s)
 	if (rc != 0)
 		goto fail;
 	ns->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ns->stash_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ns->ep_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (ns->intr_fd < 0 || ns->ep_fd < 0)
+	if (ns->intr_fd < 0 || ns->stash_fd < 0 || ns->ep_fd < 0)
 		goto sys_fail;
 	/* The application's fd: input for types that receive, else room to send. */
 	ev.data.fd = ns->rcv_fd >= 0 ? ns->rcv_fd : ns->snd_fd;
@@ -785,6 +889,9 @@ static int nm_open(fq_socket *s)
 		goto sys_fail;
 	ev.data.fd = ns->intr_fd;
 	if (epoll_ctl(ns->ep_fd, EPOLL_CTL_ADD, ns->intr_fd, &ev) != 0)
+		goto sys_fail;
+	ev.data.fd = ns->stash_fd;
+	if (epoll_ctl(ns->ep_fd, EPOLL_CTL_ADD, ns->stash_fd, &ev) != 0)
 		goto sys_fail;
 	ns->s = s;
 	pthread_mutex_lock(&nt->lock);
@@ -845,8 +952,11 @@ static int bind_tcp_any_port(nm_sock *ns, const fqi_url *url, char *resolved)
 		if (port < 0)
 			return port;
 		snprintf(resolved, FQI_URL_MAX, "tcp://%.*s:%d", host_len, url->rest, port);
-		if (nn_bind(ns->nn, resolved) >= 0)
+		if (nn_bind(ns->nn, resolved) >= 0) {
+			if (host_len == 1 && url->rest[0] == '*')
+				snprintf(resolved, FQI_URL_MAX, "tcp://0.0.0.0:%d", port);
 			return 0;
+		}
 		if (errno != EADDRINUSE)
 			return nerr(errno);
 	}
@@ -863,6 +973,9 @@ static int nm_bind(fq_socket *s, const fqi_url *url, char *resolved)
 		rc = bind_tcp_any_port(ns, url, resolved);
 	} else if (nn_bind(ns->nn, url->text) < 0) {
 		rc = nerr(errno);
+	} else if (strncmp(url->text, "tcp://*:", 8) == 0) {
+		/* connectable, as the zeromq transport reports it */
+		snprintf(resolved, FQI_URL_MAX, "tcp://0.0.0.0:%s", url->text + 8);
 	} else {
 		snprintf(resolved, FQI_URL_MAX, "%s", url->text);
 	}
@@ -896,32 +1009,36 @@ static int nm_connect(fq_socket *s, const fqi_url *url, char *resolved)
  * libnanomsg drops what it still holds at nn_close (its NN_LINGER is not implemented), and on
  * ipc a receiver's libnanomsg drops what it had not read yet when the connection ends; nothing
  * tells when a peer has read a message. So with linger, a socket that sent keeps its
- * connections open until `linger` ms after its last send: first until libnanomsg has handed
- * the last message to a connection (NN_SNDFD readable again), then for the rest of the time.
- * A socket that sent nothing for `linger` ms closes at once.
+ * connections open until `linger` ms after its last send, unless none is left. A socket that
+ * sent nothing for `linger` ms closes at once.
  */
+#define LINGER_FOREVER_MS 1000 /* linger -1: libnanomsg cannot say when it is done */
+#define LINGER_SLICE_MS   10
+
 static void linger(fq_socket *s)
 {
 	nm_sock *ns = s->priv;
 	int64_t ms = atomic_load(&s->opt[FQI_SO_LINGER]);
 	int64_t last = atomic_load(&ns->last_send), end, left;
-	struct pollfd p = {.fd = ns->snd_fd, .events = POLLIN};
+	bool handed = false;
 
 	if (ns->snd_fd < 0 || ms == 0 || last == 0)
 		return;
-	if (ms < 0)
-		ms = 10000; /* "until done": libnanomsg cannot say when, so a bounded while */
-	end = last + ms;
-	left = end - coarse_ms();
-	/* First until libnanomsg has handed the last message over, then the rest of the time. */
-	if (left > 0 && poll(&p, 1, (int)(left > INT32_MAX ? INT32_MAX : left)) > 0) {
-		left = end - coarse_ms();
-		if (left > 0) {
-			struct timespec ts = {.tv_sec = left / 1000,
-			                      .tv_nsec = left % 1000 * 1000000};
+	end = last + (ms < 0 ? LINGER_FOREVER_MS : ms);
+	/* In slices: first until libnanomsg has handed the last message over, then for the rest
+	 * of the time; at once when no connection is left to deliver to. */
+	while ((left = end - coarse_ms()) > 0) {
+		struct pollfd p = {.fd = ns->snd_fd, .events = POLLIN};
+		int slice = left < LINGER_SLICE_MS ? (int)left : LINGER_SLICE_MS;
 
-			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-				;
+		if (nn_get_statistic(ns->nn, NN_STAT_CURRENT_CONNECTIONS) == 0)
+			return;
+		if (handed) {
+			struct timespec ts = {.tv_nsec = slice * 1000000L};
+
+			nanosleep(&ts, NULL);
+		} else if (poll(&p, 1, slice) > 0) {
+			handed = true;
 		}
 	}
 }
@@ -930,12 +1047,13 @@ static void nm_close(fq_socket *s)
 {
 	nm_t *nt = s->t->priv;
 	nm_sock *ns = s->priv;
+	uint64_t closed;
 	for (size_t i = 0; i < ns->stash_n; i++)
 		fq_parts_free(ns->stash[i]);
 	free(ns->stash);
 	linger(s);
 	pthread_mutex_lock(&nt->lock);
-	check_broken(ns);
+	closed = broken_delta(ns);
 	for (nm_sock **pp = &nt->socks; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == ns) {
 			*pp = ns->next;
@@ -943,6 +1061,8 @@ static void nm_close(fq_socket *s)
 		}
 	}
 	pthread_mutex_unlock(&nt->lock);
+	if (closed > 0)
+		log_broken(s->type, closed, atomic_load(&s->opt[FQI_SO_MAX_MSG_SIZE]));
 	nn_close(ns->nn);
 	ns->nn = -1;
 	for (size_t i = 0; i < ns->n_ipc_files; i++) {
@@ -971,11 +1091,8 @@ static int nm_events(fq_socket *s)
 		ev |= FQ_POLLIN;
 	if (level_up(ns->snd_fd))
 		ev |= FQ_POLLOUT;
-	if (s->type == FQ_REQ || s->type == FQ_REP) {
-		pthread_mutex_lock(&ns->turn_lock);
-		ev &= ns->turn == TURN_SEND ? FQ_POLLOUT : FQ_POLLIN;
-		pthread_mutex_unlock(&ns->turn_lock);
-	}
+	if (s->type == FQ_REQ || s->type == FQ_REP)
+		ev &= atomic_load(&ns->turn) == TURN_SEND ? FQ_POLLOUT : FQ_POLLIN;
 	return ev;
 }
 
@@ -1001,10 +1118,17 @@ static void nm_interrupt(fq_socket *s, bool on)
 static void *monitor_main(void *arg)
 {
 	nm_t *nt = arg;
+	struct closed {
+		fq_socket_type type;
+		uint64_t n;
+		int64_t max;
+	} *found = NULL;
+	size_t cap = 0;
 
 	pthread_mutex_lock(&nt->lock);
 	while (!nt->stop) {
 		struct timespec ts;
+		size_t n = 0, count = 0;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += MONITOR_MS * 1000000L;
@@ -1013,10 +1137,31 @@ static void *monitor_main(void *arg)
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&nt->cond, &nt->lock, &ts);
-		for (nm_sock *ns = nt->socks; ns != NULL && !nt->stop; ns = ns->next)
-			check_broken(ns);
+		for (nm_sock *ns = nt->socks; ns != NULL; ns = ns->next)
+			count++;
+		if (count > cap) {
+			struct closed *grown = realloc(found, count * sizeof(*grown));
+
+			if (grown == NULL)
+				continue; /* look again next time */
+			found = grown;
+			cap = count;
+		}
+		for (nm_sock *ns = nt->socks; ns != NULL && !nt->stop; ns = ns->next) {
+			uint64_t d = broken_delta(ns);
+
+			if (d > 0)
+				found[n++] = (struct closed){
+				    ns->s->type, d, atomic_load(&ns->s->opt[FQI_SO_MAX_MSG_SIZE])};
+		}
+		/* The log sink is the user's: never call it with the list locked. */
+		pthread_mutex_unlock(&nt->lock);
+		for (size_t i = 0; i < n; i++)
+			log_broken(found[i].type, found[i].n, found[i].max);
+		pthread_mutex_lock(&nt->lock);
 	}
 	pthread_mutex_unlock(&nt->lock);
+	free(found);
 	return NULL;
 }
 

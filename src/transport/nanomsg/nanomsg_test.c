@@ -11,6 +11,9 @@
 
 #include <nanomsg/nn.h>
 #include <nanomsg/pipeline.h>
+#include <nanomsg/pubsub.h>
+#include <nanomsg/reqrep.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,4 +251,123 @@ Test(nanomsg, vectors_left_by_fq_recv_wait_in_order)
 	cr_assert(fqt_msg_is(fq_parts_at(v, 0), "two"));
 	fq_parts_free(v);
 	fqt_recv_str(pull, "three");
+}
+
+Test(nanomsg, a_req_with_a_malformed_reply_may_ask_again)
+{
+	fq_socket *req = fqt_socket(tp(), FQ_REQ);
+	char url[FQT_URL_MAX];
+	unsigned char bad[NM_VEC_FIXED] = {0};
+	fq_msg *m = NULL;
+	size_t len;
+	void *q;
+	int rep;
+
+	fqt_bind(req, fqt_url("ipc", url));
+	rep = raw_socket(NN_REP, url, false);
+	fqt_send_str(req, "q1");
+	q = raw_recv(rep, &len);
+	nn_freemsg(q);
+	nm_vec_put_head(bad, 3); /* three parts announced, no sizes: malformed */
+	raw_send(rep, bad, sizeof(bad));
+	FQ_FAIL(fqt_recv(req, &m, 0), FQ_EPROTO);
+	/* libnanomsg's REQ is done with that request: fabriq's is too. */
+	fqt_send_str(req, "q2");
+	q = raw_recv(rep, &len);
+	cr_assert(len == 2 && memcmp(q, "q2", 2) == 0);
+	nn_freemsg(q);
+	raw_send(rep, "a2", 2);
+	fqt_recv_str(req, "a2");
+	nn_close(rep);
+}
+
+Test(nanomsg, too_many_parts_are_refused)
+{
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH), *pull = fqt_socket(tp(), FQ_PULL);
+	size_t n = NM_VEC_MAX_PARTS + 1;
+	fq_msg **parts = calloc(n, sizeof(*parts));
+
+	cr_assert_not_null(parts);
+	fqt_marry(pull, push, "inproc");
+	for (size_t i = 0; i < n; i++)
+		FQ_PASS(fq_msg_alloc(tp(), 0, &parts[i]));
+	FQ_FAIL(fq_sendv(push, parts, n, 0), FQ_EMSGSIZE);
+	FQ_PASS(fq_sendv(push, parts + 1, n - 1, 0)); /* the most a vector may have */
+	fq_msg_free(parts[0]);
+	{
+		fq_parts *v = NULL;
+
+		FQ_PASS(fqt_recvv(pull, &v, 0));
+		cr_assert_eq(fq_parts_count(v), NM_VEC_MAX_PARTS);
+		fq_parts_free(v);
+	}
+	free(parts);
+}
+
+Test(nanomsg, unwanted_and_malformed_vectors_do_not_stall_a_receive)
+{
+	fq_socket *sub = fqt_socket(tp(), FQ_SUB);
+	char url[FQT_URL_MAX];
+	unsigned char body[NM_VEC_FIXED + 8 + 5];
+	fq_msg *m = NULL;
+	int pub;
+
+	fqt_bind(sub, fqt_url("ipc", url));
+	FQ_PASS(fq_socket_set(sub, "subscribe", "want"));
+	pub = raw_socket(NN_PUB, url, false);
+	nm_vec_put_head(body, 1);
+	nm_vec_put_size(body, 0, 5);
+	memcpy(body + NM_VEC_FIXED + 8, "other", 5);
+	/* Until the subscriber is connected, then a burst of unwanted vectors and a wanted one. */
+	for (int i = 0; i < 2000 && fqt_recv(sub, &m, FQ_DONTWAIT) != 0; i++) {
+		for (int k = 0; k < 300; k++)
+			raw_send(pub, body, sizeof(body));
+		raw_send(pub, body, sizeof(body) - 1); /* malformed */
+		raw_send(pub, "wanted", 6);
+		fqt_pause();
+	}
+	cr_assert_not_null(m, "the wanted message never arrived");
+	cr_assert(fqt_msg_is(m, "wanted"));
+	fq_msg_free(m);
+	/* With nothing wanted left, a timed receive ends on time however much else comes. */
+	FQ_PASS(fq_socket_set_int(sub, "rcv_timeout", 200));
+	for (int k = 0; k < 300; k++)
+		raw_send(pub, body, sizeof(body));
+	for (;;) {
+		int rc = fqt_recv(sub, &m, 0);
+
+		if (rc == FQ_ETIMEDOUT)
+			break;
+		FQ_PASS(rc);
+		cr_assert(fqt_msg_is(m, "wanted"), "an unwanted message was delivered");
+		fq_msg_free(m);
+	}
+	nn_close(pub);
+}
+
+static void *recvv_main(void *arg)
+{
+	fq_socket *s = arg;
+	fq_parts *v = NULL;
+
+	return fqt_recvv(s, &v, 0) == 0 ? v : NULL;
+}
+
+Test(nanomsg, a_vector_kept_by_fq_recv_wakes_a_blocked_fq_recvv)
+{
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH), *pull = fqt_socket(tp(), FQ_PULL);
+	fq_msg *m = NULL;
+	pthread_t th;
+	void *got;
+
+	fqt_marry(pull, push, "inproc");
+	cr_assert_eq(pthread_create(&th, NULL, recvv_main, pull), 0);
+	send_parts(push, "v", "1");
+	/* Whichever thread takes it from libnanomsg, the blocked fq_recvv ends with it. */
+	(void)fqt_recv(pull, &m, FQ_DONTWAIT);
+	cr_assert_null(m);
+	cr_assert_eq(pthread_join(th, &got), 0);
+	cr_assert_not_null(got, "the blocked fq_recvv did not get the vector");
+	cr_assert(fqt_msg_is(fq_parts_at(got, 0), "v"));
+	fq_parts_free(got);
 }

@@ -69,7 +69,7 @@ int nm_vec_parse(const void *body, size_t len, size_t *n, size_t *offset_first, 
 		return FQ_EPROTO;
 	}
 	count = get_be(b + 8, 4);
-	if (count == 0 || count > (len - NM_VEC_FIXED) / 8) {
+	if (count == 0 || count > NM_VEC_MAX_PARTS || count > (len - NM_VEC_FIXED) / 8) {
 		snprintf(why, why_len, "vector of %llu parts in a body of %zu bytes",
 		         (unsigned long long)count, len);
 		return FQ_EPROTO;

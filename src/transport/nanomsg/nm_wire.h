@@ -9,7 +9,7 @@
  *   0       6     magic: 0x00 'F' 'Q' 'V' 'E' 'C'
  *   6       1     version: 1
  *   7       1     flags: 0 (anything else is refused)
- *   8       4     n: number of parts, >= 1
+ *   8       4     n: number of parts, 1 to 65535
  *   12      8*n   size of each part, in order
  *   12+8n   ...   the parts' bytes, one after the other; nothing follows them
  *
@@ -31,6 +31,9 @@
 #define NM_VEC_MAGIC_LEN 6
 #define NM_VEC_VERSION   1
 #define NM_VEC_FIXED     12 /* magic, version, flags, n */
+/* Most parts a vector may have (more is refused on both sides: a peer must not make the
+ * receiver allocate a part record per 8 bytes of header). */
+#define NM_VEC_MAX_PARTS 65535
 
 /* Bytes of the header of an n-part vector. */
 static inline size_t nm_vec_head_bytes(size_t n)

@@ -98,6 +98,10 @@ Test(nm_wire, bad_headers_are_refused_with_a_reason)
 	cr_assert_eq(nm_vec_parse(body, len, &n, &at, why, sizeof(why)), FQ_EPROTO);
 
 	len = build(sizes, 2);
+	body[9] = 0x01; /* 65538 parts: above NM_VEC_MAX_PARTS */
+	cr_assert_eq(nm_vec_parse(body, len, &n, &at, why, sizeof(why)), FQ_EPROTO);
+
+	len = build(sizes, 2);
 	body[8] = 0xff; /* more parts than the body could hold sizes for */
 	cr_assert_eq(nm_vec_parse(body, len, &n, &at, why, sizeof(why)), FQ_EPROTO);
 	cr_assert(strstr(why, "parts") != NULL, "%s", why);
