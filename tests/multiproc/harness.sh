@@ -4,7 +4,12 @@
 #   fqh_init NAME [BUDGET_S]     unique session + scratch dir, overall deadline, cleanup trap
 #   fqh_start NAME CMD...        start a process (output to $FQH_DIR/NAME.log), bounded by the
 #                                deadline; NAME is used by the functions below
+#   fqh_start_out NAME CMD...    the same, with stdout apart in $FQH_DIR/NAME.out
 #   fqh_wait NAME                wait for it (until the deadline, then kill it); sets FQH_RC
+#   fqh_stop NAME                end a process that runs until told: SIGTERM, then fqh_wait
+#                                (does nothing when NAME was already waited for)
+#   fqh_wait_until NAME WHAT CMD...  poll (bounded) until CMD succeeds; gives up early when
+#                                process NAME has ended without CMD succeeding
 #   fqh_expect_exit NAME CODE    wait and check the exit code (prints the log on mismatch)
 #   fqh_wait_file PATH           wait for a file to appear (bounded polling)
 #   fqh_check_leftovers          no socket files in the scratch dir, no new fabriq objects in
@@ -91,6 +96,15 @@ fqh_start() {
 	fqh_log "started $name (pid $!): $*"
 }
 
+fqh_start_out() {
+	local name=$1
+	shift
+	timeout -k 2 "$(fqh_left_s)" "$@" >"$FQH_DIR/$name.out" 2>"$FQH_DIR/$name.log" &
+	FQH_PID[$name]=$!
+	FQH_NAMES+=("$name")
+	fqh_log "started $name (pid $!): $*"
+}
+
 fqh_wait() {
 	local name=$1 pid=${FQH_PID[$1]}
 	while kill -0 "$pid" 2>/dev/null; do
@@ -105,6 +119,13 @@ fqh_wait() {
 	FQH_RC=$?
 	FQH_PID[$name]=
 	return 0
+}
+
+fqh_stop() {
+	local pid=${FQH_PID[$1]:-}
+	[[ -n $pid ]] || return 0 # already waited for
+	kill -TERM "$pid" 2>/dev/null
+	fqh_wait "$1"
 }
 
 fqh_show_log() {
@@ -129,6 +150,24 @@ fqh_wait_file() {
 	while [[ ! -s $path ]]; do
 		if (($(fqh_now_ms) >= FQH_DEADLINE)); then
 			fqh_fail "$path did not appear before the deadline"
+			return 1
+		fi
+		sleep 0.02
+	done
+	return 0
+}
+
+fqh_wait_until() {
+	local name=$1 what=$2 pid=${FQH_PID[$1]:-}
+	shift 2
+	until "$@"; do
+		if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+			"$@" && return 0
+			fqh_fail "$name ended before $what"
+			return 1
+		fi
+		if (($(fqh_now_ms) >= FQH_DEADLINE)); then
+			fqh_fail "$what did not happen before the deadline"
 			return 1
 		fi
 		sleep 0.02
