@@ -411,9 +411,9 @@ static const struct {
 	const char *name;
 	int width;
 } ratio_cols[] = {
-    {FQB_COL_RAW, "fq/raw", 6},       {FQB_COL_RING, "fq/ring", 7},   {FQB_COL_IOX, "fq/iox", 6},
-    {FQB_COL_FUTEX, "fq/futex", 8},   {FQB_COL_MEMSET, "/memset", 7}, {FQB_COL_OFI, "fq/ofi", 6},
-    {FQB_COL_OFI_READ, "fq/read", 7},
+    {FQB_COL_RAW, "fq/raw", 6}, {FQB_COL_NN, "fq/nn", 5},         {FQB_COL_RING, "fq/ring", 7},
+    {FQB_COL_IOX, "fq/iox", 6}, {FQB_COL_FUTEX, "fq/futex", 8},   {FQB_COL_MEMSET, "/memset", 7},
+    {FQB_COL_OFI, "fq/ofi", 6}, {FQB_COL_OFI_READ, "fq/read", 7},
 };
 
 static double ratio_col(const fqb_result *r, unsigned col)
@@ -421,6 +421,8 @@ static double ratio_col(const fqb_result *r, unsigned col)
 	switch (col) {
 	case FQB_COL_RAW:
 		return r->ratio;
+	case FQB_COL_NN:
+		return r->ratio_nn;
 	case FQB_COL_RING:
 		return r->ratio_ring;
 	case FQB_COL_IOX:
@@ -543,6 +545,8 @@ void fqb_json_row(FILE *out, const fqb_result *r)
 	json_num(out, "cpu_s_receiver", r->cpu_s_receiver, "%.4f");
 	if (r->ratio >= 0)
 		json_num(out, "ratio_vs_raw", r->ratio, "%.4f");
+	if (r->ratio_nn >= 0)
+		json_num(out, "ratio_vs_nanomsg", r->ratio_nn, "%.4f");
 	if (r->ratio_ring >= 0)
 		json_num(out, "ratio_vs_ring", r->ratio_ring, "%.4f");
 	if (r->ratio_iox >= 0)

@@ -59,7 +59,7 @@ const char *fqb_pattern_name(fqb_pattern p);
 const char *fqb_role_name(fqb_role r);
 int fqb_role_parse(const char *text, fqb_role *out);
 
-/* Everything one side of a run needs; the same for the fabriq and the raw libzmq roles. */
+/* Everything one side of a run needs; the same for the fabriq and the raw library roles. */
 typedef struct fqb_role_args {
 	fqb_role role;
 	const char *transport;         /* fabriq transport name */
@@ -207,8 +207,8 @@ int fqb_report_get(const char *line, const char *key, double *out);
 #define FQB_NA (-1.0) /* a field that does not apply to the pattern */
 
 typedef struct fqb_result {
-	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq", "ring", "iceoryx", "futex", "memset", "ofi",
-	                            "ofi-read" */
+	char impl[FQB_NAME_MAX]; /* "fabriq", "zmq", "nanomsg", "ring", "iceoryx", "futex",
+	                            "memset", "ofi", "ofi-read" */
 	char transport[FQB_NAME_MAX];
 	char url_scheme[FQB_NAME_MAX];
 	fqb_pattern pattern;
@@ -226,6 +226,7 @@ typedef struct fqb_result {
 	double ratio_memset;   /* thr, --memset: this row's bytes/s / the memset row's, or FQB_NA */
 	double ratio_ofi;      /* fabriq / raw libfabric send/recv, or FQB_NA */
 	double ratio_ofi_read; /* thr: fabriq / raw libfabric fi_read rendezvous, or FQB_NA */
+	double ratio_nn;       /* fabriq / raw libnanomsg, or FQB_NA */
 	double mr_setup;  /* ofi rows: memory registrations of both sides before the timed loop */
 	double mr_steady; /* ofi rows: registrations inside the timed loop (0), else FQB_NA */
 	bool zero_copy;   /* thr: the sender sent from one preallocated buffer */
@@ -241,7 +242,8 @@ enum {
 	FQB_COL_MEMSET = 16,   /* /memset: --memset */
 	FQB_COL_OFI = 32,      /* fq/ofi: --baseline ofi (send/recv) */
 	FQB_COL_OFI_READ = 64, /* fq/read: --baseline ofi, thr (fi_read rendezvous) */
-	FQB_COL_MR = 128       /* mr: --baseline ofi, registrations "setup+steady" */
+	FQB_COL_MR = 128,      /* mr: --baseline ofi, registrations "setup+steady" */
+	FQB_COL_NN = 256       /* fq/nn: --baseline nanomsg */
 };
 
 /* `cols`: the FQB_COL_* columns to show. */

@@ -1,8 +1,8 @@
 /*
- * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq, with a
- * raw shared-memory ring (the machine's limit), with iceoryx, with a futex ping-pong (the floor
- * of a blocking wake-up), with memset (the machine's write bandwidth) and with raw libfabric
- * (send/recv and the fi_read rendezvous of the ofi transport).
+ * fq-bench: throughput and latency of fabriq transports, side by side with raw libzmq, with raw
+ * libnanomsg, with a raw shared-memory ring (the machine's limit), with iceoryx, with a futex
+ * ping-pong (the floor of a blocking wake-up), with memset (the machine's write bandwidth) and
+ * with raw libfabric (send/recv and the fi_read rendezvous of the ofi transport).
  *
  * By default the tool is the parent of each run: it starts both sides as two processes (this
  * same executable with --role), on a fresh address, optionally pinned to CPUs, collects their
@@ -22,6 +22,9 @@
 #include "baseline_iceoryx.h"
 #endif
 #include "baseline_memset.h"
+#ifdef FQB_HAVE_NANOMSG
+#include "baseline_nanomsg.h"
+#endif
 #ifdef FQB_HAVE_OFI
 #include "baseline_ofi.h"
 #endif
@@ -54,29 +57,37 @@ typedef enum impl_kind {
 	IMPL_FUTEX,
 	IMPL_MEMSET,
 	IMPL_OFI,
-	IMPL_OFI_READ
+	IMPL_OFI_READ,
+	IMPL_NN
 } impl_kind;
 
 /* --impl names and the row names of each implementation. */
 static const char *const impl_names[] = {
     [IMPL_FABRIQ] = "fabriq", [IMPL_ZMQ] = "zmq",           [IMPL_RING] = "ring",
     [IMPL_IOX] = "iceoryx",   [IMPL_FUTEX] = "futex",       [IMPL_MEMSET] = "memset",
-    [IMPL_OFI] = "ofi",       [IMPL_OFI_READ] = "ofi-read",
+    [IMPL_OFI] = "ofi",       [IMPL_OFI_READ] = "ofi-read", [IMPL_NN] = "nanomsg",
 };
 /* The transport and url scheme columns of a baseline's rows (fabriq's are its own). */
 static const char *const impl_transports[] = {
-    [IMPL_FABRIQ] = "",    [IMPL_ZMQ] = "libzmq",  [IMPL_RING] = "spsc",
-    [IMPL_IOX] = "pubsub", [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "libc",
-    [IMPL_OFI] = "",       [IMPL_OFI_READ] = "", /* the provider */
+    [IMPL_FABRIQ] = "",       [IMPL_ZMQ] = "libzmq",  [IMPL_RING] = "spsc",
+    [IMPL_IOX] = "pubsub",    [IMPL_FUTEX] = "futex", [IMPL_MEMSET] = "libc",
+    [IMPL_OFI] = "",          [IMPL_OFI_READ] = "", /* the provider */
+    [IMPL_NN] = "libnanomsg",
 };
 
 /* --baseline: which raw implementations each case is also run on (a set). */
-enum { BASE_ZMQ = 1, BASE_RING = 2, BASE_IOX = 4, BASE_FUTEX = 8, BASE_OFI = 16 };
+enum { BASE_ZMQ = 1, BASE_RING = 2, BASE_IOX = 4, BASE_FUTEX = 8, BASE_OFI = 16, BASE_NN = 32 };
 
 #ifdef FQB_HAVE_ICEORYX
 static const bool have_iceoryx = true;
 #else
 static const bool have_iceoryx = false;
+#endif
+#ifdef FQB_HAVE_NANOMSG
+static const bool have_nanomsg = true;
+#else
+static const bool have_nanomsg = false;
+#define FQB_NN_ZERO_COPY_MIN 4096
 #endif
 #ifdef FQB_HAVE_OFI
 static const bool have_ofi = true;
@@ -173,7 +184,7 @@ static void usage(FILE *out)
 	    "                [--hwm N] [--baseline LIST] [--ofi-provider NAME] [--memset]\n"
 	    "                [--json] [--timeout S]\n"
 	    "       fq-bench --role sender|receiver|pinger|ponger --url URL [--bind|--connect]\n"
-	    "                [--impl fabriq|zmq|ring|iceoryx|futex|memset|ofi|ofi-read]\n"
+	    "                [--impl fabriq|zmq|nanomsg|ring|iceoryx|futex|memset|ofi|ofi-read]\n"
 	    "                [same options]\n"
 	    "\n"
 	    "Measure message throughput (thr: PUSH->PULL) and latency (lat: PAIR ping-pong)\n"
@@ -197,6 +208,9 @@ static void usage(FILE *out)
 	    "      --hwm N              send and receive high-water marks in messages\n"
 	    "      --baseline LIST      also run each case on some of (comma-separated):\n"
 	    "                           zmq      raw libzmq on the same scheme (fq/raw column)\n"
+	    "                           nanomsg  raw libnanomsg on the same scheme, vectors\n"
+	    "                                    sent as the nanomsg transport sends them\n"
+	    "                                    (fq/nn column)\n"
 	    "                           ring     a busy-polled SPSC ring of 32-byte handles in\n"
 	    "                                    a memfd shared by two processes pinned as the\n"
 	    "                                    fabriq ones: the limit of shared-memory\n"
@@ -234,9 +248,10 @@ static void usage(FILE *out)
 	        "      --role ROLE          run one side only: sender, receiver, pinger, ponger\n"
 	        "      --bind, --connect    role mode: bind or connect the URL (default: receiver\n"
 	        "                           and ponger bind, sender and pinger connect)\n"
-	        "      --impl IMPL          role mode: fabriq (default), zmq (the raw libzmq\n"
-	        "                           baseline), ring or futex (--url memfd://FD, an\n"
-	        "                           inherited descriptor of a file both sides map),\n"
+	        "      --impl IMPL          role mode: fabriq (default), zmq or nanomsg (the raw\n"
+	        "                           libzmq or libnanomsg baseline), ring or futex\n"
+	        "                           (--url memfd://FD, an inherited descriptor of a\n"
+	        "                           file both sides map),\n"
 	        "                           iceoryx (--url iox://SERVICE/INSTANCE; needs a\n"
 	        "                           running iox-roudi), memset (--role sender alone),\n"
 	        "                           ofi or ofi-read (--url memfd://FD, the inherited\n"
@@ -324,7 +339,7 @@ static int parse_baselines(const char *text, unsigned *out)
 		unsigned bit;
 	} names[] = {
 	    {"zmq", BASE_ZMQ},     {"ring", BASE_RING}, {"iceoryx", BASE_IOX},
-	    {"futex", BASE_FUTEX}, {"ofi", BASE_OFI},
+	    {"futex", BASE_FUTEX}, {"ofi", BASE_OFI},   {"nanomsg", BASE_NN},
 	};
 	char item[16];
 
@@ -430,8 +445,8 @@ static int parse_args(int argc, char **argv, config *cfg)
 			break;
 		case OPT_BASELINE:
 			if (parse_baselines(optarg, &cfg->baseline) != 0)
-				return usage_error("unknown --baseline '%s' (a list of zmq, ring, "
-				                   "iceoryx, futex, ofi)",
+				return usage_error("unknown --baseline '%s' (a list of zmq, "
+				                   "nanomsg, ring, iceoryx, futex, ofi)",
 				                   optarg);
 			break;
 		case OPT_ROLE:
@@ -469,8 +484,8 @@ static int parse_args(int argc, char **argv, config *cfg)
 					break;
 			}
 			if (i == sizeof(impl_names) / sizeof(impl_names[0]))
-				return usage_error("bad --impl '%s' (fabriq, zmq, ring, iceoryx, "
-				                   "futex, memset, ofi or ofi-read)",
+				return usage_error("bad --impl '%s' (fabriq, zmq, nanomsg, ring, "
+				                   "iceoryx, futex, memset, ofi or ofi-read)",
 				                   optarg);
 			cfg->impl = (impl_kind)i;
 			break;
@@ -963,6 +978,13 @@ static int run_role(const config *cfg)
 	switch (cfg->impl) {
 	case IMPL_ZMQ:
 		return fqb_zmq_role(&a);
+	case IMPL_NN:
+#ifdef FQB_HAVE_NANOMSG
+		return fqb_nn_role(&a);
+#else
+		fqb_report_error("this fq-bench was built without libnanomsg");
+		return FQB_EXIT_FAILURE;
+#endif
 	case IMPL_RING:
 		return fqb_ring_role(&a);
 	case IMPL_FUTEX:
@@ -1138,7 +1160,7 @@ static double get(const char *line, const char *key)
 static void no_ratios(fqb_result *r)
 {
 	r->ratio = r->ratio_ring = r->ratio_iox = r->ratio_futex = r->ratio_memset = FQB_NA;
-	r->ratio_ofi = r->ratio_ofi_read = FQB_NA;
+	r->ratio_ofi = r->ratio_ofi_read = r->ratio_nn = FQB_NA;
 	r->mr_setup = r->mr_steady = FQB_NA;
 }
 
@@ -1241,7 +1263,8 @@ static bool run_case(const config *cfg, impl_kind impl, const char *transport, c
 	r->parts = cfg->parts;
 	r->fill = cfg->fill && impl != IMPL_FUTEX;
 	if (pattern == FQB_THR)
-		r->zero_copy = impl == IMPL_ZMQ      ? size >= FQB_ZMQ_ZERO_COPY_MIN
+		r->zero_copy = impl == IMPL_ZMQ  ? size >= FQB_ZMQ_ZERO_COPY_MIN
+		               : impl == IMPL_NN ? size >= FQB_NN_ZERO_COPY_MIN && cfg->parts == 1
 		               : impl == IMPL_FABRIQ ? cfg->adopt
 		                                     : true;
 	if (impl == IMPL_MEMSET) {
@@ -1327,9 +1350,9 @@ out_url:
 }
 
 /*
- * Raw results, measured once per case and reused for every transport: libzmq per scheme, the
- * ring, iceoryx and memset (which have no scheme of their own) once per pattern and size, the
- * futex once (lat, size 0).
+ * Raw results, measured once per case and reused for every transport: libzmq and libnanomsg
+ * per scheme, the ring, iceoryx and memset (which have no scheme of their own) once per pattern
+ * and size, the futex once (lat, size 0).
  */
 typedef struct baseline_cache {
 	struct {
@@ -1339,7 +1362,7 @@ typedef struct baseline_cache {
 		size_t size;
 		bool ok;
 		fqb_result r;
-	} e[MAX_SIZES * 2 * (MAX_SCHEMES + 6)];
+	} e[MAX_SIZES * 2 * (2 * MAX_SCHEMES + 6)];
 	int n;
 } baseline_cache;
 
@@ -1393,6 +1416,7 @@ static const fqb_result *baseline(const config *cfg, baseline_cache *bc, impl_ki
 static unsigned table_cols(const config *cfg)
 {
 	return ((cfg->baseline & BASE_ZMQ) ? FQB_COL_RAW : 0) |
+	       ((cfg->baseline & BASE_NN) ? FQB_COL_NN : 0) |
 	       ((cfg->baseline & BASE_RING) ? FQB_COL_RING : 0) |
 	       ((cfg->baseline & BASE_IOX) ? FQB_COL_IOX : 0) |
 	       ((cfg->baseline & BASE_FUTEX) && cfg->patterns[FQB_LAT] ? FQB_COL_FUTEX : 0) |
@@ -1440,21 +1464,22 @@ static double memset_ratio(const fqb_result *r, const fqb_result *ref)
 }
 
 /* The baselines of one case, in the order of their rows. */
-enum { B_ZMQ, B_RING, B_IOX, B_FUTEX, B_OFI, B_OFI_READ, B_MEMSET, N_B };
+enum { B_ZMQ, B_NN, B_RING, B_IOX, B_FUTEX, B_OFI, B_OFI_READ, B_MEMSET, N_B };
 
 /*
- * One case on fabriq, and on the raw implementations of --baseline (libzmq on the tcp and ipc
- * schemes, the others on any) and the memset reference (--memset, thr); prints the rows, each
- * raw one the first time it is measured. Returns failures.
+ * One case on fabriq, and on the raw implementations of --baseline (libzmq and libnanomsg on
+ * the tcp and ipc schemes, the others on any) and the memset reference (--memset, thr); prints
+ * the rows, each raw one the first time it is measured. Returns failures.
  */
 static int run_one(const config *cfg, baseline_cache *bc, const char *transport, const char *scheme,
                    fqb_pattern p, size_t size)
 {
-	const impl_kind kinds[N_B] = {IMPL_ZMQ, IMPL_RING,     IMPL_IOX,   IMPL_FUTEX,
-	                              IMPL_OFI, IMPL_OFI_READ, IMPL_MEMSET};
+	const bool tcp_ipc = strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0;
+	const impl_kind kinds[N_B] = {IMPL_ZMQ,   IMPL_NN,  IMPL_RING,     IMPL_IOX,
+	                              IMPL_FUTEX, IMPL_OFI, IMPL_OFI_READ, IMPL_MEMSET};
 	const bool want[N_B] = {
-	    (cfg->baseline & BASE_ZMQ) &&
-	        (strcmp(scheme, "tcp") == 0 || strcmp(scheme, "ipc") == 0),
+	    (cfg->baseline & BASE_ZMQ) && tcp_ipc,
+	    (cfg->baseline & BASE_NN) && tcp_ipc,
 	    (cfg->baseline & BASE_RING) != 0,
 	    (cfg->baseline & BASE_IOX) != 0,
 	    (cfg->baseline & BASE_FUTEX) && p == FQB_LAT,
@@ -1487,6 +1512,7 @@ static int run_one(const config *cfg, baseline_cache *bc, const char *transport,
 	}
 	if (ok) {
 		r.ratio = ratio_of(&r, raw[B_ZMQ]);
+		r.ratio_nn = ratio_of(&r, raw[B_NN]);
 		r.ratio_ring = ratio_of(&r, raw[B_RING]);
 		r.ratio_iox = ratio_of(&r, raw[B_IOX]);
 		r.ratio_futex = ratio_of(&r, raw[B_FUTEX]);
@@ -1573,6 +1599,11 @@ static int run_all(config *cfg)
 		}
 	}
 #endif
+	if ((cfg->baseline & BASE_NN) && !have_nanomsg) {
+		fprintf(stderr, "fq-bench: --baseline nanomsg skipped: this fq-bench was built "
+		                "without libnanomsg (Debian package libnanomsg-dev)\n");
+		cfg->baseline &= ~(unsigned)BASE_NN;
+	}
 	if ((cfg->baseline & BASE_OFI) && !have_ofi) {
 		fprintf(stderr, "fq-bench: --baseline ofi skipped: this fq-bench was built without "
 		                "libfabric (Debian package libfabric-dev)\n");

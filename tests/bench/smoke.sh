@@ -1,7 +1,7 @@
 #!/bin/sh
-# Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq, ring,
-# futex, iceoryx and libfabric (ofi, on tcp;ofi_rxm and shm) baselines and --memset; --json output must be one well-formed object per
-# line with every documented key; usage errors exit 2; nothing is left behind in TMPDIR, nor,
+# Smoke test of fq-bench: tiny runs of each pattern, on tcp and ipc, with the raw libzmq,
+# libnanomsg, ring, futex, iceoryx and libfabric (ofi, on tcp;ofi_rxm and shm) baselines and
+# --memset; --json output must be one well-formed object per line with every documented key; usage errors exit 2; nothing is left behind in TMPDIR, nor,
 # from iceoryx, in /tmp and /dev/shm. Speed is not checked. Where fq-bench was built without
 # iceoryx, or iox-roudi is missing, the iceoryx case checks that the baseline is skipped, not
 # failed.
@@ -42,8 +42,8 @@ check_json() {
 		for key in $KEYS; do
 			echo "$line" | grep -q "\"$key\":" || fail "key $key missing: $line"
 		done
-		# No NaN or infinity: they are not JSON.
-		echo "$line" | grep -qiE 'nan|inf[,}]' && fail "non-JSON number: $line"
+		# No NaN or infinity: they are not JSON (as values: "nanomsg" is a name).
+		echo "$line" | grep -qiE ':-?(nan|inf|infinity)[,}]' && fail "non-JSON number: $line"
 	done <"$file"
 	# A strict parse where Debian's Python is there; the checks above stand alone.
 	if [ -x /usr/bin/python3 ]; then
@@ -158,6 +158,57 @@ for prov in "tcp;ofi_rxm" shm; do
 		fail "ofi $prov: fq/read ratio missing"
 done
 
+# The raw libnanomsg baseline next to the nanomsg transport: a row per case on tcp and ipc,
+# single messages and vectors, each with a figure above 0, and the fabriq rows' ratio to it.
+# Skipped, with a word, where the nanomsg transport is not built in (then neither is the
+# baseline). A shorter --timeout: it also bounds how long a side waits for a peer that left.
+echo "== fq-bench --transport nanomsg --baseline nanomsg"
+"$BENCH" --json --timeout 10 --transport nanomsg --pattern thr,lat --scheme tcp,ipc --size 64 \
+	--duration 0.05 --baseline nanomsg >"$WORK/nanomsg.out" 2>"$WORK/nanomsg.err"
+rc=$?
+cat "$WORK/nanomsg.out" "$WORK/nanomsg.err"
+if [ $rc -eq 2 ] && grep -q 'transport nanomsg:' "$WORK/nanomsg.err"; then
+	echo "(the nanomsg transport is not built in: the nanomsg baseline was not run)"
+else
+	[ $rc -eq 0 ] || fail "nanomsg: exit status $rc"
+	check_json "$WORK/nanomsg.out" 8
+	grep '"impl":"nanomsg"' "$WORK/nanomsg.out" >"$WORK/nanomsg.rows"
+	[ "$(grep -c '"transport":"libnanomsg"' "$WORK/nanomsg.rows")" -eq 4 ] ||
+		fail "nanomsg rows missing"
+	for scheme in tcp ipc; do
+		for pat in thr lat; do
+			[ "$(grep "\"url_scheme\":\"$scheme\"" "$WORK/nanomsg.rows" |
+				grep -c "\"pattern\":\"$pat\"")" -eq 1 ] ||
+				fail "nanomsg $pat row on $scheme missing"
+		done
+	done
+	positive "$WORK/nanomsg.rows" msgs_per_s
+	[ "$(grep '"impl":"fabriq"' "$WORK/nanomsg.out" | grep '"transport":"nanomsg"' |
+		grep -c '"ratio_vs_nanomsg":')" -eq 4 ] || fail "fq/nn ratio missing"
+	grep -q '"ratio_vs_raw":' "$WORK/nanomsg.out" && fail "a zmq ratio without --baseline zmq"
+
+	# Vectors: one SP message of three parts with the transport's header; gathered, so
+	# not zero-copy.
+	echo "== fq-bench --transport nanomsg --baseline nanomsg --parts 3"
+	"$BENCH" --json --timeout 10 --transport nanomsg --pattern thr --scheme ipc --size 64K \
+		--parts 3 --count 300 --baseline nanomsg >"$WORK/nanomsg_parts.out" ||
+		fail "nanomsg vectors: exit status $?"
+	cat "$WORK/nanomsg_parts.out"
+	check_json "$WORK/nanomsg_parts.out" 2
+	grep '"impl":"nanomsg"' "$WORK/nanomsg_parts.out" | grep '"parts":3,' |
+		grep '"count":300,' | grep -q '"zero_copy":false' || fail "nanomsg vector row"
+
+	"$BENCH" --timeout 10 --transport nanomsg --pattern thr --scheme tcp --size 64K \
+		--count 300 --baseline nanomsg >"$WORK/table_nn.out" ||
+		fail "table run with nanomsg failed"
+	cat "$WORK/table_nn.out"
+	grep -q ' fq/nn$' "$WORK/table_nn.out" || fail "fq/nn column missing"
+	# impl transport scheme pat size parts msgs/s throughput (2) p50 p99 cpu (2) fq/nn
+	[ "$(awk '$1 == "fabriq" && NF == 14' "$WORK/table_nn.out" | grep -c .)" -eq 1 ] ||
+		fail "table fabriq row without its fq/nn ratio"
+	grep -q '^nanomsg  *libnanomsg  *tcp ' "$WORK/table_nn.out" || fail "table nanomsg row"
+fi
+
 # --memset: every sender writes every byte; a memset row per thr size; each thr row's share of
 # its bandwidth.
 run memset 5 --transport zeromq --pattern thr,lat --scheme ipc --size 4K --count 300 \
@@ -220,7 +271,7 @@ grep -q '^memset ' "$WORK/table3.out" || fail "table memset row missing"
 echo "== usage errors"
 for args in "--bogus" "--size 12Q" "--count 0" "--count 5 --duration 1" "--pattern x" \
 	"--role sender" "--baseline ring,x" "--baseline iceoryx,futexx" "--impl x" \
-	"--baseline ofi,ofx" "--ofi-provider"; do
+	"--baseline ofi,ofx" "--ofi-provider" "--baseline nanomsg,nn"; do
 	# shellcheck disable=SC2086 # split on purpose
 	"$BENCH" $args >/dev/null 2>&1
 	rc=$?
