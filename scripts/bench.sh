@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$(nproc)" >/dev/null
-build/release/bench/fq-bench --transport all --sizes 64,64K,1M --duration 1 --baseline zmq,ring "$@"
+build/release/bench/fq-bench --transport all --sizes 64,64K,1M --duration 1 --baseline zmq,ring,nanomsg "$@"
