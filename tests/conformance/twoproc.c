@@ -474,7 +474,7 @@ PER_SCHEME(pull_push_sizes,
 /* ---- Vectors ------------------------------------------------------------------------------ */
 
 /* Vectors of n parts; part i of vector n has part_size(n, i) bytes (empty parts included). */
-static const size_t vec_counts[] = {1, 2, 3, 64, 600};
+static const size_t vec_counts[] = {1, 2, 3, 64, 600, 1000, 2000};
 #define N_VECS (sizeof(vec_counts) / sizeof(vec_counts[0]))
 
 static size_t part_size(size_t n, size_t i)
@@ -488,6 +488,10 @@ static size_t part_size(size_t n, size_t i)
 		return i % 3 == 0 ? 0 : i * 1000; /* many parts read with gathered reads */
 	case 600:
 		return i % 5 == 0 ? 0 : 40; /* more parts than most iov limits, small */
+	case 1000:
+		return i % 100 == 1 ? 200000 : 50; /* a part table larger than a receive buffer */
+	case 2000:
+		return i % 7 == 0 ? 0 : 100;
 	default:
 		return 5;
 	}
@@ -522,7 +526,7 @@ static void vec_child(child *self, const char *scheme, int arg)
 	child_close(t, s);
 }
 
-PER_SCHEME(vectors, .description = "vectors of 1 to 600 parts, eager and rendezvous, arrive whole")
+PER_SCHEME(vectors, .description = "vectors of 1 to 2000 parts, eager and rendezvous, arrive whole")
 {
 	child *k = spawn(vec_child, scheme, 0);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);

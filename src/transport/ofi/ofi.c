@@ -174,6 +174,7 @@ typedef struct out_msg {
 	uint64_t bytes;
 	fq_msg **parts;
 	const ofi_mr **held; /* rendezvous: registration-cache entries held until FIN */
+	fq_msg *table;       /* indirect rendezvous: the part table the peer reads */
 	fq_msg *one[1];
 } out_msg;
 
@@ -186,7 +187,9 @@ typedef struct in_msg {
 	uint64_t bytes;
 	fq_msg **parts;
 	ofi_rts_part *rparts; /* rendezvous: the sender's parts */
-	size_t next_part;     /* reading: the part and offset to post next */
+	fq_msg *table;        /* indirect rendezvous: where the part table is read to */
+	uint64_t table_raddr, table_key;
+	size_t next_part; /* reading: the part and offset to post next */
 	uint64_t next_off;
 	unsigned reads_out;
 	int status;
@@ -226,6 +229,7 @@ typedef struct rd_op {
 	ofi_op op;
 	ofi_t *ot;
 	in_msg *im;
+	bool table;         /* it reads im's part table */
 	struct rd_op *next; /* free list */
 	alink al;           /* posted: ot->rd_active */
 } rd_op;
@@ -404,6 +408,7 @@ static void in_msg_free(in_msg *im)
 			free(im->parts);
 	}
 	free(im->rparts);
+	fq_msg_free(im->table);
 	free(im);
 }
 
@@ -417,6 +422,7 @@ static void out_msg_free(ofi_t *ot, out_msg *om)
 		free(om->held);
 	}
 	free_parts(om->parts, om->n); /* the array is part of om */
+	fq_msg_free(om->table);
 	free(om);
 }
 
@@ -1071,11 +1077,18 @@ static size_t eager_len(const ofi_t *ot, const ofi_conn *c, size_t n, uint64_t b
 	return head + (size_t)bytes;
 }
 
-/* Can a vector of n parts and `bytes` ever go to c (eagerly, or announced in one RTS)? */
+/* Does an RTS for n parts fit c's receive buffers (else: an indirect RTS)? */
+static bool rts_fits(const ofi_t *ot, const ofi_conn *c, size_t n)
+{
+	return ofi_rts_bytes(n) <= peer_cap(ot, c);
+}
+
+/* Can a vector of n parts ever go to c? Eagerly, in an RTS, or in an indirect RTS: always,
+ * up to OFI_MAX_PARTS (ofi_send checks). */
 static bool fits(const ofi_t *ot, const ofi_conn *c, size_t n, uint64_t bytes)
 {
-	return eager_len(ot, c, n, bytes) > 0 ||
-	       n <= (peer_cap(ot, c) - ofi_rts_bytes(0)) / OFI_RTS_PART;
+	(void)ot, (void)c, (void)n, (void)bytes;
+	return true;
 }
 
 /* Send om as an RTS through sb (ot->lock held). FQ_EAGAIN: try again later, nothing done. */
@@ -1109,9 +1122,24 @@ static int send_rts(ofi_t *ot, ofi_conn *c, out_msg *om, sbuf *sb)
 			rp[i] =
 			    (ofi_rts_part){m->size, ofi_mr_raddr(&ot->f, reg, m->data), reg->key};
 	}
-	if (rc == 0) {
+	if (rc == 0 && rts_fits(ot, c, om->n)) {
 		len = ofi_encode_rts(sb->data, peer_cap(ot, c), c->peer_id, om->seq, rp, om->n);
 		rc = len < 0 ? len : frame_post(ot, c, sb, (size_t)len);
+	} else if (rc == 0) {
+		/* The table does not fit a receive buffer: the peer reads it from registered
+		 * memory first (kept, like the parts, until FIN). */
+		ofi_msg *t;
+
+		if (om->table == NULL)
+			rc = ofi_msg_new(ot->t, ot->pool, om->n * OFI_RTS_PART, true, &om->table);
+		if (rc == 0) {
+			t = (ofi_msg *)om->table;
+			ofi_encode_rts_table(om->table->data, rp, om->n);
+			len = ofi_encode_rtsi(sb->data, peer_cap(ot, c), c->peer_id, om->seq, om->n,
+			                      ofi_mr_raddr(&ot->f, t->b->reg, om->table->data),
+			                      t->b->reg->key);
+			rc = len < 0 ? len : frame_post(ot, c, sb, (size_t)len);
+		}
 	}
 	if (rp != stack)
 		free(rp);
@@ -1280,6 +1308,8 @@ static int conn_queue(ofi_t *ot, ofi_conn *c, fq_msg **parts, size_t n, uint64_t
 
 static void post_reads(ofi_t *ot);
 static void bye_check(ofi_conn *c);
+static void readq_add(ofi_t *ot, in_msg *im);
+static int in_destinations(ofi_t *ot, in_msg *im, const ofi_frame *fr);
 
 /* The peer said BYE and everything it sent before is here: close our side too. */
 static void bye_check(ofi_conn *c)
@@ -1361,14 +1391,57 @@ static void in_finish(ofi_t *ot, in_msg *im)
 	in_ready(ot, im);
 }
 
+/*
+ * The part table of an indirect RTS is here (or its read failed: im->status): check it, make
+ * the destinations and queue the message for its reads; on failure im is finished by the
+ * caller and the peer dropped (ot->lock held).
+ */
+static void table_read(ofi_t *ot, in_msg *im)
+{
+	ofi_conn *c = im->c;
+	uint64_t max = c->ss ? (uint64_t)atomic_load(&c->ss->s->opt[FQI_SO_MAX_MSG_SIZE]) : 0;
+	ofi_frame view = {0};
+	char why[160];
+	int rc = im->status;
+
+	if (rc == 0 && ofi_decode_rts_table(im->table->data, im->table->size, (uint32_t)im->n,
+	                                    &view, why, sizeof(why)) != 0) {
+		rc = FQ_EPROTO;
+		conn_gone(c, why);
+	}
+	if (rc == 0 && max > 0 && view.total > max) {
+		snprintf(why, sizeof(why), "a message of %llu bytes is above max_msg_size %llu",
+		         (unsigned long long)view.total, (unsigned long long)max);
+		FQI_WARN(SUBSYS, "connection %#x: %s; the peer is dropped", c->id, why);
+		rc = FQ_EMSGSIZE;
+		conn_gone(c, why);
+	}
+	if (rc == 0) {
+		im->bytes = view.total;
+		rc = in_destinations(ot, im, &view);
+		if (rc != 0)
+			conn_gone(c, fq_strerror(rc));
+	}
+	fq_msg_free(im->table);
+	im->table = NULL;
+	if (rc != 0) {
+		im->status = rc;
+		im->next_part = im->n;
+		return;
+	}
+	readq_add(ot, im);
+}
+
 static void on_read(ofi_op *op, int status, size_t len)
 {
 	rd_op *rd = (rd_op *)op;
 	ofi_t *ot = rd->ot;
 	in_msg *im = rd->im;
+	bool table = rd->table;
 
 	FQI_UNUSED(len);
 	pthread_mutex_lock(&ot->lock);
+	rd->table = false;
 	alink_del(&ot->rd_active, &rd->al);
 	rd->next = ot->rd_free;
 	ot->rd_free = rd;
@@ -1390,6 +1463,8 @@ static void on_read(ofi_op *op, int status, size_t len)
 		FQI_WARN(SUBSYS, "connection %#x: reading a message failed: %s", im->c->id,
 		         fq_strerror(status));
 	}
+	if (table)
+		table_read(ot, im);
 	if (im->reads_out == 0 && im->next_part >= im->n)
 		in_finish(ot, im);
 	post_reads(ot);
@@ -1449,6 +1524,27 @@ static void read_advance(in_msg *im, uint64_t bytes)
 	}
 }
 
+/* im joins the read queue (a connection op until it leaves). */
+static void readq_add(ofi_t *ot, in_msg *im)
+{
+	im->next = NULL;
+	im->c->ops++;
+	if (ot->readq_tail != NULL)
+		ot->readq_tail->next = im;
+	else
+		ot->readq = im;
+	ot->readq_tail = im;
+}
+
+/* im, the head of the read queue, leaves it. */
+static void readq_unlink(ofi_t *ot, in_msg *im)
+{
+	ot->readq = im->next;
+	if (ot->readq == NULL)
+		ot->readq_tail = NULL;
+	im->c->ops--;
+}
+
 /*
  * im, the head of the read queue, has nothing more to post: it leaves the queue, and its last
  * read to complete (or post_reads, when none is out) finishes it (ot->lock held).
@@ -1456,10 +1552,24 @@ static void read_advance(in_msg *im, uint64_t bytes)
 static void readq_pop(ofi_t *ot, in_msg *im)
 {
 	im->next_part = im->n;
-	ot->readq = im->next;
-	if (ot->readq == NULL)
-		ot->readq_tail = NULL;
-	im->c->ops--;
+	readq_unlink(ot, im);
+}
+
+/* A read operation from the free list, or a new one (NULL: out of memory; ot->lock held). */
+static rd_op *rd_get(ofi_t *ot)
+{
+	rd_op *rd = ot->rd_free;
+
+	if (rd == NULL) {
+		rd = calloc(1, sizeof(*rd));
+		if (rd == NULL)
+			return NULL;
+		rd->op.done = on_read;
+		rd->ot = ot;
+	} else {
+		ot->rd_free = rd->next;
+	}
+	return rd;
 }
 
 /* Post reads while the depth allows (ot->lock held). */
@@ -1467,35 +1577,37 @@ static void post_reads(ofi_t *ot)
 {
 	while (ot->readq != NULL && ot->reads_out < ot->read_depth) {
 		in_msg *im = ot->readq;
+		bool table = im->rparts == NULL; /* an indirect RTS: its part table first */
 		ofi_rma_seg seg[OFI_SEGS_MAX];
-		uint64_t bytes;
-		size_t nseg;
+		uint64_t bytes = 0;
+		size_t nseg = 1;
 		rd_op *rd;
 		int rc;
 
 		if (im->c->state == CONN_GONE && im->status == 0)
 			im->status = FQ_ECLOSED;
-		read_advance(im, 0);
-		if (im->next_part >= im->n || im->status != 0) {
+		if (!table)
+			read_advance(im, 0);
+		if (im->status != 0 || (!table && im->next_part >= im->n)) {
 			readq_pop(ot, im);
 			if (im->reads_out == 0)
 				in_finish(ot, im);
 			continue;
 		}
-		nseg = read_segs(ot, im, seg, &bytes);
-		rd = ot->rd_free;
-		if (rd == NULL) {
-			rd = calloc(1, sizeof(*rd));
-			if (rd == NULL)
-				return;
-			rd->op.done = on_read;
-			rd->ot = ot;
-		} else {
-			ot->rd_free = rd->next;
-		}
+		if (table)
+			seg[0] = (ofi_rma_seg){im->table->data, im->table->size,
+			                       ((ofi_msg *)im->table)->b->reg, im->table_raddr,
+			                       im->table_key};
+		else
+			nseg = read_segs(ot, im, seg, &bytes);
+		rd = rd_get(ot);
+		if (rd == NULL)
+			return;
 		rd->im = im;
+		rd->table = table;
 		rc = ofi_post_readv(&ot->f, seg, nseg, im->c->av->addr, &rd->op);
 		if (rc != 0) {
+			rd->table = false;
 			rd->next = ot->rd_free;
 			ot->rd_free = rd;
 			if (rc == FQ_EAGAIN)
@@ -1508,10 +1620,35 @@ static void post_reads(ofi_t *ot)
 		ot->reads_posted++;
 		im->reads_out++;
 		im->c->ops++;
+		if (table) {
+			readq_unlink(ot, im); /* back in the queue once the table is here */
+			continue;
+		}
 		read_advance(im, bytes);
 		if (im->next_part >= im->n)
 			readq_pop(ot, im); /* all posted: on_read finishes it */
 	}
+}
+
+/*
+ * An RTS (or the table of an RTSI, seen as one): the sender's parts, and registered
+ * destinations for them. On failure the caller drops the peer (ot->lock held).
+ */
+static int in_destinations(ofi_t *ot, in_msg *im, const ofi_frame *fr)
+{
+	im->rparts = calloc(im->n, sizeof(*im->rparts));
+	if (im->rparts == NULL)
+		return FQ_ENOMEM;
+	for (size_t i = 0; i < im->n; i++) {
+		int rc;
+
+		im->rparts[i] = ofi_rts_at(fr, i);
+		rc = ofi_msg_new(ot->t, ot->pool, im->rparts[i].size, im->rparts[i].size > 0,
+		                 &im->parts[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
 }
 
 /* A frame for c arrived in rb (ot->lock held). */
@@ -1605,19 +1742,20 @@ static void handle_frame(ofi_t *ot, ofi_conn *c, const ofi_frame *fr)
 		in_ready(ot, im);
 		return;
 	}
-	/* RTS: allocate registered destinations, then read. */
-	im->rparts = calloc(im->n, sizeof(*im->rparts));
-	if (im->rparts == NULL) {
-		in_msg_free(im);
-		conn_gone(c, "out of memory");
-		return;
-	}
-	for (size_t i = 0; i < im->n; i++) {
-		int rc;
+	if (fr->type == OFI_RTSI) {
+		/* The part table first, into registered memory; then as for an RTS. */
+		int rc = ofi_msg_new(ot->t, ot->pool, im->n * OFI_RTS_PART, true, &im->table);
 
-		im->rparts[i] = ofi_rts_at(fr, i);
-		rc = ofi_msg_new(ot->t, ot->pool, im->rparts[i].size, im->rparts[i].size > 0,
-		                 &im->parts[i]);
+		if (rc != 0) {
+			in_msg_free(im);
+			conn_gone(c, fq_strerror(rc));
+			return;
+		}
+		im->table_raddr = fr->table_raddr;
+		im->table_key = fr->table_key;
+	} else {
+		int rc = in_destinations(ot, im, fr);
+
 		if (rc != 0) {
 			in_msg_free(im);
 			conn_gone(c, fq_strerror(rc));
@@ -1625,12 +1763,7 @@ static void handle_frame(ofi_t *ot, ofi_conn *c, const ofi_frame *fr)
 		}
 	}
 	c->win[im->seq % c->grant] = im; /* holds the slot while reading */
-	c->ops++;                        /* until it leaves the read queue */
-	if (ot->readq_tail != NULL)
-		ot->readq_tail->next = im;
-	else
-		ot->readq = im;
-	ot->readq_tail = im;
+	readq_add(ot, im);
 	post_reads(ot);
 }
 

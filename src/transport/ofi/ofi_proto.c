@@ -49,6 +49,13 @@ static uint64_t get64(const unsigned char *p)
 
 /* ---- Frames ----------------------------------------------------------------------------- */
 
+static int bad(char *why, size_t len, const char *fmt, unsigned long long a, unsigned long long b)
+{
+	if (why != NULL && len > 0)
+		snprintf(why, len, fmt, a, b);
+	return FQ_EPROTO;
+}
+
 static void put_header(unsigned char *p, unsigned type, uint32_t conn, uint64_t seq)
 {
 	put32(p, OFI_PROTO_MAGIC);
@@ -99,14 +106,63 @@ int ofi_encode_rts(void *buf, size_t cap, uint32_t conn, uint64_t seq, const ofi
 	put_header(p, OFI_RTS, conn, seq);
 	put32(p + OFI_HDR_BYTES, (uint32_t)nparts);
 	put32(p + OFI_HDR_BYTES + 4, 0);
+	ofi_encode_rts_table(p + OFI_HDR_BYTES + 8, parts, nparts);
+	return (int)ofi_rts_bytes(nparts);
+}
+
+void ofi_encode_rts_table(void *buf, const ofi_rts_part *parts, size_t nparts)
+{
 	for (size_t i = 0; i < nparts; i++) {
-		unsigned char *q = p + OFI_HDR_BYTES + 8 + OFI_RTS_PART * i;
+		unsigned char *q = (unsigned char *)buf + OFI_RTS_PART * i;
 
 		put64(q, parts[i].size);
 		put64(q + 8, parts[i].raddr);
 		put64(q + 16, parts[i].key);
 	}
-	return (int)ofi_rts_bytes(nparts);
+}
+
+int ofi_encode_rtsi(void *buf, size_t cap, uint32_t conn, uint64_t seq, size_t nparts,
+                    uint64_t table_raddr, uint64_t table_key)
+{
+	unsigned char *p = buf;
+
+	if (nparts == 0 || nparts > OFI_MAX_PARTS)
+		return FQ_EINVAL;
+	if (cap < OFI_RTSI_BYTES)
+		return FQ_ERANGE;
+	put_header(p, OFI_RTSI, conn, seq);
+	put32(p + OFI_HDR_BYTES, (uint32_t)nparts);
+	put32(p + OFI_HDR_BYTES + 4, 0);
+	put64(p + OFI_HDR_BYTES + 8, table_raddr);
+	put64(p + OFI_HDR_BYTES + 16, table_key);
+	return (int)OFI_RTSI_BYTES;
+}
+
+/* Check n part records at p; their sum goes to *total. */
+static int check_table(const unsigned char *p, size_t rec, uint32_t n, uint64_t *total, char *why,
+                       size_t why_len)
+{
+	*total = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t size = get64(p + rec * i);
+
+		if (size > UINT64_MAX - *total)
+			return bad(why, why_len, "part sizes overflow (part %llu: %llu bytes)", i,
+			           size);
+		*total += size;
+	}
+	return 0;
+}
+
+int ofi_decode_rts_table(const void *table, size_t len, uint32_t nparts, ofi_frame *out, char *why,
+                         size_t why_len)
+{
+	if (len != (size_t)OFI_RTS_PART * nparts)
+		return bad(why, why_len, "rendezvous table of %llu bytes for %llu parts", len,
+		           nparts);
+	out->nparts = nparts;
+	out->meta = table;
+	return check_table(table, OFI_RTS_PART, nparts, &out->total, why, why_len);
 }
 
 int ofi_encode_ctl(void *buf, size_t cap, unsigned type, uint32_t conn, uint64_t seq,
@@ -125,13 +181,6 @@ int ofi_encode_ctl(void *buf, size_t cap, unsigned type, uint32_t conn, uint64_t
 		put32(p + OFI_HDR_BYTES + 4, 0);
 	}
 	return (int)n;
-}
-
-static int bad(char *why, size_t len, const char *fmt, unsigned long long a, unsigned long long b)
-{
-	if (why != NULL && len > 0)
-		snprintf(why, len, fmt, a, b);
-	return FQ_EPROTO;
 }
 
 int ofi_decode(const void *buf, size_t len, ofi_frame *out, char *why, size_t why_len)
@@ -175,14 +224,8 @@ int ofi_decode(const void *buf, size_t len, ofi_frame *out, char *why, size_t wh
 			return bad(why, why_len, "truncated part table (%llu of %llu bytes)", len,
 			           rec * out->nparts);
 		out->meta = p;
-		for (uint32_t i = 0; i < out->nparts; i++) {
-			uint64_t size = get64(p + rec * i);
-
-			if (size > UINT64_MAX - total)
-				return bad(why, why_len,
-				           "part sizes overflow (part %llu: %llu bytes)", i, size);
-			total += size;
-		}
+		if (check_table(p, rec, out->nparts, &total, why, why_len) != 0)
+			return FQ_EPROTO;
 		out->total = total;
 		len -= rec * out->nparts;
 		if (out->type == OFI_EAGER) {
@@ -198,6 +241,18 @@ int ofi_decode(const void *buf, size_t len, ofi_frame *out, char *why, size_t wh
 		}
 		return 0;
 	}
+	case OFI_RTSI:
+		if (len != OFI_RTSI_BYTES - OFI_HDR_BYTES)
+			return bad(why, why_len,
+			           "indirect rendezvous frame of %llu bytes (expected %llu)",
+			           len + OFI_HDR_BYTES, OFI_RTSI_BYTES);
+		out->nparts = get32(p);
+		if (out->nparts == 0 || out->nparts > OFI_MAX_PARTS || get32(p + 4) != 0)
+			return bad(why, why_len, "%llu parts (1 to %llu allowed)", out->nparts,
+			           OFI_MAX_PARTS);
+		out->table_raddr = get64(p + 8);
+		out->table_key = get64(p + 16);
+		return 0;
 	case OFI_CREDIT:
 		if (len != 8 || get32(p + 4) != 0)
 			return bad(why, why_len, "credit frame of %llu bytes (expected %llu)", len,

@@ -18,6 +18,9 @@
  *     EAGER   u32 nparts, u32 0, u64 size[nparts], the parts' bytes back to back
  *     RTS     u32 nparts, u32 0, per part {u64 size, u64 raddr, u64 key}: the receiver reads
  *             each part with fi_read and answers FIN; only then does the sender free them
+ *     RTSI    u32 nparts, u32 0, u64 table raddr, u64 table key: an RTS whose part table
+ *             (nparts records as in RTS) did not fit a receive buffer; the receiver reads the
+ *             table first (nparts * 24 bytes at raddr), then goes on as for an RTS
  *     FIN     nothing more
  *     CREDIT  u32 credits (receive buffers newly posted for this sender), u32 0
  *     BYE     nothing more (orderly close; the bootstrap connection says the same)
@@ -33,7 +36,8 @@
 #define OFI_MAX_PARTS     65535u
 #define OFI_RTS_PART      24u /* size, raddr, key */
 
-enum { OFI_EAGER = 1, OFI_RTS = 2, OFI_FIN = 3, OFI_CREDIT = 4, OFI_BYE = 5 };
+enum { OFI_EAGER = 1, OFI_RTS = 2, OFI_FIN = 3, OFI_CREDIT = 4, OFI_BYE = 5, OFI_RTSI = 6 };
+#define OFI_RTSI_BYTES (OFI_HDR_BYTES + 24u)
 
 /* One part of a rendezvous announcement. */
 typedef struct ofi_rts_part {
@@ -50,6 +54,8 @@ typedef struct ofi_frame {
 	const unsigned char *data; /* EAGER: the first part's bytes */
 	uint64_t total;            /* EAGER, RTS: bytes of all parts */
 	uint32_t credits;          /* CREDIT */
+	uint64_t table_raddr;      /* RTSI */
+	uint64_t table_key;
 } ofi_frame;
 
 /* Bytes of an EAGER frame's header and size table for n parts (the data follows). */
@@ -67,6 +73,17 @@ int ofi_encode_rts(void *buf, size_t cap, uint32_t conn, uint64_t seq, const ofi
                    size_t nparts);
 int ofi_encode_ctl(void *buf, size_t cap, unsigned type, uint32_t conn, uint64_t seq,
                    uint32_t credits);
+int ofi_encode_rtsi(void *buf, size_t cap, uint32_t conn, uint64_t seq, size_t nparts,
+                    uint64_t table_raddr, uint64_t table_key);
+/* The part records of an RTS, or of the table an RTSI points at (nparts * 24 bytes). */
+void ofi_encode_rts_table(void *buf, const ofi_rts_part *parts, size_t nparts);
+/*
+ * Check a table read for an RTSI of nparts (len must be nparts * 24; sizes must not
+ * overflow) and make *out a view of it that ofi_rts_at reads (nparts, meta, total set).
+ * FQ_EPROTO with the reason in why.
+ */
+int ofi_decode_rts_table(const void *table, size_t len, uint32_t nparts, ofi_frame *out, char *why,
+                         size_t why_len);
 
 /*
  * Decode and check a received frame of `len` bytes: magic, version, type, reserved fields

@@ -157,3 +157,42 @@ Test(ofi_proto, hello_round_trip_partial_and_hostile)
 	cr_assert_eq(ofi_decode_hello(buf, 4, &out, &used, why, sizeof(why)), FQ_EPROTO);
 	cr_assert_not_null(strstr(why, "hello magic"), "%s", why);
 }
+
+Test(ofi_proto, indirect_rts_and_its_table)
+{
+	static unsigned char table[3 * OFI_RTS_PART];
+	ofi_rts_part parts[3] = {{10, 0x1000, 7}, {0, 0, 0}, {1u << 20, 0x2000, 9}}, p;
+	ofi_frame f, view = {0};
+	int n = ofi_encode_rtsi(buf, sizeof(buf), 5, 99, 3, 0xabcdef, 42);
+
+	cr_assert_eq(n, (int)OFI_RTSI_BYTES);
+	cr_assert_eq(decode((size_t)n, &f), 0, "%s", why);
+	cr_assert_eq(f.type, OFI_RTSI);
+	cr_assert_eq(f.seq, 99);
+	cr_assert_eq(f.nparts, 3);
+	cr_assert_eq(f.table_raddr, 0xabcdef);
+	cr_assert_eq(f.table_key, 42);
+	for (size_t len = 0; len < (size_t)n; len++)
+		cr_assert_eq(decode(len, &f), FQ_EPROTO, "truncated to %zu bytes was accepted",
+		             len);
+	cr_assert_eq(decode((size_t)n + 1, &f), FQ_EPROTO);
+	cr_assert_eq(ofi_encode_rtsi(buf, sizeof(buf), 5, 99, 0, 1, 1), FQ_EINVAL);
+	cr_assert_eq(ofi_encode_rtsi(buf, sizeof(buf), 5, 99, OFI_MAX_PARTS + 1, 1, 1), FQ_EINVAL);
+	cr_assert_eq(ofi_encode_rtsi(buf, 16, 5, 99, 3, 1, 1), FQ_ERANGE);
+
+	/* The table reads back as an RTS's part records. */
+	ofi_encode_rts_table(table, parts, 3);
+	cr_assert_eq(ofi_decode_rts_table(table, sizeof(table), 3, &view, why, sizeof(why)), 0,
+	             "%s", why);
+	cr_assert_eq(view.total, 10 + (1u << 20));
+	p = ofi_rts_at(&view, 2);
+	cr_assert(p.size == 1u << 20 && p.raddr == 0x2000 && p.key == 9);
+	/* A table of another length, and sizes that overflow, are refused. */
+	cr_assert_eq(ofi_decode_rts_table(table, sizeof(table) - 1, 3, &view, why, sizeof(why)),
+	             FQ_EPROTO);
+	parts[0].size = UINT64_MAX;
+	ofi_encode_rts_table(table, parts, 3);
+	cr_assert_eq(ofi_decode_rts_table(table, sizeof(table), 3, &view, why, sizeof(why)),
+	             FQ_EPROTO);
+	cr_assert_not_null(strstr(why, "overflow"), "%s", why);
+}
