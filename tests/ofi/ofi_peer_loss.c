@@ -52,9 +52,12 @@ static int child(const char *url, int mode, int per)
 	for (int i = 0; i < per; i++) {
 		if ((rc = fq_transport_open(&t[i], "ofi", NULL)) != 0)
 			die("child transport", rc);
-		/* A survivor that failed is gone: give up rather than wait for it forever. */
+		/* A survivor that failed is gone: give up rather than wait for it forever. A
+		 * closing peer's messages must arrive, however long a loaded machine takes to
+		 * connect: linger well beyond the default 500 ms. */
 		if ((rc = fq_socket_open(&s[i], t[i], FQ_PUSH)) != 0 ||
 		    (rc = fq_socket_set_int(s[i], "snd_timeout", 60000)) != 0 ||
+		    (rc = fq_socket_set_int(s[i], "linger", 30000)) != 0 ||
 		    (rc = fq_connect(s[i], url)) != 0)
 			die("child socket", rc);
 	}
