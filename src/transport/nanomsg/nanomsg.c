@@ -91,14 +91,56 @@ typedef struct nm_msg {
 	fqi_free_fn free_fn; /* at the root: adopted memory's release */
 	void *hint;
 	void *mem;     /* at the root: the memory free_fn gets */
-	bool in_block; /* a part of a received vector: allocated with its holder */
+	bool in_block; /* a received vector's holder or part: one block, freed with the holder */
 } nm_msg;
 
 static const fqi_msg_ops nm_msg_ops;
 
+/*
+ * Message records are recycled per thread (up to SHELL_CACHE), so a small message costs
+ * libnanomsg's chunk and no second malloc/free. A thread's cache is freed when it exits.
+ */
+#define SHELL_CACHE 64
+
+static _Thread_local struct shell_cache {
+	unsigned n;
+	bool armed; /* the thread-exit hook is set */
+	nm_msg *free[SHELL_CACHE];
+} scache FQI_TLS_FAST;
+static pthread_key_t scache_key;
+static pthread_once_t scache_once = PTHREAD_ONCE_INIT;
+
+static void scache_drain(void *arg)
+{
+	struct shell_cache *c = arg;
+
+	while (c->n > 0)
+		free(c->free[--c->n]);
+	c->armed = false;
+}
+
+static void scache_init(void)
+{
+	(void)pthread_key_create(&scache_key, scache_drain);
+}
+
+static void shell_free(nm_msg *m)
+{
+	if (FQI_LIKELY(scache.n < SHELL_CACHE)) {
+		if (FQI_UNLIKELY(!scache.armed)) {
+			pthread_once(&scache_once, scache_init);
+			pthread_setspecific(scache_key, &scache);
+			scache.armed = true;
+		}
+		scache.free[scache.n++] = m;
+	} else {
+		free(m);
+	}
+}
+
 static nm_msg *msg_shell(fq_transport *t, void *data, size_t size)
 {
-	nm_msg *m = malloc(sizeof(*m));
+	nm_msg *m = scache.n > 0 ? scache.free[--scache.n] : malloc(sizeof(*m));
 
 	if (m == NULL)
 		return NULL;
@@ -119,7 +161,10 @@ static void root_release(nm_msg *r)
 		nn_freemsg(r->chunk);
 	else if (r->free_fn != NULL)
 		r->free_fn(r->mem, r->hint);
-	free(r);
+	if (r->in_block)
+		free(r); /* a received vector's holder: the block of its parts */
+	else
+		shell_free(r);
 }
 
 static void nm_msg_free(fq_msg *base)
@@ -127,7 +172,7 @@ static void nm_msg_free(fq_msg *base)
 	nm_msg *m = (nm_msg *)base, *r = m->root;
 
 	if (m != r && !m->in_block)
-		free(m);
+		shell_free(m);
 	if (atomic_fetch_sub(&r->refs, 1) == 1)
 		root_release(r);
 }
@@ -452,7 +497,7 @@ static int nm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	}
 	atomic_store_explicit(&ns->last_send, coarse_ms(), memory_order_relaxed);
 	if (own) {
-		free(parts[0]); /* its chunk is libnanomsg's now */
+		shell_free((nm_msg *)parts[0]); /* its chunk is libnanomsg's now */
 		parts[0] = NULL;
 		return 0;
 	}
@@ -521,7 +566,8 @@ static int vector_of_chunk(fq_socket *s, void *chunk, size_t len, size_t n, size
 	block[0] = (nm_msg){.base = {.ops = &nm_msg_ops, .t = s->t, .data = chunk, .size = len},
 	                    .root = &block[0],
 	                    .chunk = chunk,
-	                    .chunk_size = len};
+	                    .chunk_size = len,
+	                    .in_block = true};
 	atomic_init(&block[0].refs, (long)n);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t size = nm_vec_size(chunk, i);
