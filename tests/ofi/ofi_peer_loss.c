@@ -186,8 +186,14 @@ int main(int argc, char **argv)
 			if (recv_until(pull, 16, mode == 0 ? 2000 : 30000, &got_big))
 				continue;
 			if (mode != 0) {
-				fprintf(stderr, "ofi_peer_loss: process %d: a peer sent nothing\n",
-				        i);
+				ofi_transport_stats(t, &st);
+				fprintf(stderr,
+				        "ofi_peer_loss: process %d (mode %d): peer %d of %d sent "
+				        "nothing; survivor: %zu connections, %zu of %zu receive "
+				        "buffers reserved, %u reads out (%u retired)\n",
+				        i, mode, k, per, (size_t)st.conns, (size_t)st.rbufs_reserved,
+				        (size_t)st.rbufs_posted, (unsigned)st.reads_out,
+				        (unsigned)st.reads_retired);
 				kill(pid, SIGKILL);
 				return 1;
 			}
