@@ -191,9 +191,9 @@ int main(int argc, char **argv)
 				        "ofi_peer_loss: process %d (mode %d): peer %d of %d sent "
 				        "nothing; survivor: %zu connections, %zu of %zu receive "
 				        "buffers reserved, %u reads out (%u retired)\n",
-				        i, mode, k, per, (size_t)st.conns, (size_t)st.rbufs_reserved,
-				        (size_t)st.rbufs_posted, (unsigned)st.reads_out,
-				        (unsigned)st.reads_retired);
+				        i, mode, k, per, (size_t)st.conns,
+				        (size_t)st.rbufs_reserved, (size_t)st.rbufs_posted,
+				        (unsigned)st.reads_out, (unsigned)st.reads_retired);
 				kill(pid, SIGKILL);
 				return 1;
 			}
