@@ -194,7 +194,12 @@ int main(int argc, char **argv)
 				        i, mode, k, per, (size_t)st.conns,
 				        (size_t)st.rbufs_reserved, (size_t)st.rbufs_posted,
 				        (unsigned)st.reads_out, (unsigned)st.reads_retired);
+				/* Leave nothing behind: the peer's regions, then our own. */
 				kill(pid, SIGKILL);
+				waitpid(pid, NULL, 0);
+				clean_shm_of(pid);
+				fq_socket_close(pull);
+				fq_transport_close(t);
 				return 1;
 			}
 			lost_small += per - k; /* it died before the providers sent anything */
