@@ -48,6 +48,7 @@ for c in "${cases[@]}"; do
 		want=CONNECTING
 	fi
 	: >"$run/err"
+	: >"$run/out"
 	FQ_LOG_LEVEL=info "$dev" --id "sig$n" --control none --transport "$transport" \
 		--severity info "${chans[@]}" --start "$start" --hold "$hold" \
 		>"$run/out" 2>"$run/err" &
@@ -100,6 +101,9 @@ for f in $(comm -13 <(echo "$shm_before") <(echo "$shm_after")); do
 	done
 done
 # The second signal ends a device at once, even one whose init hook ignores requests.
+# The log files are emptied here, not by the redirections of the background job: those run
+# in the child, and the loops below could read the previous device's log before they do.
+: >"$run/err"
 FQ_LOG_LEVEL=info "$dev" --id sig2x --control none --transport "$transport" \
 	--start "INIT DEVICE" --hang >"$run/out" 2>"$run/err" &
 pid=$!
@@ -119,6 +123,8 @@ wait "$pid" || rc=$?
 echo "ok: a second signal exits at once (130)"
 # Interactive control from a pipe: FairMQ's keys walk the device up, 'q' shuts it down.
 mkfifo "$run/keys"
+: >"$run/err"
+: >"$run/out"
 FQ_LOG_LEVEL=info "$dev" --id inter --control interactive --transport "$transport" \
 	--channel-config "name=out,type=push,method=bind,address=ipc://$run/inter" \
 	<"$run/keys" >"$run/out" 2>"$run/err" &
