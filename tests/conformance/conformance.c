@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #ifndef FQT_TRANSPORT
@@ -117,17 +116,6 @@ static uint64_t recv_seq(fq_socket *s, size_t size)
 	return seq;
 }
 
-/* Bounded join: a thread that does not finish fails the test instead of hanging it. */
-static void join_bounded(pthread_t th, atomic_bool *done, const char *what)
-{
-	int64_t deadline = fqt_now_ms() + 3 * FQT_WAIT_MS;
-
-	while (!atomic_load(done) && fqt_now_ms() < deadline)
-		fqt_pause();
-	cr_assert(atomic_load(done), "%s did not finish", what);
-	pthread_join(th, NULL);
-}
-
 /* ---- Sizes -------------------------------------------------------------------------------- */
 
 PER_SCHEME(sizes, NULL, .description = "0 B to 16 MiB arrive byte-exact")
@@ -152,111 +140,40 @@ PER_SCHEME(sizes, NULL, .description = "0 B to 16 MiB arrive byte-exact")
 	}
 }
 
-/*
- * Large messages from sparse memory: only a few pages are written (markers), the rest reads
- * as zeros without being committed, so gigabytes cost the sender no memory.
- */
-struct big_buf {
-	size_t size;
-	atomic_int frees;
-};
-
-static void big_unmap(void *data, void *hint)
-{
-	struct big_buf *b = hint;
-
-	munmap(data, b->size);
-	atomic_fetch_add(&b->frees, 1);
-}
-
-static uint8_t marker_byte(size_t off)
-{
-	return (uint8_t)((0x5a ^ (off * 131) ^ (off >> 29)) | 1);
-}
-
-static size_t big_markers(size_t size, size_t *off)
-{
-	const size_t two_g = (size_t)1 << 31;
-	const size_t candidates[] = {0,   1,         4095,  4096,      MiB,          GiB - 1,
-	                             GiB, two_g - 1, two_g, two_g + 1, two_g + 4096, size - 1};
-	size_t n = 0;
-
-	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-		bool dup = false;
-
-		if (candidates[i] >= size)
-			continue;
-		for (size_t j = 0; j < n; j++)
-			dup |= off[j] == candidates[i];
-		if (!dup)
-			off[n++] = candidates[i];
-	}
-	return n;
-}
-
+/* Large messages from sparse memory (fqt_big_msg): gigabytes cost the sender no memory. */
 static void big_case(const char *scheme, size_t size, const char *max_msg_size)
 {
-	static const uint8_t zeros[64 * 1024];
-	struct big_buf *b = calloc(1, sizeof(*b));
-	size_t off[16], n_markers;
+	atomic_int frees = 0;
 	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
 	fq_msg *m = NULL;
 	int64_t deadline;
-	uint8_t *data;
-	void *mem;
+	size_t bad;
 
-	cr_assert(b != NULL);
-	b->size = size;
 	FQ_PASS(fq_socket_set(pull, "max_msg_size", max_msg_size));
 	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", 200000));
 	FQ_PASS(fq_socket_set_int(push, "snd_timeout", 200000));
 	fqt_marry(pull, push, scheme);
 
-	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-	           -1, 0);
-	cr_assert(mem != MAP_FAILED, "mmap of %zu bytes failed", size);
-	n_markers = big_markers(size, off);
-	for (size_t i = 0; i < n_markers; i++)
-		((uint8_t *)mem)[off[i]] = marker_byte(off[i]);
-	FQ_PASS(fq_msg_adopt(tp(), mem, size, big_unmap, b, &m));
+	FQ_PASS(fqt_big_msg(tp(), size, &frees, &m));
 	cr_assert(fq_msg_size(m) == size);
 	FQ_PASS(fq_send(push, &m, 0));
 	cr_assert(m == NULL);
 
 	FQ_PASS(fqt_recv(pull, &m, 0));
 	cr_assert(fq_msg_size(m) == size, "received %zu bytes, expected %zu", fq_msg_size(m), size);
-	data = fq_msg_data(m);
-	for (size_t i = 0; i < n_markers; i++)
-		cr_assert(data[off[i]] == marker_byte(off[i]),
-		          "marker at byte %zu: 0x%02x, expected 0x%02x", off[i], data[off[i]],
-		          marker_byte(off[i]));
-	for (size_t pos = 0; pos < size; pos += sizeof(zeros)) {
-		size_t len = size - pos < sizeof(zeros) ? size - pos : sizeof(zeros);
-
-		if (memcmp(data + pos, zeros, len) == 0)
-			continue;
-		for (size_t k = pos; k < pos + len; k++) {
-			bool marker = false;
-
-			for (size_t i = 0; i < n_markers; i++)
-				marker |= off[i] == k;
-			cr_assert(data[k] == 0 || marker, "byte %zu is 0x%02x, expected 0", k,
-			          data[k]);
-		}
-	}
+	bad = fqt_big_find(fq_msg_data(m), size);
+	cr_assert(bad == SIZE_MAX, "byte %zu differs", bad);
 	fq_msg_free(m);
 
 	/* The sender's memory is given back exactly once, once the library is done with it. */
 	deadline = fqt_now_ms() + 3 * FQT_WAIT_MS;
-	while (atomic_load(&b->frees) == 0 && fqt_now_ms() < deadline)
+	while (atomic_load(&frees) == 0 && fqt_now_ms() < deadline)
 		fqt_pause();
-	cr_assert(atomic_load(&b->frees) == 1, "adopted memory freed %d times",
-	          atomic_load(&b->frees));
+	cr_assert(atomic_load(&frees) == 1, "adopted memory freed %d times", atomic_load(&frees));
 	fqt_close(push);
 	fqt_close(pull);
-	cr_assert(atomic_load(&b->frees) == 1);
-	free(b);
+	cr_assert(atomic_load(&frees) == 1);
 }
 
 PER_SCHEME(size_1g, NULL, .timeout = 240, .description = "1 GiB arrives byte-exact")
@@ -521,7 +438,7 @@ PER_SCHEME(pull_fair_queue, NULL,
 		}
 	}
 	atomic_store(&f.stop, true);
-	join_bounded(th, &f.done, "flooding pusher");
+	fqt_join_bounded(th, &f.done, "flooding pusher");
 	FQ_PASS(atomic_load(&f.err));
 	cr_assert(next_b == 10, "pusher B starved: %d of its 10 messages among %ld received",
 	          next_b, received);
@@ -689,7 +606,7 @@ PER_SCHEME(connect_before_bind, NULL,
 	/* ... and arrives once it binds. */
 	FQ_PASS(fq_bind(pull, url));
 	fqt_recv_str(pull, "early");
-	join_bounded(th, &e.done, "early sender");
+	fqt_join_bounded(th, &e.done, "early sender");
 	FQ_PASS(atomic_load(&e.rc));
 
 	/* The other way round: the receiver connects first. */
@@ -892,17 +809,6 @@ PER_SCHEME(hwm_rcv_bytes, NULL,
 
 /* ---- Oversized messages ------------------------------------------------------------------- */
 
-static atomic_int oversize_logs;
-
-static void count_warnings(fq_log_level level, const char *subsys, const char *msg, void *arg)
-{
-	(void)subsys;
-	(void)msg;
-	(void)arg;
-	if (level <= FQ_LOG_WARN)
-		atomic_fetch_add(&oversize_logs, 1);
-}
-
 PER_SCHEME(oversize_rejected, NULL,
            .description = "a message above max_msg_size is dropped, other peers are unaffected")
 {
@@ -929,8 +835,7 @@ PER_SCHEME(oversize_rejected, NULL,
 		(void)b;
 		return;
 	}
-	fq_log_set_handler(count_warnings, NULL);
-	fq_log_set_level(FQ_LOG_WARN);
+	fqt_warnings_start();
 	FQ_PASS(fq_socket_set(pull, "max_msg_size", "1M"));
 	FQ_PASS(fq_socket_set_int(a, "reconnect_ivl", 20));
 	fqt_marry_url(pull, a, p->scheme, url);
@@ -987,11 +892,10 @@ PER_SCHEME(oversize_rejected, NULL,
 	cr_assert(a_after_seen, "A's connection never delivered again after the oversized message");
 	/* The drop is logged by a library thread: give it a bounded moment. */
 	deadline = fqt_now_ms() + FQT_WAIT_MS;
-	while (atomic_load(&oversize_logs) == 0 && fqt_now_ms() < deadline)
+	while (fqt_warnings() == 0 && fqt_now_ms() < deadline)
 		fqt_pause();
-	fq_log_set_handler(NULL, NULL);
-	cr_assert(atomic_load(&oversize_logs) > 0,
-	          "the drop of the oversized message was not logged");
+	fqt_warnings_stop();
+	cr_assert(fqt_warnings() > 0, "the drop of the oversized message was not logged");
 }
 
 /* ---- Thread safety ------------------------------------------------------------------------ */
@@ -999,69 +903,30 @@ PER_SCHEME(oversize_rejected, NULL,
 #define TS_THREADS 4
 #define TS_VECTORS 10000
 
-struct part_tag {
-	uint32_t thread, seq, index, magic;
-};
-
-struct ts_sender {
-	fq_socket *s;
-	uint32_t id;
-	int n;
-	atomic_int err;
-	atomic_bool done;
-};
-
-static void *ts_send_main(void *arg)
-{
-	struct ts_sender *ts = arg;
-
-	for (int seq = 0; seq < ts->n && atomic_load(&ts->err) == 0; seq++) {
-		fq_msg *parts[3] = {NULL, NULL, NULL};
-		int rc = 0;
-
-		for (uint32_t i = 0; i < 3 && rc == 0; i++) {
-			struct part_tag tag = {ts->id, (uint32_t)seq, i, 0xfab71c};
-
-			rc = fq_msg_alloc(fq_socket_transport(ts->s), sizeof(tag) + i * 8,
-			                  &parts[i]);
-			if (rc == 0)
-				memcpy(fq_msg_data(parts[i]), &tag, sizeof(tag));
-		}
-		if (rc == 0)
-			rc = fq_sendv(ts->s, parts, 3, 0);
-		for (int i = 0; i < 3; i++)
-			fq_msg_free(parts[i]);
-		if (rc != 0)
-			atomic_store(&ts->err, rc);
-	}
-	atomic_store(&ts->done, true);
-	return NULL;
-}
-
 PER_SCHEME(threads_send, NULL,
            .description = "4 threads sending vectors on one socket never interleave parts")
 {
 	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
-	struct ts_sender ts[TS_THREADS];
+	fqt_tag_sender ts[TS_THREADS];
 	uint32_t next[TS_THREADS] = {0};
 	pthread_t th[TS_THREADS];
 	fq_msg *m = NULL;
 
 	fqt_marry(pull, push, p->scheme);
 	for (uint32_t k = 0; k < TS_THREADS; k++) {
-		ts[k] = (struct ts_sender){.s = push, .id = k, .n = TS_VECTORS};
-		cr_assert(pthread_create(&th[k], NULL, ts_send_main, &ts[k]) == 0);
+		ts[k] = (fqt_tag_sender){.s = push, .id = k, .n = TS_VECTORS};
+		cr_assert(pthread_create(&th[k], NULL, fqt_tag_sender_main, &ts[k]) == 0);
 	}
 	for (int n = 0; n < TS_THREADS * TS_VECTORS; n++) {
 		fq_parts *v = NULL;
-		struct part_tag first = {0, 0, 0, 0};
+		fqt_part_tag first = {0, 0, 0, 0};
 		int rc = fqt_recvv(pull, &v, 0);
 
 		cr_assert(rc == 0, "vector %d: %s", n, fq_err_name(rc));
 		cr_assert(fq_parts_count(v) == 3, "vector %d has %zu parts", n, fq_parts_count(v));
 		for (uint32_t i = 0; i < 3; i++) {
-			struct part_tag tag;
+			fqt_part_tag tag;
 			fq_msg *part = fq_parts_at(v, i);
 
 			cr_assert(fq_msg_size(part) == sizeof(tag) + i * 8);
@@ -1069,8 +934,8 @@ PER_SCHEME(threads_send, NULL,
 			if (i == 0)
 				first = tag;
 			cr_assert(
-			    tag.magic == 0xfab71c && tag.index == i && tag.thread == first.thread &&
-			        tag.seq == first.seq,
+			    tag.magic == FQT_TAG_MAGIC && tag.index == i &&
+			        tag.thread == first.thread && tag.seq == first.seq,
 			    "vector %d part %u is (thread %u, seq %u, part %u), part 0 is (%u, %u)",
 			    n, i, tag.thread, tag.seq, tag.index, first.thread, first.seq);
 		}
@@ -1081,7 +946,7 @@ PER_SCHEME(threads_send, NULL,
 		fq_parts_free(v);
 	}
 	for (int k = 0; k < TS_THREADS; k++) {
-		join_bounded(th[k], &ts[k].done, "sender thread");
+		fqt_join_bounded(th[k], &ts[k].done, "sender thread");
 		FQ_PASS(atomic_load(&ts[k].err));
 		cr_assert(next[k] == TS_VECTORS);
 	}
@@ -1192,12 +1057,12 @@ PER_SCHEME(threads_recv, NULL,
 	       fqt_now_ms() < deadline)
 		fqt_pause();
 	for (int k = 0; k < 2; k++) {
-		join_bounded(sth[k], &snd[k].done, "sender thread");
+		fqt_join_bounded(sth[k], &snd[k].done, "sender thread");
 		FQ_PASS(atomic_load(&snd[k].err));
 	}
 	atomic_store(&sh->stop, true);
 	for (int k = 0; k < 2; k++)
-		join_bounded(rth[k], &rcv[k].done, "receiver thread");
+		fqt_join_bounded(rth[k], &rcv[k].done, "receiver thread");
 	FQ_PASS(atomic_load(&sh->err));
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < TR_PER_SENDER; i++)
@@ -1254,46 +1119,6 @@ PER_SCHEME(msg_copy, NULL,
 	}
 }
 
-struct adopt_buf {
-	atomic_int frees;
-	void *data;
-};
-
-static void adopt_free(void *data, void *hint)
-{
-	struct adopt_buf *a = hint;
-
-	if (data == a->data)
-		atomic_fetch_add(&a->frees, 1);
-	else
-		atomic_fetch_add(&a->frees, 1000); /* wrong pointer: counts as a failure */
-	free(data);
-}
-
-static fq_msg *adopt_pattern(fq_transport *t, size_t size, uint32_t seed, struct adopt_buf *a)
-{
-	fq_msg *m = NULL;
-
-	a->data = malloc(size);
-	cr_assert(a->data != NULL);
-	atomic_init(&a->frees, 0);
-	fqt_pattern_fill(a->data, size, seed);
-	FQ_PASS(fq_msg_adopt(t, a->data, size, adopt_free, a, &m));
-	cr_assert(fq_msg_size(m) == size);
-	fqt_msg_check(m, size, seed);
-	return m;
-}
-
-static void wait_frees(struct adopt_buf *a, int expect)
-{
-	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
-
-	while (atomic_load(&a->frees) < expect && fqt_now_ms() < deadline)
-		fqt_pause();
-	cr_assert(atomic_load(&a->frees) == expect, "free function ran %d times, expected %d",
-	          atomic_load(&a->frees), expect);
-}
-
 PER_SCHEME(msg_adopt, NULL,
            .description = "an adopted buffer is freed exactly once, after the library is done")
 {
@@ -1301,20 +1126,20 @@ PER_SCHEME(msg_adopt, NULL,
 	fq_transport *t = tp();
 	fq_socket *push = fqt_socket(t, FQ_PUSH);
 	fq_socket *pull = fqt_socket(t, FQ_PULL);
-	struct adopt_buf a, b;
+	fqt_adopted a, b;
 	fq_msg *m, *r = NULL;
 
 	fqt_marry(pull, push, p->scheme);
-	m = adopt_pattern(t, 50000, 11, &a);
+	m = fqt_adopt_pattern(t, 50000, 11, &a);
 	FQ_PASS(fq_send(push, &m, 0));
 	cr_assert(m == NULL);
 	FQ_PASS(fqt_recv(pull, &r, 0));
 	fqt_msg_check(r, 50000, 11);
 	fq_msg_free(r);
-	wait_frees(&a, 1);
+	fqt_wait_frees(&a, 1);
 
 	/* Never sent: fq_msg_free runs it, once. */
-	m = adopt_pattern(t, 300, 12, &b);
+	m = fqt_adopt_pattern(t, 300, 12, &b);
 	fq_msg_free(m);
 	cr_assert(atomic_load(&b.frees) == 1, "free function ran %d times", atomic_load(&b.frees));
 
@@ -1335,9 +1160,9 @@ Test(conformance, failed_send_keeps_message,
 {
 	fq_socket *lonely = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
-	struct adopt_buf a;
+	fqt_adopted a;
 	fq_msg *parts[3];
-	fq_msg *m = adopt_pattern(tp(), 4000, 21, &a);
+	fq_msg *m = fqt_adopt_pattern(tp(), 4000, 21, &a);
 	fq_msg *before = m;
 
 	FQ_FAIL(fq_send(lonely, &m, FQ_DONTWAIT), FQ_EAGAIN);
@@ -1362,7 +1187,7 @@ PER_SCHEME(msg_shrink, NULL, .description = "fq_msg_shrink sends only the shrunk
 {
 	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
-	struct adopt_buf a;
+	fqt_adopted a;
 	fq_msg *m, *r = NULL;
 
 	fqt_marry(pull, push, p->scheme);
@@ -1377,7 +1202,7 @@ PER_SCHEME(msg_shrink, NULL, .description = "fq_msg_shrink sends only the shrunk
 	FQ_PASS(fq_msg_shrink(m, 0));
 	FQ_PASS(fq_send(push, &m, 0));
 
-	m = adopt_pattern(tp(), 3000, 33, &a);
+	m = fqt_adopt_pattern(tp(), 3000, 33, &a);
 	FQ_PASS(fq_msg_shrink(m, 2999));
 	FQ_PASS(fq_send(push, &m, 0));
 
@@ -1390,7 +1215,7 @@ PER_SCHEME(msg_shrink, NULL, .description = "fq_msg_shrink sends only the shrunk
 	FQ_PASS(fqt_recv(pull, &r, 0));
 	fqt_msg_check(r, 2999, 33);
 	fq_msg_free(r);
-	wait_frees(&a, 1);
+	fqt_wait_frees(&a, 1);
 }
 
 PER_SCHEME(cross_transport, NULL,
@@ -1402,7 +1227,7 @@ PER_SCHEME(cross_transport, NULL,
 	fq_socket *pull = fqt_socket(t2, FQ_PULL);
 	fq_msg *m = fqt_msg_pattern(t1, 70000, 41), *parts[3];
 	fq_parts *v = NULL;
-	struct adopt_buf a;
+	fqt_adopted a;
 
 	fqt_marry(pull, push, p->scheme);
 	cr_assert(fq_msg_transport(m) == t1);
@@ -1410,7 +1235,7 @@ PER_SCHEME(cross_transport, NULL,
 	cr_assert(m == NULL);
 	parts[0] = fqt_msg_pattern(t1, 10, 42);
 	parts[1] = fqt_msg_pattern(t2, 20, 43);
-	parts[2] = adopt_pattern(t1, 30000, 44, &a);
+	parts[2] = fqt_adopt_pattern(t1, 30000, 44, &a);
 	FQ_PASS(fq_sendv(push, parts, 3, 0));
 	cr_assert(parts[0] == NULL && parts[1] == NULL && parts[2] == NULL);
 
@@ -1423,7 +1248,7 @@ PER_SCHEME(cross_transport, NULL,
 	fqt_msg_check(fq_parts_at(v, 1), 20, 43);
 	fqt_msg_check(fq_parts_at(v, 2), 30000, 44);
 	fq_parts_free(v);
-	wait_frees(&a, 1);
+	fqt_wait_frees(&a, 1);
 }
 
 /* ---- Poller and pollable fds -------------------------------------------------------------- */
@@ -1433,8 +1258,7 @@ PER_SCHEME(poller, NULL, .description = "fq_poller reports which of two sockets 
 	fq_socket *pa = fqt_socket(tp(), FQ_PUSH), *pb = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *a = fqt_socket(tp(), FQ_PULL), *b = fqt_socket(tp(), FQ_PULL);
 	fq_poller *poller = NULL, *out = NULL;
-	int ia, ib, io, n = 0;
-	int64_t deadline;
+	int ia, ib, io;
 
 	fqt_marry(a, pa, p->scheme);
 	fqt_marry(b, pb, p->scheme);
@@ -1449,15 +1273,7 @@ PER_SCHEME(poller, NULL, .description = "fq_poller reports which of two sockets 
 	FQ_FAIL(fq_poller_wait(poller, 100), 0);
 
 	fqt_send_str(pb, "to b");
-	deadline = fqt_now_ms() + FQT_WAIT_MS;
-	while (n == 0 && fqt_now_ms() < deadline) {
-		n = fq_poller_wait(poller, 100);
-		FQ_PASS(n);
-	}
-	cr_assert(n == 1, "fq_poller_wait returned %d, expected 1 ready socket", n);
-	cr_assert(fq_poller_events(poller, (size_t)ib) & FQ_POLLIN, "b is not reported readable");
-	cr_assert((fq_poller_events(poller, (size_t)ia) & FQ_POLLIN) == 0,
-	          "a is reported readable but nothing was sent to it");
+	fqt_poller_expect(poller, ib, ia);
 	fqt_recv_str(b, "to b");
 	FQ_FAIL(fq_poller_wait(poller, 0), 0);
 
@@ -1469,26 +1285,6 @@ PER_SCHEME(poller, NULL, .description = "fq_poller reports which of two sockets 
 	cr_assert(fq_poller_events(out, (size_t)io) & FQ_POLLOUT);
 	fq_poller_close(out);
 	fq_poller_close(poller);
-}
-
-/* Wait on the socket's fd as an application's poll loop would: events first, then poll. */
-static int wait_events_fd(fq_socket *s, int want)
-{
-	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
-	struct pollfd pfd = {.events = POLLIN};
-	int ev;
-
-	FQ_PASS(fq_socket_fd(s, &pfd.fd));
-	cr_assert(pfd.fd >= 0);
-	for (;;) {
-		int64_t left = deadline - fqt_now_ms();
-
-		ev = fq_socket_events(s);
-		FQ_PASS(ev);
-		if ((ev & want) || left <= 0)
-			return ev;
-		cr_assert(poll(&pfd, 1, (int)left) >= 0);
-	}
 }
 
 PER_SCHEME(socket_fd, NULL,
@@ -1509,7 +1305,7 @@ PER_SCHEME(socket_fd, NULL,
 
 		snprintf(text, sizeof(text), "fd-%d", i);
 		fqt_send_str(push, text);
-		cr_assert(wait_events_fd(pull, FQ_POLLIN) & FQ_POLLIN,
+		cr_assert(fqt_wait_events_fd(pull, FQ_POLLIN) & FQ_POLLIN,
 		          "message %d never reported through the fd", i);
 		FQ_PASS(fqt_recv(pull, &m, FQ_DONTWAIT));
 		cr_assert(fqt_msg_is(m, text));
@@ -1520,36 +1316,13 @@ PER_SCHEME(socket_fd, NULL,
 
 /* ---- Interrupt ---------------------------------------------------------------------------- */
 
-struct blocked_call {
-	fq_socket *s;
-	bool send;
-	atomic_int rc;
-	atomic_bool done;
-	fq_msg *m;
-};
-
-static void *blocked_main(void *arg)
-{
-	struct blocked_call *b = arg;
-	int rc;
-
-	if (b->send) {
-		rc = fq_send(b->s, &b->m, 0);
-	} else {
-		rc = fq_recv(b->s, &b->m, 0);
-	}
-	atomic_store(&b->rc, rc);
-	atomic_store(&b->done, true);
-	return NULL;
-}
-
 PER_SCHEME(interrupt, NULL,
            .description = "fq_socket_interrupt wakes blocked calls with FQ_EINTR; resume restores")
 {
 	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
 	fq_socket *lonely = fqt_socket(tp(), FQ_PUSH);
-	struct blocked_call rb = {.s = pull}, sb = {.s = lonely, .send = true};
+	fqt_blocked_call rb = {.s = pull}, sb = {.s = lonely, .send = true};
 	pthread_t th[2];
 	fq_msg *m = NULL;
 
@@ -1557,12 +1330,12 @@ PER_SCHEME(interrupt, NULL,
 	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", -1));
 	FQ_PASS(fq_socket_set_int(lonely, "snd_timeout", -1));
 	sb.m = fqt_msg_str(tp(), "stuck");
-	cr_assert(pthread_create(&th[0], NULL, blocked_main, &rb) == 0);
-	cr_assert(pthread_create(&th[1], NULL, blocked_main, &sb) == 0);
+	cr_assert(pthread_create(&th[0], NULL, fqt_blocked_main, &rb) == 0);
+	cr_assert(pthread_create(&th[1], NULL, fqt_blocked_main, &sb) == 0);
 	fq_socket_interrupt(pull);
 	fq_socket_interrupt(lonely);
-	join_bounded(th[0], &rb.done, "blocked fq_recv");
-	join_bounded(th[1], &sb.done, "blocked fq_send");
+	fqt_join_bounded(th[0], &rb.done, "blocked fq_recv");
+	fqt_join_bounded(th[1], &sb.done, "blocked fq_send");
 	FQ_FAIL(atomic_load(&rb.rc), FQ_EINTR);
 	FQ_FAIL(atomic_load(&sb.rc), FQ_EINTR);
 	cr_assert(rb.m == NULL);
@@ -1575,9 +1348,9 @@ PER_SCHEME(interrupt, NULL,
 	fq_socket_resume(pull);
 	fq_socket_resume(lonely);
 	fqt_send_str(push, "after resume");
-	rb = (struct blocked_call){.s = pull};
-	cr_assert(pthread_create(&th[0], NULL, blocked_main, &rb) == 0);
-	join_bounded(th[0], &rb.done, "fq_recv after resume");
+	rb = (fqt_blocked_call){.s = pull};
+	cr_assert(pthread_create(&th[0], NULL, fqt_blocked_main, &rb) == 0);
+	fqt_join_bounded(th[0], &rb.done, "fq_recv after resume");
 	FQ_PASS(atomic_load(&rb.rc));
 	cr_assert(fqt_msg_is(rb.m, "after resume"));
 	fq_msg_free(rb.m);

@@ -11,10 +11,12 @@
 #include <signal.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,7 +27,6 @@ static fq_socket *tracked_sockets[MAX_TRACKED];
 static fq_transport *tracked_transports[MAX_TRACKED];
 static char scratch[128];
 static unsigned url_counter;
-static uint64_t probe_counter;
 
 /* Probes start with a byte no test payload starts with, then a tag and a counter. */
 static const char probe_magic[] = "\x7f"
@@ -48,6 +49,16 @@ void fqt_pause(void)
 	struct timespec ts = {0, 1000000};
 
 	nanosleep(&ts, NULL);
+}
+
+void fqt_join_bounded(pthread_t th, atomic_bool *done, const char *what)
+{
+	int64_t deadline = fqt_now_ms() + 3 * FQT_WAIT_MS;
+
+	while (!atomic_load(done) && fqt_now_ms() < deadline)
+		fqt_pause();
+	cr_assert(atomic_load(done), "%s did not finish", what);
+	pthread_join(th, NULL);
 }
 
 /* Remove a directory and the files in it (no subdirectories are made). */
@@ -404,16 +415,121 @@ void fqt_recv_str(fq_socket *s, const char *expect)
 	fq_msg_free(m);
 }
 
+/* ---- Sparse large messages -------------------------------------------------------------- */
+
+struct big_hint {
+	size_t size;
+	atomic_int *frees;
+};
+
+static void big_unmap(void *data, void *arg)
+{
+	struct big_hint *h = arg;
+
+	munmap(data, h->size);
+	atomic_fetch_add(h->frees, 1);
+	free(h);
+}
+
+static uint8_t marker_byte(size_t off)
+{
+	return (uint8_t)((0x5a ^ (off * 131) ^ (off >> 29)) | 1);
+}
+
+/* The marker offsets below `size` (at most 16): both ends, page and 2^30 / 2^31 edges. */
+static size_t big_markers(size_t size, size_t *off)
+{
+	const size_t mib = (size_t)1 << 20, gib = (size_t)1 << 30, two_g = (size_t)1 << 31;
+	const size_t candidates[] = {0,   1,         4095,  4096,      mib,          gib - 1,
+	                             gib, two_g - 1, two_g, two_g + 1, two_g + 4096, size - 1};
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+		bool dup = false;
+
+		if (candidates[i] >= size)
+			continue;
+		for (size_t j = 0; j < n; j++)
+			dup |= off[j] == candidates[i];
+		if (!dup)
+			off[n++] = candidates[i];
+	}
+	return n;
+}
+
+int fqt_big_msg(fq_transport *t, size_t size, atomic_int *frees, fq_msg **out)
+{
+	struct big_hint *h = malloc(sizeof(*h));
+	size_t off[16], n;
+	void *mem;
+	int rc;
+
+	if (h == NULL)
+		return FQ_ENOMEM;
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+	           -1, 0);
+	if (mem == MAP_FAILED) {
+		free(h);
+		return FQ_ENOMEM;
+	}
+	*h = (struct big_hint){size, frees};
+	n = big_markers(size, off);
+	for (size_t i = 0; i < n; i++)
+		((uint8_t *)mem)[off[i]] = marker_byte(off[i]);
+	rc = fq_msg_adopt(t, mem, size, big_unmap, h, out);
+	if (rc != 0) {
+		munmap(mem, size);
+		free(h);
+	}
+	return rc;
+}
+
+size_t fqt_big_find(const void *data, size_t size)
+{
+	static const uint8_t zeros[64 * 1024];
+	const uint8_t *p = data;
+	size_t off[16], n = big_markers(size, off);
+
+	for (size_t i = 0; i < n; i++)
+		if (p[off[i]] != marker_byte(off[i]))
+			return off[i];
+	for (size_t pos = 0; pos < size; pos += sizeof(zeros)) {
+		size_t len = size - pos < sizeof(zeros) ? size - pos : sizeof(zeros);
+
+		if (memcmp(p + pos, zeros, len) == 0)
+			continue;
+		for (size_t k = pos; k < pos + len; k++) {
+			bool marker = false;
+
+			for (size_t i = 0; i < n; i++)
+				marker |= off[i] == k;
+			if (p[k] != 0 && !marker)
+				return k;
+		}
+	}
+	return SIZE_MAX;
+}
+
 /* ---- Connecting ------------------------------------------------------------------------- */
+
+int fqt_probe_alloc(fq_transport *t, fq_msg **out)
+{
+	static atomic_uint_fast64_t counter;
+	uint64_t n = atomic_fetch_add(&counter, 1) + 1;
+	int rc = fq_msg_alloc(t, PROBE_LEN, out);
+
+	if (rc == 0) {
+		memcpy(fq_msg_data(*out), probe_magic, PROBE_MAGIC_LEN);
+		memcpy((char *)fq_msg_data(*out) + PROBE_MAGIC_LEN, &n, sizeof(n));
+	}
+	return rc;
+}
 
 static fq_msg *probe_msg(fq_transport *t)
 {
 	fq_msg *m = NULL;
-	uint64_t n = ++probe_counter;
 
-	FQ_PASS(fq_msg_alloc(t, PROBE_LEN, &m));
-	memcpy(fq_msg_data(m), probe_magic, PROBE_MAGIC_LEN);
-	memcpy((char *)fq_msg_data(m) + PROBE_MAGIC_LEN, &n, sizeof(n));
+	FQ_PASS(fqt_probe_alloc(t, &m));
 	return m;
 }
 
@@ -591,4 +707,136 @@ void fqt_capture_close(fqt_capture *c)
 {
 	fclose(c->f);
 	free(c->text);
+}
+
+/* ---- Pieces of cases that the conformance suites share ----------------------------------- */
+
+static void adopted_free(void *data, void *hint)
+{
+	fqt_adopted *a = hint;
+
+	atomic_fetch_add(&a->frees, data == a->data ? 1 : 1000); /* a wrong pointer fails */
+	free(data);
+}
+
+fq_msg *fqt_adopt_pattern(fq_transport *t, size_t size, uint32_t seed, fqt_adopted *a)
+{
+	fq_msg *m = NULL;
+
+	a->data = malloc(size);
+	cr_assert(a->data != NULL);
+	atomic_init(&a->frees, 0);
+	fqt_pattern_fill(a->data, size, seed);
+	FQ_PASS(fq_msg_adopt(t, a->data, size, adopted_free, a, &m));
+	cr_assert(fq_msg_size(m) == size);
+	fqt_msg_check(m, size, seed);
+	return m;
+}
+
+void fqt_wait_frees(fqt_adopted *a, int expect)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+
+	while (atomic_load(&a->frees) < expect && fqt_now_ms() < deadline)
+		fqt_pause();
+	cr_assert(atomic_load(&a->frees) == expect, "free function ran %d times, expected %d",
+	          atomic_load(&a->frees), expect);
+}
+
+void *fqt_tag_sender_main(void *arg)
+{
+	fqt_tag_sender *ts = arg;
+
+	for (int seq = 0; seq < ts->n && atomic_load(&ts->err) == 0; seq++) {
+		fq_msg *parts[3] = {NULL, NULL, NULL};
+		int rc = 0;
+
+		for (uint32_t i = 0; i < 3 && rc == 0; i++) {
+			fqt_part_tag tag = {ts->id, (uint32_t)seq, i, FQT_TAG_MAGIC};
+
+			rc = fq_msg_alloc(fq_socket_transport(ts->s), sizeof(tag) + i * 8,
+			                  &parts[i]);
+			if (rc == 0)
+				memcpy(fq_msg_data(parts[i]), &tag, sizeof(tag));
+		}
+		if (rc == 0)
+			rc = fq_sendv(ts->s, parts, 3, 0);
+		for (int i = 0; i < 3; i++)
+			fq_msg_free(parts[i]);
+		if (rc != 0)
+			atomic_store(&ts->err, rc);
+	}
+	atomic_store(&ts->done, true);
+	return NULL;
+}
+
+void *fqt_blocked_main(void *arg)
+{
+	fqt_blocked_call *b = arg;
+	int rc = b->send ? fq_send(b->s, &b->m, 0) : fqt_recv(b->s, &b->m, 0);
+
+	atomic_store(&b->rc, rc);
+	atomic_store(&b->done, true);
+	return NULL;
+}
+
+int fqt_wait_events_fd(fq_socket *s, int want)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	struct pollfd pfd = {.events = POLLIN};
+	int ev;
+
+	FQ_PASS(fq_socket_fd(s, &pfd.fd));
+	cr_assert(pfd.fd >= 0);
+	for (;;) {
+		int64_t left = deadline - fqt_now_ms();
+
+		ev = fq_socket_events(s);
+		FQ_PASS(ev);
+		if ((ev & want) || left <= 0)
+			return ev;
+		cr_assert(poll(&pfd, 1, (int)left) >= 0);
+	}
+}
+
+void fqt_poller_expect(fq_poller *p, int ready, int idle)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	int n = 0;
+
+	while (n == 0 && fqt_now_ms() < deadline) {
+		n = fq_poller_wait(p, 100);
+		FQ_PASS(n);
+	}
+	cr_assert(n == 1, "fq_poller_wait returned %d, expected 1 ready socket", n);
+	cr_assert(fq_poller_events(p, (size_t)ready) & FQ_POLLIN,
+	          "the socket sent to is not reported readable");
+	cr_assert((fq_poller_events(p, (size_t)idle) & FQ_POLLIN) == 0,
+	          "a socket is reported readable but nothing was sent to it");
+}
+
+static atomic_int warnings;
+
+static void count_warning(fq_log_level level, const char *subsys, const char *msg, void *arg)
+{
+	(void)subsys, (void)msg, (void)arg;
+	if (level <= FQ_LOG_WARN)
+		atomic_fetch_add(&warnings, 1);
+}
+
+void fqt_warnings_start(void)
+{
+	atomic_store(&warnings, 0);
+	fq_log_set_handler(count_warning, NULL);
+	fq_log_set_level(FQ_LOG_WARN);
+}
+
+int fqt_warnings(void)
+{
+	return atomic_load(&warnings);
+}
+
+void fqt_warnings_stop(void)
+{
+	fq_log_set_handler(NULL, NULL);
 }

@@ -18,6 +18,8 @@
 #include <criterion/logging.h>
 #include <criterion/parameterized.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -124,6 +126,20 @@ bool fqt_msg_is(fq_msg *m, const char *str);
 
 /* Is m a probe of fqt_sync? Thread-safe. */
 bool fqt_is_probe(fq_msg *m);
+/* A probe of fqt_sync in *out, for peers that synchronise by hand. Thread-safe; returns the
+ * code of fq_msg_alloc. */
+int fqt_probe_alloc(fq_transport *t, fq_msg **out);
+
+/*
+ * Large messages from sparse memory: an anonymous mapping in which only a few marker bytes are
+ * written, the rest reads as zeros without being committed, so gigabytes cost the sender no
+ * memory. fqt_big_msg adopts such a mapping of `size` bytes into *out; its free function
+ * unmaps it and adds one to *frees (which must outlive the message). fqt_big_find returns the
+ * first offset of data that differs from that content, or SIZE_MAX. Thread-safe; they return
+ * fabriq codes and never assert.
+ */
+int fqt_big_msg(fq_transport *t, size_t size, atomic_int *frees, fq_msg **out);
+size_t fqt_big_find(const void *data, size_t size);
 
 /*
  * fq_recv / fq_recvv that skip fqt_sync probes (same return codes). Thread-safe: they never
@@ -137,7 +153,66 @@ void fqt_send_str(fq_socket *s, const char *str);
 /* Receive one message (skipping probes) and assert it is exactly str. */
 void fqt_recv_str(fq_socket *s, const char *expect);
 
+/* ---- Pieces of cases that the conformance suites share ----------------------------------- */
+
+/* An adopted heap buffer of the pattern for `seed`; its free function counts in `frees` (one
+ * run with the wrong pointer counts 1000). fqt_wait_frees asserts (bounded) that it ran
+ * exactly `expect` times. */
+typedef struct fqt_adopted {
+	atomic_int frees;
+	void *data;
+} fqt_adopted;
+fq_msg *fqt_adopt_pattern(fq_transport *t, size_t size, uint32_t seed, fqt_adopted *a);
+void fqt_wait_frees(fqt_adopted *a, int expect);
+
+/*
+ * Vectors sent from several threads at once: thread `id` sends `n` vectors of 3 parts; part i
+ * is a tag followed by i * 8 bytes. Run fqt_tag_sender_main in a thread; it never asserts and
+ * sets err (the first failure) and done.
+ */
+#define FQT_TAG_MAGIC 0xfab71cu
+typedef struct fqt_part_tag {
+	uint32_t thread, seq, index, magic;
+} fqt_part_tag;
+typedef struct fqt_tag_sender {
+	fq_socket *s;
+	uint32_t id;
+	int n;
+	atomic_int err;
+	atomic_bool done;
+} fqt_tag_sender;
+void *fqt_tag_sender_main(void *arg);
+
+/* A call that blocks in a thread (fqt_blocked_main): fq_send of m if `send`, else fqt_recv
+ * into m; rc and done are set when it returns. */
+typedef struct fqt_blocked_call {
+	fq_socket *s;
+	bool send;
+	atomic_int rc;
+	atomic_bool done;
+	fq_msg *m;
+} fqt_blocked_call;
+void *fqt_blocked_main(void *arg);
+
+/* Wait (bounded) on the socket's fd as an application's poll loop would: fq_socket_events
+ * first, then poll(); returns the events last seen. */
+int fqt_wait_events_fd(fq_socket *s, int want);
+
+/* Wait (bounded) until poller p reports a ready socket, and assert that exactly the one at
+ * index `ready` is readable and the one at `idle` is not. */
+void fqt_poller_expect(fq_poller *p, int ready, int idle);
+
+/* Count the warnings (and worse) that the library logs from fqt_warnings_start until
+ * fqt_warnings_stop; fqt_warnings is the count so far. */
+void fqt_warnings_start(void);
+int fqt_warnings(void);
+void fqt_warnings_stop(void);
+
 /* ---- Misc ------------------------------------------------------------------------------- */
+
+/* Join th once *done is set; a thread that does not finish within 3 x FQT_WAIT_MS fails the
+ * test instead of hanging it. */
+void fqt_join_bounded(pthread_t th, atomic_bool *done, const char *what);
 
 /* Milliseconds on the monotonic clock. Thread-safe. */
 int64_t fqt_now_ms(void);
