@@ -16,6 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +147,7 @@ static void vec_child(child *self, const char *scheme, int arg);
 static void echo_child(child *self, const char *scheme, int arg);
 static void pub_child(child *self, const char *scheme, int arg);
 static void fan_child(child *self, const char *scheme, int arg);
+static void rsock_child(child *self, const char *scheme, int type);
 
 static const struct role {
 	const char *name;
@@ -151,6 +155,7 @@ static const struct role {
 } roles[] = {
     {"seq_push", seq_push_child}, {"seq_pull", seq_pull_child}, {"vec", vec_child},
     {"echo", echo_child},         {"pub", pub_child},           {"fan", fan_child},
+    {"rsock", rsock_child},
 };
 
 static const char *role_name(child_fn fn)
@@ -827,6 +832,1266 @@ PER_SCHEME(fan_in_and_return,
 	fan_in(pull, 2, 1);
 	go(c);
 	reap(c);
+}
+
+/* ---- A socket in the peer process, driven command by command ----------------------------- */
+
+/*
+ * The "rsock" role holds one socket of the type given as its argument and carries out one
+ * command line at a time, answering "ok[ detail]" or "fail <reason>". The cases below run the
+ * conformance suite's checks with one side of each pair in this process, so that what the
+ * suite checks within one process also holds between two.
+ *
+ *   set NAME VALUE         fq_socket_set ("fail CODE" names the error)
+ *   bind URL / connect URL bind answers "ok RESOLVED"
+ *   send N SIZE SEQ0 WAIT  N sequenced messages (8 bytes of number, then its pattern);
+ *                          WAIT 0 is FQ_DONTWAIT, and the answer is "ok SENT CODE"
+ *   recv N SIZE SEQ0       N sequenced messages, checked
+ *   sendstr TEXT / recvstr TEXT
+ *   sendv N                a vector of N parts (part_size, pattern n * 1000 + i)
+ *   check SIZE SEED        one message of the pattern
+ *   checkv SIZE:SEED...    one vector of the patterns
+ *   sendbig SIZE / recvbig SIZE   a sparse message (fqt_big_msg); sendbig answers once the
+ *                          library has given the memory back
+ *   empty                  nothing is waiting (FQ_DONTWAIT gives FQ_EAGAIN)
+ *   probe                  wait for a probe of fqt_sync (data before it is an error)
+ *   trickle TEXT           every 10 ms send TEXT ("probe": a probe), FQ_DONTWAIT, until the
+ *                          next line; answers "ok SENT"
+ *   flood                  send "A-<n>" in 4 KiB as fast as the peer takes them until the next
+ *                          line; answers "ok SENT"
+ *   drain                  take the "rr-<i>" (i < RR_N) waiting now; answers with a string of
+ *                          RR_N digits, 1 for each one taken so far
+ *   tags THREADS N         THREADS x N vectors of 3 tagged parts (fqt_part_tag), each
+ *                          thread's in order and never mixed
+ *   quit                   close at once (linger 0) and end
+ */
+#define RR_N      100
+#define LINE_MAX_ 1024
+
+static bool put_text(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool put_text(int fd, const char *fmt, ...)
+{
+	char buf[LINE_MAX_];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= (int)sizeof(buf) - 1)
+		return false;
+	buf[n++] = '\n';
+	return write(fd, buf, (size_t)n) == n;
+}
+
+/* A sequenced message: 8 bytes of its number, then the pattern of the number. */
+static int seqmsg_make(fq_transport *t, size_t size, uint64_t seq, fq_msg **out)
+{
+	int rc = fq_msg_alloc(t, size, out);
+
+	if (rc == 0) {
+		fqt_pattern_fill(fq_msg_data(*out), size, (uint32_t)seq);
+		memcpy(fq_msg_data(*out), &seq, sizeof(seq));
+	}
+	return rc;
+}
+
+static bool seqmsg_ok(fq_msg *m, size_t size, uint64_t seq)
+{
+	const uint8_t *d = fq_msg_data(m);
+	uint64_t got;
+
+	if (fq_msg_size(m) != size)
+		return false;
+	memcpy(&got, d, sizeof(got));
+	return got == seq && tail_ok(d, sizeof(got), size, (uint32_t)seq);
+}
+
+/* A child's receive that skips probes and reports a failure as a reason. */
+static bool rs_recv(fq_socket *s, fq_msg **m, int flags, char *why, size_t cap)
+{
+	int rc = fqt_recv(s, m, flags);
+
+	if (rc != 0)
+		snprintf(why, cap, "fq_recv: %s", fq_err_name(rc));
+	return rc == 0;
+}
+
+static bool rs_send_text(fq_transport *t, fq_socket *s, const char *text, int flags, int *rc)
+{
+	fq_msg *m = NULL;
+
+	*rc =
+	    strcmp(text, "probe") == 0 ? fqt_probe_alloc(t, &m) : fq_msg_alloc(t, strlen(text), &m);
+	if (*rc == 0 && strcmp(text, "probe") != 0)
+		memcpy(fq_msg_data(m), text, strlen(text));
+	if (*rc == 0)
+		*rc = fq_send(s, &m, flags);
+	fq_msg_free(m);
+	return *rc == 0;
+}
+
+/* Is a line from the parent waiting? */
+static bool line_waiting(child *self)
+{
+	struct pollfd p = {.fd = self->from, .events = POLLIN};
+
+	return poll(&p, 1, 0) > 0;
+}
+
+/* tags: check THREADS x N vectors of fq_sendv from THREADS threads. */
+static bool rs_tags(fq_socket *s, unsigned threads, unsigned n, char *why, size_t cap)
+{
+	uint32_t next[16] = {0};
+
+	if (threads > 16)
+		return snprintf(why, cap, "too many threads"), false;
+	for (unsigned k = 0; k < threads * n; k++) {
+		fq_parts *v = NULL;
+		fqt_part_tag tag[3];
+		int rc = fqt_recvv(s, &v, 0);
+
+		if (rc != 0)
+			return snprintf(why, cap, "vector %u: %s", k, fq_err_name(rc)), false;
+		for (uint32_t i = 0; i < 3 && fq_parts_count(v) == 3; i++) {
+			fq_msg *p = fq_parts_at(v, i);
+
+			if (fq_msg_size(p) == sizeof(tag[0]) + i * 8)
+				memcpy(&tag[i], fq_msg_data(p), sizeof(tag[0]));
+			else
+				tag[i].magic = 0;
+		}
+		if (fq_parts_count(v) != 3 || tag[0].magic != FQT_TAG_MAGIC ||
+		    tag[0].thread >= threads) {
+			fq_parts_free(v);
+			return snprintf(why, cap, "vector %u is malformed", k), false;
+		}
+		for (uint32_t i = 0; i < 3; i++) {
+			if (tag[i].magic != FQT_TAG_MAGIC || tag[i].index != i ||
+			    tag[i].thread != tag[0].thread || tag[i].seq != next[tag[0].thread]) {
+				fq_parts_free(v);
+				return snprintf(
+				           why, cap,
+				           "vector %u: part %u of thread %u message %u is out of "
+				           "place (thread %u expects %u)",
+				           k, i, tag[i].thread, tag[i].seq, tag[0].thread,
+				           next[tag[0].thread]),
+				       false;
+			}
+		}
+		next[tag[0].thread]++;
+		fq_parts_free(v);
+	}
+	return true;
+}
+
+/* Carry out one command; false (with the reason in why) on failure. */
+static bool rs_command(child *self, fq_transport *t, fq_socket *s, char *line, char *detail,
+                       char *why, size_t cap)
+{
+	static char taken[RR_N + 1];
+	char *arg = strchr(line, ' '), url[FQT_URL_MAX];
+	unsigned long long a = 0, b = 0, c = 0, d = 0;
+	fq_msg *m = NULL;
+	int rc = 0;
+
+	if (arg != NULL)
+		*arg++ = '\0';
+	else
+		arg = line + strlen(line);
+	detail[0] = '\0';
+	if (taken[0] == '\0')
+		memset(taken, '0', RR_N);
+	if (strcmp(line, "set") == 0) {
+		char *value = strchr(arg, ' ');
+
+		if (value == NULL)
+			return snprintf(why, cap, "set NAME VALUE"), false;
+		*value++ = '\0';
+		rc = fq_socket_set(s, arg, value);
+		if (rc != 0)
+			return snprintf(why, cap, "%s", fq_err_name(rc)), false;
+	} else if (strcmp(line, "bind") == 0) {
+		size_t i = 0;
+
+		int64_t end = fqt_now_ms() + FQT_WAIT_MS;
+
+		/* An address a previous process just left may be released late: retry. */
+		while ((rc = fq_bind(s, arg)) == FQ_EADDRINUSE && fqt_now_ms() < end)
+			fqt_pause();
+		if (rc != 0)
+			return snprintf(why, cap, "fq_bind %s: %s", arg, fq_err_name(rc)), false;
+		while (fq_socket_endpoint(s, i, url, sizeof(url)) == 0)
+			i++;
+		if (i == 0 || fq_socket_endpoint(s, i - 1, url, sizeof(url)) != 0)
+			return snprintf(why, cap, "no endpoint after bind"), false;
+		snprintf(detail, FQT_URL_MAX, "%s", url);
+	} else if (strcmp(line, "connect") == 0) {
+		if ((rc = fq_connect(s, arg)) != 0)
+			return snprintf(why, cap, "fq_connect %s: %s", arg, fq_err_name(rc)), false;
+	} else if (strcmp(line, "send") == 0) {
+		unsigned long long sent = 0;
+
+		if (sscanf(arg, "%llu %llu %llu %llu", &a, &b, &c, &d) != 4)
+			return snprintf(why, cap, "send N SIZE SEQ0 WAIT"), false;
+		while (sent < a) {
+			rc = seqmsg_make(t, b, c + sent, &m);
+			if (rc == 0)
+				rc = fq_send(s, &m, d ? 0 : FQ_DONTWAIT);
+			fq_msg_free(m);
+			m = NULL;
+			if (rc != 0)
+				break;
+			sent++;
+		}
+		snprintf(detail, 64, "%llu %s", sent, rc == 0 ? "OK" : fq_err_name(rc));
+	} else if (strcmp(line, "recv") == 0) {
+		if (sscanf(arg, "%llu %llu %llu", &a, &b, &c) != 3)
+			return snprintf(why, cap, "recv N SIZE SEQ0"), false;
+		for (; a > 0; a--, c++) {
+			if (!rs_recv(s, &m, 0, why, cap))
+				return false;
+			if (!seqmsg_ok(m, b, c)) {
+				uint64_t got = 0;
+
+				if (fq_msg_size(m) >= 8)
+					memcpy(&got, fq_msg_data(m), 8);
+				snprintf(
+				    why, cap,
+				    "message %llu: %zu bytes, number %llu (%llu bytes expected)", c,
+				    fq_msg_size(m), (unsigned long long)got, b);
+				fq_msg_free(m);
+				return false;
+			}
+			fq_msg_free(m);
+			m = NULL;
+		}
+	} else if (strcmp(line, "sendstr") == 0 || strcmp(line, "recvstr") == 0) {
+		if (line[0] == 's') {
+			if (!rs_send_text(t, s, arg, 0, &rc))
+				return snprintf(why, cap, "sending '%s': %s", arg, fq_err_name(rc)),
+				       false;
+		} else {
+			bool same;
+
+			if (!rs_recv(s, &m, 0, why, cap))
+				return false;
+			same = fqt_msg_is(m, arg);
+			fq_msg_free(m);
+			if (!same)
+				return snprintf(why, cap, "not '%s'", arg), false;
+		}
+	} else if (strcmp(line, "sendv") == 0) {
+		fq_msg *parts[64] = {NULL};
+
+		a = strtoull(arg, NULL, 10);
+		if (a == 0 || a > 64)
+			return snprintf(why, cap, "sendv N (1..64)"), false;
+		for (size_t i = 0; i < a && rc == 0; i++) {
+			rc = fq_msg_alloc(t, part_size(a, i), &parts[i]);
+			if (rc == 0)
+				fqt_pattern_fill(fq_msg_data(parts[i]), part_size(a, i),
+				                 (uint32_t)(a * 1000 + i));
+		}
+		if (rc == 0)
+			rc = fq_sendv(s, parts, a, 0);
+		for (size_t i = 0; i < a; i++)
+			fq_msg_free(parts[i]);
+		if (rc != 0)
+			return snprintf(why, cap, "fq_sendv: %s", fq_err_name(rc)), false;
+	} else if (strcmp(line, "check") == 0) {
+		if (sscanf(arg, "%llu %llu", &a, &b) != 2)
+			return snprintf(why, cap, "check SIZE SEED"), false;
+		if (!rs_recv(s, &m, 0, why, cap))
+			return false;
+		rc = fq_msg_size(m) == a &&
+		     fqt_pattern_find(fq_msg_data(m), a, (uint32_t)b) == SIZE_MAX;
+		if (!rc)
+			snprintf(why, cap, "%zu bytes, %llu of pattern %llu expected",
+			         fq_msg_size(m), a, b);
+		fq_msg_free(m);
+		return rc;
+	} else if (strcmp(line, "checkv") == 0) {
+		fq_parts *v = NULL;
+		size_t i = 0;
+		int used = 0;
+
+		if ((rc = fqt_recvv(s, &v, 0)) != 0)
+			return snprintf(why, cap, "fq_recvv: %s", fq_err_name(rc)), false;
+		for (; sscanf(arg, "%llu:%llu%n", &a, &b, &used) == 2; arg += used, i++) {
+			fq_msg *p = fq_parts_at(v, i);
+
+			if (p == NULL || fq_msg_size(p) != a ||
+			    fqt_pattern_find(fq_msg_data(p), a, (uint32_t)b) != SIZE_MAX) {
+				fq_parts_free(v);
+				return snprintf(why, cap, "part %zu differs", i), false;
+			}
+		}
+		rc = fq_parts_count(v) == i;
+		if (!rc)
+			snprintf(why, cap, "%zu parts, %zu expected", fq_parts_count(v), i);
+		fq_parts_free(v);
+		return rc;
+	} else if (strcmp(line, "sendbig") == 0 || strcmp(line, "recvbig") == 0) {
+		a = strtoull(arg, NULL, 10);
+		if (line[0] == 's') {
+			atomic_int frees = 0;
+			int64_t end;
+
+			if ((rc = fqt_big_msg(t, a, &frees, &m)) == 0)
+				rc = fq_send(s, &m, 0);
+			if (rc != 0) {
+				fq_msg_free(m);
+				return snprintf(why, cap, "sending %llu B: %s", a, fq_err_name(rc)),
+				       false;
+			}
+			end = fqt_now_ms() + 30 * FQT_WAIT_MS;
+			while (atomic_load(&frees) == 0 && fqt_now_ms() < end)
+				fqt_pause();
+			if (atomic_load(&frees) != 1)
+				return snprintf(why, cap, "the memory came back %d times",
+				                atomic_load(&frees)),
+				       false;
+		} else {
+			size_t bad;
+
+			if (!rs_recv(s, &m, 0, why, cap))
+				return false;
+			bad = fq_msg_size(m) == a ? fqt_big_find(fq_msg_data(m), a) : 0;
+			if (bad != SIZE_MAX)
+				snprintf(why, cap, "%zu bytes (%llu expected), byte %zu differs",
+				         fq_msg_size(m), a, bad);
+			fq_msg_free(m);
+			return bad == SIZE_MAX;
+		}
+	} else if (strcmp(line, "empty") == 0) {
+		rc = fqt_recv(s, &m, FQ_DONTWAIT);
+		fq_msg_free(m);
+		if (rc != FQ_EAGAIN)
+			return snprintf(why, cap, "fq_recv gave %s, not FQ_EAGAIN",
+			                fq_err_name(rc)),
+			       false;
+	} else if (strcmp(line, "probe") == 0) {
+		bool probe;
+
+		if ((rc = fq_recv(s, &m, 0)) != 0)
+			return snprintf(why, cap, "no probe: %s", fq_err_name(rc)), false;
+		probe = fqt_is_probe(m);
+		fq_msg_free(m);
+		if (!probe)
+			return snprintf(why, cap, "a data message before the probe"), false;
+	} else if (strcmp(line, "trickle") == 0 || strcmp(line, "flood") == 0) {
+		bool flood = line[0] == 'f';
+		char text[32], stop[64];
+
+		for (a = 0; !line_waiting(self);) {
+			if (flood) {
+				snprintf(text, sizeof(text), "A-%llu", a);
+				if ((rc = fq_msg_alloc(t, 4096, &m)) != 0)
+					break;
+				memset(fq_msg_data(m), 0, 4096);
+				memcpy(fq_msg_data(m), text, strlen(text));
+				rc = fq_send(s, &m, FQ_DONTWAIT);
+				fq_msg_free(m);
+				m = NULL;
+			} else {
+				rs_send_text(t, s, arg, FQ_DONTWAIT, &rc);
+				usleep(10000);
+			}
+			if (rc == 0)
+				a++;
+			else if (rc == FQ_EAGAIN)
+				fqt_pause();
+			else
+				break;
+		}
+		if (rc != 0 && rc != FQ_EAGAIN)
+			return snprintf(why, cap, "%s: %s", line, fq_err_name(rc)), false;
+		if (!get_line(self->from, stop, sizeof(stop)))
+			return snprintf(why, cap, "no stop"), false;
+		snprintf(detail, 64, "%llu", a);
+	} else if (strcmp(line, "drain") == 0) {
+		while ((rc = fqt_recv(s, &m, FQ_DONTWAIT)) == 0) {
+			char text[32];
+			int i = -1;
+
+			if (fq_msg_size(m) < sizeof(text)) {
+				memcpy(text, fq_msg_data(m), fq_msg_size(m));
+				text[fq_msg_size(m)] = '\0';
+				if (sscanf(text, "rr-%d", &i) != 1)
+					i = -1;
+			}
+			fq_msg_free(m);
+			m = NULL;
+			if (i < 0 || i >= RR_N || taken[i] == '1')
+				return snprintf(why, cap, "message %d unexpected or twice", i),
+				       false;
+			for (int j = i + 1; j < RR_N; j++)
+				if (taken[j] == '1')
+					return snprintf(why, cap, "rr-%d after rr-%d", i, j), false;
+			taken[i] = '1';
+		}
+		if (rc != FQ_EAGAIN)
+			return snprintf(why, cap, "drain: %s", fq_err_name(rc)), false;
+		snprintf(detail, RR_N + 1, "%s", taken);
+	} else if (strcmp(line, "tags") == 0) {
+		if (sscanf(arg, "%llu %llu", &a, &b) != 2)
+			return snprintf(why, cap, "tags THREADS N"), false;
+		return rs_tags(s, (unsigned)a, (unsigned)b, why, cap);
+	} else {
+		return snprintf(why, cap, "unknown command %s", line), false;
+	}
+	return true;
+}
+
+static void rsock_child(child *self, const char *scheme, int type)
+{
+	char line[LINE_MAX_], detail[LINE_MAX_], why[512];
+	fq_transport *t;
+	fq_socket *s = child_socket(&t, (fq_socket_type)type);
+
+	(void)scheme;
+	while (get_line_within(self->from, line, sizeof(line), 60 * FQT_WAIT_MS)) {
+		if (strcmp(line, "quit") == 0) {
+			/* The parent has taken what it waits for: no linger. */
+			CHK(fq_socket_set_int(s, "linger", 0));
+			child_close(t, s);
+			CHK_TRUE(put_text(self->to, "ok"), "cannot answer the parent");
+			return;
+		}
+		if (rs_command(self, t, s, line, detail, why, sizeof(why)))
+			CHK_TRUE(put_text(self->to, "ok%s%s", detail[0] ? " " : "", detail),
+			         "cannot answer the parent");
+		else
+			CHK_TRUE(put_text(self->to, "fail %s", why), "cannot answer the parent");
+	}
+	CHK_TRUE(false, "the parent went away without quit");
+}
+
+/* ---- Parent side of the rsock cases ------------------------------------------------------- */
+
+static child *rsock(const char *scheme, fq_socket_type type)
+{
+	return spawn(rsock_child, scheme, (int)type);
+}
+
+static void tell(child *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tell(child *k, const char *fmt, ...)
+{
+	char buf[LINE_MAX_];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	cr_assert(put_text(k->to, "%s", buf), "the peer process is gone (command %s)", buf);
+}
+
+/* The answer to the command told last, within ms: asserts "ok" and returns what follows it
+ * (valid until the next answer). */
+static const char *answer_within(child *k, int ms)
+{
+	static char buf[LINE_MAX_];
+
+	cr_assert(get_line_within(k->from, buf, sizeof(buf), ms), "the peer did not answer");
+	cr_assert(strncmp(buf, "ok", 2) == 0, "the peer: %s", buf);
+	return buf[2] == ' ' ? buf + 3 : buf + 2;
+}
+
+static const char *answer(child *k)
+{
+	return answer_within(k, 6 * FQT_WAIT_MS);
+}
+
+static const char *ask(child *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *ask(child *k, const char *fmt, ...)
+{
+	char buf[LINE_MAX_];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	tell(k, "%s", buf);
+	return answer(k);
+}
+
+static void rs_quit(child *k)
+{
+	ask(k, "quit");
+	reap(k);
+}
+
+/* The peer binds a fresh address of scheme; its resolved address goes to url. */
+static void rs_binds(child *k, const char *scheme, char *url)
+{
+	char fresh[FQT_URL_MAX];
+
+	snprintf(url, FQT_URL_MAX, "%s", ask(k, "bind %s", fqt_url(scheme, fresh)));
+}
+
+/* Wait until a message passes from s to the peer k (probes, which receivers skip, every 20 ms:
+ * only a few are left in flight). */
+static void sync_to(fq_socket *s, child *k)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+
+	tell(k, "probe");
+	for (;;) {
+		struct pollfd p = {.fd = k->from, .events = POLLIN};
+		fq_msg *m = NULL;
+
+		FQ_PASS(fqt_probe_alloc(fq_socket_transport(s), &m));
+		if (fq_send(s, &m, FQ_DONTWAIT) != 0)
+			fq_msg_free(m);
+		if (poll(&p, 1, 20) > 0)
+			break;
+		cr_assert(fqt_now_ms() < deadline, "no probe reached the peer process");
+	}
+	answer(k);
+}
+
+/* Wait until a message passes from the peer k to s; every probe the peer sent is taken, so
+ * nothing of the synchronisation is left to wake a poller. */
+static void sync_from(child *k, fq_socket *s)
+{
+	int64_t deadline = fqt_now_ms() + FQT_WAIT_MS;
+	unsigned long long sent;
+
+	tell(k, "trickle probe");
+	for (;;) {
+		fq_msg *m = NULL;
+		int rc = fq_recv(s, &m, FQ_DONTWAIT);
+
+		if (rc == 0) {
+			bool probe = fqt_is_probe(m);
+
+			fq_msg_free(m);
+			cr_assert(probe, "a data message arrived before the probe");
+			break;
+		}
+		cr_assert(rc == FQ_EAGAIN, "fq_recv: %s", fq_err_name(rc));
+		cr_assert(fqt_now_ms() < deadline, "no probe came from the peer process");
+		fqt_pause();
+	}
+	tell(k, "stop");
+	cr_assert(sscanf(answer(k), "%llu", &sent) == 1);
+	for (unsigned long long i = 1; i < sent; i++) {
+		fq_msg *m = NULL;
+		bool probe;
+
+		FQ_PASS(fq_recv(s, &m, 0));
+		probe = fqt_is_probe(m);
+		fq_msg_free(m);
+		cr_assert(probe, "a data message arrived among the probes");
+	}
+}
+
+/* A sequenced message from this process (as the peer's "send" makes them). */
+static fq_msg *seqmsg(size_t size, uint64_t seq)
+{
+	fq_msg *m = NULL;
+
+	FQ_PASS(seqmsg_make(tp(), size, seq, &m));
+	return m;
+}
+
+static void recv_seqmsg(fq_socket *s, size_t size, uint64_t seq)
+{
+	fq_msg *m = NULL;
+	uint64_t got = 0;
+
+	FQ_PASS(fqt_recv(s, &m, 0));
+	if (fq_msg_size(m) >= 8)
+		memcpy(&got, fq_msg_data(m), 8);
+	cr_assert(seqmsg_ok(m, size, seq), "message %llu: %zu bytes, number %llu (%zu expected)",
+	          (unsigned long long)seq, fq_msg_size(m), (unsigned long long)got, size);
+	fq_msg_free(m);
+}
+
+/* ---- Sizes beyond 2^31, both ways ------------------------------------------------------- */
+
+PER_SCHEME(size_over_2g_both_ways, .timeout = 480,
+           .description = "2^31 + 4097 bytes cross processes byte-exact, both ways (PAIR)")
+{
+	const size_t size = ((size_t)1 << 31) + 4097;
+	child *k = rsock(scheme, FQ_PAIR);
+	fq_socket *pair = fqt_socket(tp(), FQ_PAIR);
+	atomic_int frees = 0;
+	char url[FQT_URL_MAX];
+	fq_msg *m = NULL;
+	int64_t deadline;
+	size_t bad;
+
+	ask(k, "set max_msg_size 0");
+	ask(k, "set rcv_timeout 200000");
+	ask(k, "set snd_timeout 200000");
+	FQ_PASS(fq_socket_set(pair, "max_msg_size", "0"));
+	FQ_PASS(fq_socket_set_int(pair, "rcv_timeout", 200000));
+	FQ_PASS(fq_socket_set_int(pair, "snd_timeout", 200000));
+	rs_binds(k, scheme, url);
+	fqt_connect(pair, url);
+	FQ_PASS(fqt_big_msg(tp(), size, &frees, &m));
+	FQ_PASS(fq_send(pair, &m, 0));
+	ask(k, "recvbig %zu", size);
+	deadline = fqt_now_ms() + 3 * FQT_WAIT_MS;
+	while (atomic_load(&frees) == 0 && fqt_now_ms() < deadline)
+		fqt_pause();
+	cr_assert(atomic_load(&frees) == 1, "adopted memory freed %d times", atomic_load(&frees));
+
+	tell(k, "sendbig %zu", size);
+	FQ_PASS(fqt_recv(pair, &m, 0));
+	cr_assert(fq_msg_size(m) == size, "received %zu bytes, expected %zu", fq_msg_size(m), size);
+	bad = fqt_big_find(fq_msg_data(m), size);
+	cr_assert(bad == SIZE_MAX, "byte %zu differs", bad);
+	fq_msg_free(m);
+	answer(k); /* the peer got its memory back once */
+	rs_quit(k);
+}
+
+/* ---- The binding process ends and another takes its address ------------------------------- */
+
+PER_SCHEME(binder_restarts,
+           .description = "a connected PUSH delivers again after the binding process ended and "
+                          "a new process bound the same address, twice")
+{
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	char url[FQT_URL_MAX];
+
+	FQ_PASS(fq_socket_set_int(push, "reconnect_ivl", 20));
+	fqt_url_fixed(scheme, url);
+	for (int round = 0; round < 3; round++) {
+		child *k = rsock(scheme, FQ_PULL);
+
+		ask(k, "bind %s", url);
+		if (round == 0)
+			fqt_connect(push, url);
+		sync_to(push, k);
+		fqt_send_str(push, round == 0 ? "one" : "again");
+		ask(k, "recvstr %s", round == 0 ? "one" : "again");
+		rs_quit(k);
+	}
+}
+
+/* ---- Vectors: FQ_EPARTS ----------------------------------------------------------------- */
+
+PER_SCHEME(parts_recv_eparts,
+           .description = "fq_recv refuses a peer's vector with FQ_EPARTS and leaves it for "
+                          "fq_recvv")
+{
+	child *k = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	char url[FQT_URL_MAX];
+	fq_parts *v = NULL;
+	fq_msg *m = NULL;
+
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(k, "connect %s", url);
+	ask(k, "sendv 3"); /* 10 B, 0 B and 3 MiB + 1: eager and rendezvous parts */
+	ask(k, "sendstr single");
+	FQ_FAIL(fqt_recv(pull, &m, 0), FQ_EPARTS);
+	cr_assert(m == NULL, "FQ_EPARTS must not hand out a message");
+	FQ_FAIL(fqt_recv(pull, &m, FQ_DONTWAIT), FQ_EPARTS);
+	FQ_PASS(fqt_recvv(pull, &v, 0));
+	cr_assert_eq(fq_parts_count(v), 3);
+	for (size_t i = 0; i < 3; i++)
+		fqt_msg_check(fq_parts_at(v, i), part_size(3, i), (uint32_t)(3000 + i));
+	fq_parts_free(v);
+	FQ_PASS(fqt_recvv(pull, &v, 0));
+	cr_assert(fq_parts_count(v) == 1 && fqt_msg_is(fq_parts_at(v, 0), "single"));
+	fq_parts_free(v);
+	rs_quit(k);
+}
+
+/* ---- PUSH round robin to two processes ----------------------------------------------------- */
+
+PER_SCHEME(push_round_robin, .description = "PUSH deals messages round robin to pullers in two "
+                                            "processes")
+{
+	child *k[2] = {rsock(scheme, FQ_PULL), rsock(scheme, FQ_PULL)};
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	char url[FQT_URL_MAX], name[32];
+	int count[2] = {0, 0}, total = 0;
+	int64_t deadline;
+
+	fqt_bind(push, fqt_url(scheme, url));
+	for (int j = 0; j < 2; j++)
+		ask(k[j], "connect %s", url);
+	/* Both connected: probes go round robin, so each peer gets one within a few. */
+	tell(k[0], "probe");
+	tell(k[1], "probe");
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	for (int answered = 0; answered < 2;) {
+		fq_msg *m = NULL;
+
+		cr_assert(fqt_now_ms() < deadline, "the pullers were never both connected");
+		FQ_PASS(fqt_probe_alloc(tp(), &m));
+		if (fq_send(push, &m, FQ_DONTWAIT) != 0)
+			fq_msg_free(m);
+		usleep(20000);
+		answered = 0;
+		for (int j = 0; j < 2; j++) {
+			struct pollfd p = {.fd = k[j]->from, .events = POLLIN};
+
+			answered += poll(&p, 1, 0) > 0;
+		}
+	}
+	answer(k[0]);
+	answer(k[1]);
+	for (int i = 0; i < RR_N; i++) {
+		snprintf(name, sizeof(name), "rr-%d", i);
+		fqt_send_str(push, name);
+	}
+	/* The peers check order and duplicates; here: every message once, dealt evenly. */
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (total < RR_N && fqt_now_ms() < deadline) {
+		const char *taken[2];
+
+		total = 0;
+		for (int j = 0; j < 2; j++) {
+			taken[j] = strdup(ask(k[j], "drain"));
+			cr_assert(taken[j] != NULL && strlen(taken[j]) == RR_N);
+			count[j] = 0;
+			for (int i = 0; i < RR_N; i++)
+				count[j] += taken[j][i] == '1';
+		}
+		for (int i = 0; i < RR_N; i++) {
+			cr_assert(taken[0][i] != '1' || taken[1][i] != '1', "rr-%d arrived twice",
+			          i);
+			total += taken[0][i] == '1' || taken[1][i] == '1';
+		}
+		free((void *)taken[0]);
+		free((void *)taken[1]);
+		if (total < RR_N)
+			usleep(10000);
+	}
+	cr_assert(total == RR_N, "received %d of %d messages", total, RR_N);
+	cr_assert(abs(count[0] - count[1]) <= 2,
+	          "not round robin: puller 0 got %d, puller 1 got %d", count[0], count[1]);
+	rs_quit(k[0]);
+	rs_quit(k[1]);
+}
+
+/* ---- Fair queuing across processes --------------------------------------------------------- */
+
+PER_SCHEME(pull_fair_queue,
+           .description = "PULL fair-queues: a flooding peer process does not starve another")
+{
+	child *a = rsock(scheme, FQ_PUSH), *b = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	char url[FQT_URL_MAX], text[32];
+	unsigned long long flooded;
+	int next_b = 0;
+	uint64_t next_a = 0;
+	int64_t deadline;
+
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(a, "connect %s", url);
+	ask(b, "connect %s", url);
+	sync_from(a, pull);
+	sync_from(b, pull);
+	tell(a, "flood");
+	/* Let the flood fill every queue on the way before B starts. */
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	for (int got = 0; got < 200;) {
+		fq_msg *m = NULL;
+
+		FQ_PASS(fqt_recv(pull, &m, 0));
+		snprintf(text, sizeof(text), "A-%llu", (unsigned long long)next_a++);
+		cr_assert(fq_msg_size(m) == 4096 && memcmp(fq_msg_data(m), text, strlen(text)) == 0,
+		          "expected %s first", text);
+		fq_msg_free(m);
+		got++;
+	}
+	for (int i = 0; i < 10; i++)
+		ask(b, "sendstr B-%d", i);
+	while (next_b < 10 && fqt_now_ms() < deadline) {
+		fq_msg *m = NULL;
+
+		FQ_PASS(fqt_recv(pull, &m, 0));
+		if (fq_msg_size(m) == 4096) {
+			snprintf(text, sizeof(text), "A-%llu", (unsigned long long)next_a++);
+			cr_assert(memcmp(fq_msg_data(m), text, strlen(text)) == 0,
+			          "A's messages out of order: %s expected", text);
+		} else {
+			snprintf(text, sizeof(text), "B-%d", next_b++);
+			cr_assert(fqt_msg_is(m, text), "B's messages out of order: %s expected",
+			          text);
+		}
+		fq_msg_free(m);
+	}
+	cr_assert(next_b == 10, "B was starved: %d of its 10 messages arrived", next_b);
+	/* Stop the flood and take the rest of it: the counts add up. */
+	tell(a, "stop");
+	cr_assert(sscanf(answer(a), "%llu", &flooded) == 1);
+	while (next_a < flooded) {
+		fq_msg *m = NULL;
+
+		FQ_PASS(fqt_recv(pull, &m, 0));
+		snprintf(text, sizeof(text), "A-%llu", (unsigned long long)next_a++);
+		cr_assert(memcmp(fq_msg_data(m), text, strlen(text)) == 0, "%s expected", text);
+		fq_msg_free(m);
+	}
+	rs_quit(a);
+	rs_quit(b);
+}
+
+/* ---- Timeouts with a silent peer ----------------------------------------------------------- */
+
+PER_SCHEME(timeouts, .description = "with a silent peer process: FQ_ETIMEDOUT, FQ_EAGAIN, and "
+                                    "the next message still arrives")
+{
+	child *k = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	char url[FQT_URL_MAX];
+	fq_parts *v = NULL;
+	fq_msg *m = NULL;
+
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(k, "connect %s", url);
+	sync_from(k, pull);
+	FQ_PASS(fq_socket_set(pull, "rcv_timeout", "100"));
+	FQ_FAIL(fqt_recv(pull, &m, 0), FQ_ETIMEDOUT);
+	FQ_FAIL(fqt_recvv(pull, &v, 0), FQ_ETIMEDOUT);
+	FQ_FAIL(fqt_recv(pull, &m, FQ_DONTWAIT), FQ_EAGAIN);
+	FQ_FAIL(fqt_recvv(pull, &v, FQ_DONTWAIT), FQ_EAGAIN);
+	cr_assert(m == NULL && v == NULL);
+	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", FQT_WAIT_MS));
+	ask(k, "send 1 1000 7 1");
+	recv_seqmsg(pull, 1000, 7);
+	rs_quit(k);
+}
+
+/* ---- High-water marks towards a peer that does not read ------------------------------------ */
+
+/* Fill towards the peer's socket with FQ_DONTWAIT until FQ_EAGAIN (at most bound messages);
+ * then the peer takes them and `more` besides while this side sends; none is lost, all in
+ * order, nothing is left. Returns the count accepted before the first FQ_EAGAIN. */
+static int fill_peer_then_drain(fq_socket *push, child *k, size_t size, int bound, int more)
+{
+	int sent = 0, rc;
+
+	while (sent <= bound) {
+		fq_msg *m = seqmsg(size, (uint64_t)sent);
+
+		rc = fq_send(push, &m, FQ_DONTWAIT);
+		fq_msg_free(m);
+		if (rc == FQ_EAGAIN)
+			break;
+		FQ_PASS(rc);
+		sent++;
+	}
+	cr_assert(sent <= bound,
+	          "the sender never got FQ_EAGAIN: %d messages of %zu bytes accepted", sent, size);
+	tell(k, "recv %d %zu 0", sent + more, size);
+	for (int i = 0; i < more; i++) {
+		fq_msg *m = seqmsg(size, (uint64_t)(sent + i));
+
+		FQ_PASS(fq_send(push, &m, 0));
+	}
+	answer(k);
+	ask(k, "empty");
+	return sent;
+}
+
+PER_SCHEME(hwm_messages,
+           .description = "snd_hwm/rcv_hwm bound the backlog towards a peer process that does "
+                          "not read")
+{
+	child *k = rsock(scheme, FQ_PULL);
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	const int bound = 3 * (10 + 10) + 8 + 4; /* as in the conformance suite */
+	char url[FQT_URL_MAX];
+	int first_full;
+
+	FQ_PASS(fq_socket_set(push, "snd_hwm", "10"));
+	FQ_PASS(fq_socket_set(push, "snd_kernel_size", "128K"));
+	ask(k, "set rcv_hwm 10");
+	ask(k, "set rcv_kernel_size 128K");
+	rs_binds(k, scheme, url);
+	fqt_connect(push, url);
+	sync_to(push, k);
+	first_full = fill_peer_then_drain(push, k, 64 * KiB, bound, 100);
+	cr_assert(first_full >= 1, "snd_hwm 10 queued no message at all");
+	cr_log_info("%s: FQ_EAGAIN after %d messages of 64 KiB", scheme, first_full);
+	rs_quit(k);
+}
+
+PER_SCHEME(hwm_bytes,
+           .description = "snd_hwm_bytes bounds the backlog in bytes; rcv_hwm_bytes is enforced "
+                          "or refused as documented")
+{
+	child *k = rsock(scheme, FQ_PULL);
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	const int bound = 3 * (4 + 1) + 4; /* as in the conformance suite */
+	char url[FQT_URL_MAX], reply[LINE_MAX_];
+	int first_full;
+
+	FQ_PASS(fq_socket_set(push, "snd_hwm_bytes", "1M"));
+	FQ_PASS(fq_socket_set(push, "snd_kernel_size", "64K"));
+	ask(k, "set rcv_hwm 1");
+	ask(k, "set rcv_kernel_size 64K");
+	tell(k, "set rcv_hwm_bytes 1M");
+	cr_assert(get_line(k->from, reply, sizeof(reply)));
+	if (strcmp(reply, "ok") != 0) {
+		cr_assert(strcmp(reply, "fail FQ_ENOTSUP") == 0, "rcv_hwm_bytes: %s", reply);
+		cr_log_info("%s: rcv_hwm_bytes not supported (documented)", FQT_TRANSPORT);
+	}
+	rs_binds(k, scheme, url);
+	fqt_connect(push, url);
+	sync_to(push, k);
+	first_full = fill_peer_then_drain(push, k, 256 * KiB, bound, 40);
+	cr_assert(first_full >= 1);
+	cr_log_info("%s: FQ_EAGAIN after %d messages of 256 KiB", scheme, first_full);
+	rs_quit(k);
+}
+
+/* ---- A peer process that sends too much ---------------------------------------------------- */
+
+PER_SCHEME(oversize_rejected,
+           .description = "a peer process's message above max_msg_size is dropped and logged; "
+                          "the other peer loses nothing, the sender's later messages arrive")
+{
+	child *a = rsock(scheme, FQ_PUSH), *b = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	char url[FQT_URL_MAX], text[32];
+	bool a_after = false;
+	int next_b = 0;
+	int64_t deadline;
+
+	fqt_warnings_start();
+	FQ_PASS(fq_socket_set(pull, "max_msg_size", "1M"));
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(a, "set reconnect_ivl 20");
+	ask(a, "connect %s", url);
+	ask(b, "connect %s", url);
+	sync_from(a, pull);
+	sync_from(b, pull);
+	ask(a, "send 1 %zu 99 1", 2 * MiB);
+	tell(a, "trickle A-after");
+	for (int i = 0; i < 100; i++)
+		ask(b, "sendstr B-%d", i);
+	deadline = fqt_now_ms() + 3 * FQT_WAIT_MS;
+	while ((next_b < 100 || !a_after) && fqt_now_ms() < deadline) {
+		fq_msg *m = NULL;
+		int rc = fqt_recv(pull, &m, FQ_DONTWAIT);
+
+		if (rc == FQ_EAGAIN) {
+			fqt_pause();
+			continue;
+		}
+		FQ_PASS(rc);
+		cr_assert(fq_msg_size(m) <= MiB, "a %zu-byte message got past max_msg_size 1M",
+		          fq_msg_size(m));
+		if (fqt_msg_is(m, "A-after")) {
+			a_after = true;
+		} else {
+			snprintf(text, sizeof(text), "B-%d", next_b++);
+			cr_assert(fqt_msg_is(m, text), "B's messages out of order: %s expected",
+			          text);
+		}
+		fq_msg_free(m);
+	}
+	tell(a, "stop");
+	answer(a);
+	cr_assert(next_b == 100, "only %d of B's 100 messages arrived", next_b);
+	cr_assert(a_after, "A's connection never delivered again after the oversized message");
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (fqt_warnings() == 0 && fqt_now_ms() < deadline)
+		fqt_pause();
+	fqt_warnings_stop();
+	cr_assert(fqt_warnings() > 0, "the drop of the oversized message was not logged");
+	rs_quit(a);
+	rs_quit(b);
+}
+
+/* ---- Threads ------------------------------------------------------------------------------- */
+
+#define TS_THREADS 4
+#define TS_VECTORS 2000
+
+struct tr_receiver {
+	fq_socket *s;
+	atomic_uchar *seen;
+	atomic_int *total, bad;
+	atomic_bool *stop, done;
+};
+
+/* Receive until all TS_VECTORS arrived (among all receivers) or told to stop. */
+static void *tr_recv_main(void *arg)
+{
+	struct tr_receiver *r = arg;
+
+	while (atomic_load(r->total) < TS_VECTORS && !atomic_load(r->stop)) {
+		fq_msg *m = NULL;
+		uint64_t seq = 0;
+		int rc = fqt_recv(r->s, &m, 0);
+
+		if (rc == FQ_ETIMEDOUT)
+			continue; /* rcv_timeout 100 ms: look at total and stop again */
+		if (rc != 0) {
+			atomic_fetch_add(&r->bad, 1);
+			break;
+		}
+		if (fq_msg_size(m) == 64)
+			memcpy(&seq, fq_msg_data(m), sizeof(seq));
+		if (fq_msg_size(m) != 64 || seq >= TS_VECTORS || !seqmsg_ok(m, 64, seq) ||
+		    atomic_fetch_add(&r->seen[seq], 1) != 0)
+			atomic_fetch_add(&r->bad, 1);
+		atomic_fetch_add(r->total, 1);
+		fq_msg_free(m);
+	}
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+PER_SCHEME(threads, .description = "4 threads send vectors to a peer process, unmixed; 2 threads "
+                                   "receive a peer's messages, each once")
+{
+	child *k = rsock(scheme, FQ_PAIR);
+	fq_socket *pair = fqt_socket(tp(), FQ_PAIR);
+	fqt_tag_sender ts[TS_THREADS];
+	struct tr_receiver tr[2];
+	atomic_uchar *seen = calloc(TS_VECTORS, sizeof(*seen));
+	pthread_t th[TS_THREADS];
+	atomic_int total = 0;
+	atomic_bool stop = false;
+	char url[FQT_URL_MAX];
+	int64_t deadline;
+	int missing = 0;
+
+	cr_assert(seen != NULL);
+	rs_binds(k, scheme, url);
+	fqt_connect(pair, url);
+	tell(k, "tags %d %d", TS_THREADS, TS_VECTORS);
+	for (int i = 0; i < TS_THREADS; i++) {
+		ts[i] = (fqt_tag_sender){.s = pair, .id = (uint32_t)i, .n = TS_VECTORS};
+		cr_assert(pthread_create(&th[i], NULL, fqt_tag_sender_main, &ts[i]) == 0);
+	}
+	for (int i = 0; i < TS_THREADS; i++) {
+		fqt_join_bounded(th[i], &ts[i].done, "sender thread");
+		FQ_PASS(atomic_load(&ts[i].err));
+	}
+	answer(k);
+
+	FQ_PASS(fq_socket_set_int(pair, "rcv_timeout", 100));
+	for (int i = 0; i < 2; i++) {
+		tr[i] =
+		    (struct tr_receiver){.s = pair, .seen = seen, .total = &total, .stop = &stop};
+		cr_assert(pthread_create(&th[i], NULL, tr_recv_main, &tr[i]) == 0);
+	}
+	ask(k, "send %d 64 0 1", TS_VECTORS);
+	deadline = fqt_now_ms() + FQT_WAIT_MS;
+	while (atomic_load(&total) < TS_VECTORS && fqt_now_ms() < deadline)
+		fqt_pause();
+	atomic_store(&stop, true);
+	for (int i = 0; i < 2; i++)
+		fqt_join_bounded(th[i], &tr[i].done, "receiver thread");
+	for (int i = 0; i < TS_VECTORS; i++)
+		missing += atomic_load(&seen[i]) == 0;
+	cr_assert(atomic_load(&tr[0].bad) + atomic_load(&tr[1].bad) == 0,
+	          "malformed or duplicated messages");
+	cr_assert(missing == 0, "%d messages missing", missing);
+	free(seen);
+	rs_quit(k);
+}
+
+/* ---- Ownership: what this process sends, the peer reads ------------------------------------ */
+
+/* A PUSH here, connected to a PULL in the peer (which binds). */
+static fq_socket *push_to_peer(child *k, const char *scheme)
+{
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	char url[FQT_URL_MAX];
+
+	rs_binds(k, scheme, url);
+	fqt_connect(push, url);
+	return push;
+}
+
+PER_SCHEME(msg_copy, .description = "copies of one message (fq_msg_copy), eager and rendezvous, "
+                                    "reach a peer process intact in any free order")
+{
+	static const size_t sizes[] = {10, 100 * KiB, 8 * MiB};
+	child *k = rsock(scheme, FQ_PULL);
+	fq_socket *push = push_to_peer(k, scheme);
+
+	for (size_t i = 0; i < 3; i++) {
+		fq_msg *m = fqt_msg_pattern(tp(), sizes[i], 5), *c = NULL, *c2 = NULL;
+
+		FQ_PASS(fq_msg_copy(m, &c));
+		FQ_PASS(fq_msg_copy(m, &c2));
+		FQ_PASS(fq_send(push, &c, 0));
+		fqt_msg_check(m, sizes[i], 5);
+		FQ_PASS(fq_send(push, &m, 0));
+		fqt_msg_check(c2, sizes[i], 5);
+		fq_msg_free(c2);
+		ask(k, "check %zu 5", sizes[i]);
+		ask(k, "check %zu 5", sizes[i]);
+	}
+	rs_quit(k);
+}
+
+PER_SCHEME(msg_adopt, .description = "adopted buffers sent to a peer process are freed exactly "
+                                     "once, after the peer has them")
+{
+	static char forever[] = "static bytes, never freed";
+	static const size_t sizes[] = {50000, 8 * MiB};
+	child *k = rsock(scheme, FQ_PULL);
+	fq_socket *push = push_to_peer(k, scheme);
+	fqt_adopted a[2];
+	fq_msg *m = NULL;
+
+	for (size_t i = 0; i < 2; i++) {
+		m = fqt_adopt_pattern(tp(), sizes[i], (uint32_t)(11 + i), &a[i]);
+		FQ_PASS(fq_send(push, &m, 0));
+		cr_assert(m == NULL);
+		ask(k, "check %zu %zu", sizes[i], 11 + i);
+		fqt_wait_frees(&a[i], 1);
+	}
+	FQ_PASS(fq_msg_adopt(tp(), forever, sizeof(forever) - 1, NULL, NULL, &m));
+	FQ_PASS(fq_send(push, &m, 0));
+	ask(k, "recvstr %s", forever);
+	fqt_close(push);
+	cr_assert(atomic_load(&a[0].frees) == 1 && atomic_load(&a[1].frees) == 1,
+	          "free functions ran again at close");
+	rs_quit(k);
+}
+
+PER_SCHEME(msg_shrink, .description = "a peer process receives only the shrunk size")
+{
+	child *k = rsock(scheme, FQ_PULL);
+	fq_socket *push = push_to_peer(k, scheme);
+	fqt_adopted a;
+	fq_msg *m = fqt_msg_pattern(tp(), 10000, 31);
+
+	FQ_PASS(fq_msg_shrink(m, 100));
+	FQ_PASS(fq_send(push, &m, 0));
+	m = fqt_msg_pattern(tp(), 5000, 32);
+	FQ_PASS(fq_msg_shrink(m, 0));
+	FQ_PASS(fq_send(push, &m, 0));
+	m = fqt_adopt_pattern(tp(), 3 * MiB, 33, &a);
+	FQ_PASS(fq_msg_shrink(m, 3 * MiB - 1));
+	FQ_PASS(fq_send(push, &m, 0));
+	ask(k, "check 100 31");
+	ask(k, "check 0 32");
+	ask(k, "check %zu 33", 3 * MiB - 1);
+	fqt_wait_frees(&a, 1);
+	rs_quit(k);
+}
+
+PER_SCHEME(cross_transport, .description = "messages of another transport instance reach a peer "
+                                           "process like local ones")
+{
+	child *k = rsock(scheme, FQ_PULL);
+	fq_transport *t2 = fqt_transport_open(FQT_TRANSPORT);
+	fq_socket *push = push_to_peer(k, scheme);
+	fq_msg *m = fqt_msg_pattern(t2, 70000, 41), *parts[3];
+	fqt_adopted a;
+
+	FQ_PASS(fq_send(push, &m, 0));
+	parts[0] = fqt_msg_pattern(t2, 10, 42);
+	parts[1] = fqt_msg_pattern(tp(), 20, 43);
+	parts[2] = fqt_adopt_pattern(t2, 2 * MiB, 44, &a);
+	FQ_PASS(fq_sendv(push, parts, 3, 0));
+	ask(k, "check 70000 41");
+	ask(k, "checkv 10:42 20:43 %zu:44", 2 * MiB);
+	fqt_wait_frees(&a, 1);
+	rs_quit(k);
+}
+
+/* ---- Poller and pollable fds, woken by another process ------------------------------------- */
+
+PER_SCHEME(poller_and_fd,
+           .description = "fq_poller and the socket's fd report what peer processes sent, and "
+                          "only that")
+{
+	child *ka = rsock(scheme, FQ_PUSH), *kb = rsock(scheme, FQ_PUSH),
+	      *kc = rsock(scheme, FQ_PULL);
+	fq_socket *a = fqt_socket(tp(), FQ_PULL), *b = fqt_socket(tp(), FQ_PULL);
+	fq_socket *out = push_to_peer(kc, scheme);
+	fq_poller *poller = NULL;
+	char url[FQT_URL_MAX];
+	int ia, ib, io;
+
+	fqt_bind(a, fqt_url(scheme, url));
+	ask(ka, "connect %s", url);
+	fqt_bind(b, fqt_url(scheme, url));
+	ask(kb, "connect %s", url);
+	sync_from(ka, a);
+	sync_from(kb, b);
+	FQ_PASS(fq_poller_open(&poller));
+	ia = fq_poller_add(poller, a, FQ_POLLIN);
+	ib = fq_poller_add(poller, b, FQ_POLLIN);
+	FQ_PASS(ia);
+	FQ_PASS(ib);
+	FQ_FAIL(fq_poller_wait(poller, 100), 0);
+	ask(kb, "sendstr to b");
+	fqt_poller_expect(poller, ib, ia);
+	fqt_recv_str(b, "to b");
+	FQ_FAIL(fq_poller_wait(poller, 0), 0);
+	fq_poller_close(poller);
+
+	/* The fd in a plain poll() loop, three times over. */
+	cr_assert((fq_socket_events(a) & FQ_POLLIN) == 0, "readable before anything was sent");
+	for (int i = 0; i < 3; i++) {
+		fq_msg *m = NULL;
+		char text[16];
+
+		snprintf(text, sizeof(text), "fd-%d", i);
+		ask(ka, "sendstr %s", text);
+		cr_assert(fqt_wait_events_fd(a, FQ_POLLIN) & FQ_POLLIN,
+		          "message %d never reported through the fd", i);
+		FQ_PASS(fqt_recv(a, &m, FQ_DONTWAIT));
+		cr_assert(fqt_msg_is(m, text));
+		fq_msg_free(m);
+		cr_assert((fq_socket_events(a) & FQ_POLLIN) == 0);
+	}
+
+	/* A PUSH connected to a peer process can send. */
+	FQ_PASS(fq_poller_open(&poller));
+	io = fq_poller_add(poller, out, FQ_POLLOUT);
+	FQ_PASS(io);
+	FQ_FAIL(fq_poller_wait(poller, FQT_WAIT_MS), 1);
+	cr_assert(fq_poller_events(poller, (size_t)io) & FQ_POLLOUT);
+	fq_poller_close(poller);
+	rs_quit(ka);
+	rs_quit(kb);
+	rs_quit(kc);
+}
+
+/* ---- Interrupt while a peer process is connected ------------------------------------------- */
+
+PER_SCHEME(interrupt, .description = "fq_socket_interrupt wakes a receive that waits on a peer "
+                                     "process; after fq_socket_resume its message arrives")
+{
+	child *k = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	fqt_blocked_call rb = {.s = pull};
+	char url[FQT_URL_MAX];
+	pthread_t th;
+	fq_msg *m = NULL;
+
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(k, "connect %s", url);
+	sync_from(k, pull);
+	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", -1));
+	cr_assert(pthread_create(&th, NULL, fqt_blocked_main, &rb) == 0);
+	usleep(50000); /* not needed for correctness: makes it likely the call is blocked */
+	fq_socket_interrupt(pull);
+	fqt_join_bounded(th, &rb.done, "blocked fq_recv");
+	FQ_FAIL(atomic_load(&rb.rc), FQ_EINTR);
+	cr_assert(rb.m == NULL);
+	ask(k, "sendstr while interrupted");
+	FQ_FAIL(fq_recv(pull, &m, 0), FQ_EINTR);
+	fq_socket_resume(pull);
+	rb = (fqt_blocked_call){.s = pull};
+	cr_assert(pthread_create(&th, NULL, fqt_blocked_main, &rb) == 0);
+	fqt_join_bounded(th, &rb.done, "fq_recv after resume");
+	FQ_PASS(atomic_load(&rb.rc));
+	cr_assert(fqt_msg_is(rb.m, "while interrupted"), "the peer's message was lost");
+	fq_msg_free(rb.m);
+	rs_quit(k);
 }
 
 /* ---- Entry -------------------------------------------------------------------------------- */
