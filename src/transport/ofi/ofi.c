@@ -2357,28 +2357,37 @@ static void linger_wait(ofi_sock *ss)
 		if (sock_wait(ss, deadline, &spin) != 0)
 			break;
 	}
-	/* Say BYE after the last frame and wait for the peers to close: then they have it all
-	 * (closing the endpoint earlier could lose what the provider still holds). */
-	for (size_t i = 0; i < ss->npeers && fqi_deadline_remaining(deadline) != 0; i++) {
-		ofi_conn *c = ss->peers[i];
-		sbuf *sb;
-
-		if (c->state != CONN_READY || (sb = sbuf_get(ot, c)) == NULL)
-			continue;
-		if (frame_post(ot, c, sb,
-		               (size_t)ofi_encode_ctl(sb->data, ot->rbuf_size, OFI_BYE, c->peer_id,
-		                                      c->tx_seq, 0)) != 0)
-			sbuf_put(ot, sb);
-		else
-			c->bye_sent = true;
-	}
+	/*
+	 * Say BYE after the last frame and wait for the peers to close: then they have it all
+	 * (closing the endpoint earlier could lose what the provider still holds). A BYE that
+	 * cannot be posted yet (no send buffer free) is tried again after each wait: without it
+	 * the peer could close on our TCP end before it took our last eager frames.
+	 */
 	for (;;) {
 		bool busy = false;
 		int64_t spin = 1;
 
+		for (size_t i = 0; i < ss->npeers; i++) {
+			ofi_conn *c = ss->peers[i];
+			sbuf *sb;
+			int rc;
+
+			if (c->state != CONN_READY || c->bye_sent || (sb = sbuf_get(ot, c)) == NULL)
+				continue;
+			rc = frame_post(ot, c, sb,
+			                (size_t)ofi_encode_ctl(sb->data, ot->rbuf_size, OFI_BYE,
+			                                       c->peer_id, c->tx_seq, 0));
+			if (rc == 0) {
+				c->bye_sent = true;
+				continue;
+			}
+			sbuf_put(ot, sb);
+			if (rc != FQ_EAGAIN && rc != FQ_ENOMEM)
+				conn_gone(
+				    c, fq_strerror(rc)); /* as conn_flush does; may leave peers */
+		}
 		for (size_t i = 0; i < ss->npeers; i++)
-			busy =
-			    busy || (ss->peers[i]->bye_sent && ss->peers[i]->state == CONN_READY);
+			busy = busy || ss->peers[i]->state == CONN_READY;
 		if (!busy || fqi_deadline_remaining(deadline) == 0)
 			break;
 		if (sock_wait(ss, deadline, &spin) != 0)
