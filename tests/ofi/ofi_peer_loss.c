@@ -3,16 +3,20 @@
  * transport instance (its own endpoint); each process started holds PER of them (loading
  * libfabric costs a process about 0.3 s here, most of it in libpsm_infinipath's constructor).
  * The processes in turn exit without closing anything right after a rendezvous send, are
- * SIGKILLed while their large messages are announced or being read, or close in order. The
- * survivor must end with no connection, no reserved buffer and no read left, a bounded number
- * of registrations (not one per peer), and still serve a new peer.
+ * SIGKILLed (once their sends have returned) while their large messages are announced or being
+ * read, or close in order. The survivor must end with no connection, no reserved buffer and no
+ * read left, a bounded number of registrations (not one per peer), and still serve a new peer.
  *
  *     fq_ofi_peer_loss PEERS [PER]        the survivor (provider from FQ_OFI_PROVIDER)
- *     fq_ofi_peer_loss child URL MODE PER PER peers in one process (started by the survivor)
+ *     fq_ofi_peer_loss child URL MODE PER FD
+ *                                         PER peers in one process (started by the survivor);
+ *                                         mode 1 writes a byte to FD once its sends returned
  */
 #include "transport/ofi/ofi.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +45,7 @@ static void send_bytes(fq_socket *s, fq_transport *t, size_t size, int tag)
 		die("send", rc);
 }
 
-static int child(const char *url, int mode, int per)
+static int child(const char *url, int mode, int per, int sent_fd)
 {
 	fq_transport **t = calloc((size_t)per, sizeof(*t));
 	fq_socket **s = calloc((size_t)per, sizeof(*s));
@@ -71,8 +75,11 @@ static int child(const char *url, int mode, int per)
 		usleep(100000);
 		_exit(0); /* gone without a word: the survivor sees the TCP connections end */
 	}
-	if (mode == 1)
+	if (mode == 1) {
+		if (write(sent_fd, "s", 1) != 1)
+			die("child pipe", FQ_ECLOSED);
 		pause(); /* the survivor kills us */
+	}
 	for (int i = 0; i < per; i++) {
 		fq_socket_close(s[i]);
 		fq_transport_close(t[i]);
@@ -138,19 +145,50 @@ static void clean_shm_of(pid_t pid)
 	closedir(d);
 }
 
-static pid_t spawn(const char *self, const char *url, int mode, int per)
+/* Start a child; for mode 1, *sent_fd gets the pipe on which it says that its sends returned. */
+static pid_t spawn(const char *self, const char *url, int mode, int per, int *sent_fd)
 {
-	char mode_text[8], per_text[16];
+	char mode_text[8], per_text[16], fd_text[16];
+	int p[2] = {-1, -1};
 	pid_t pid;
 
+	if (mode == 1 && pipe2(p, O_CLOEXEC) != 0)
+		die("pipe", FQ_ENOMEM);
 	snprintf(mode_text, sizeof(mode_text), "%d", mode);
 	snprintf(per_text, sizeof(per_text), "%d", per);
+	snprintf(fd_text, sizeof(fd_text), "%d", p[1]);
 	pid = fork();
 	if (pid == 0) {
-		execl(self, self, "child", url, mode_text, per_text, (char *)NULL);
+		if (p[1] >= 0)
+			fcntl(p[1], F_SETFD, 0);
+		execl(self, self, "child", url, mode_text, per_text, fd_text, (char *)NULL);
 		_exit(127);
 	}
+	if (p[1] >= 0)
+		close(p[1]);
+	if (sent_fd != NULL)
+		*sent_fd = p[0];
+	else if (p[0] >= 0)
+		close(p[0]);
 	return pid;
+}
+
+/*
+ * Wait until a mode 1 child's sends have returned (or it is gone). libfabric's shm (1.17)
+ * holds the receiver's region spinlock, which lives in the receiver's shared memory, through
+ * every send: a sender SIGKILLed inside one leaves it locked for good, and the survivor then
+ * gets nothing more from anyone (or spins in its progress). No transport above it can undo
+ * that, so the test kills its peers outside their sends; their large messages are still
+ * announced or being read.
+ */
+static void wait_sent(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char c;
+
+	if (poll(&p, 1, 60000) == 1 && read(fd, &c, 1) < 0)
+		perror("ofi_peer_loss: pipe");
+	close(fd);
 }
 
 int main(int argc, char **argv)
@@ -165,8 +203,8 @@ int main(int argc, char **argv)
 	int64_t deadline;
 	struct timespec t0, t1;
 
-	if (argc == 5 && strcmp(argv[1], "child") == 0)
-		return child(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (argc == 6 && strcmp(argv[1], "child") == 0)
+		return child(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
 	if (per < 1 || peers < per)
 		return 2;
 	if (mkdtemp(dir) == NULL)
@@ -179,8 +217,8 @@ int main(int argc, char **argv)
 	ofi_transport_stats(t, &st0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < peers / per; i++) {
-		int mode = i % 3, status;
-		pid_t pid = spawn(argv[0], url, mode, per);
+		int mode = i % 3, status, sent_fd = -1;
+		pid_t pid = spawn(argv[0], url, mode, per, &sent_fd);
 
 		for (int k = 0; k < per; k++) {
 			if (recv_until(pull, 16, mode == 0 ? 2000 : 30000, &got_big))
@@ -195,6 +233,8 @@ int main(int argc, char **argv)
 				        (size_t)st.rbufs_reserved, (size_t)st.rbufs_posted,
 				        (unsigned)st.reads_out, (unsigned)st.reads_retired);
 				/* Leave nothing behind: the peer's regions, then our own. */
+				if (sent_fd >= 0)
+					close(sent_fd);
 				kill(pid, SIGKILL);
 				waitpid(pid, NULL, 0);
 				clean_shm_of(pid);
@@ -205,9 +245,10 @@ int main(int argc, char **argv)
 			lost_small += per - k; /* it died before the providers sent anything */
 			break;
 		}
-		if (mode == 1)
-			kill(pid,
-			     SIGKILL); /* its large messages: announced, being read, or not yet */
+		if (mode == 1) {
+			wait_sent(sent_fd);
+			kill(pid, SIGKILL); /* its large messages: announced, being read, or read */
+		}
 		if (mode == 2)
 			closers += per;
 		if (waitpid(pid, &status, 0) != pid)
@@ -267,7 +308,7 @@ int main(int argc, char **argv)
 	/* And the socket still serves a new peer. */
 	{
 		int status;
-		pid_t pid = spawn(argv[0], url, 2, 1);
+		pid_t pid = spawn(argv[0], url, 2, 1, NULL);
 		fq_msg *a = recv_one(pull, 10000), *b = recv_one(pull, 10000);
 
 		waitpid(pid, &status, 0);
