@@ -348,7 +348,7 @@ struct ofi_t {
 	bool busy_poll;
 	fqi_smc_mode smc;
 	_Atomic uint64_t activity; /* completions seen: the I/O thread's backoff resets */
-	_Atomic int spinners;      /* callers driving progress themselves (sock_wait) */
+	_Atomic int spinners;      /* callers in their spin (sock_wait): they drive progress */
 };
 
 static ofi_t *ot_of(fq_transport *t)
@@ -390,6 +390,15 @@ static void sock_changed(ofi_sock *ss)
 static void io_wake(ofi_t *ot)
 {
 	fqi_kick(ot->wake_fd);
+}
+
+/* The caller's spin (sock_wait) is over: it no longer counts as driving progress. The I/O
+ * thread takes the completion queue back within 10 ms, without being woken (io_main). */
+static void spin_end(ofi_t *ot, int64_t *spin_until)
+{
+	if (*spin_until > 0)
+		atomic_fetch_sub_explicit(&ot->spinners, 1, memory_order_relaxed);
+	*spin_until = -1;
 }
 
 static void free_parts(fq_msg **parts, size_t n)
@@ -1816,6 +1825,11 @@ static void on_recv(ofi_op *op, int status, size_t len)
  * Wait for a change of ss (ot->lock held, released while waiting): first drive progress in
  * this thread for `spin` microseconds, then sleep on the condition until the I/O thread's
  * progress signals it. Returns 0 (look again), FQ_EINTR or FQ_ETIMEDOUT.
+ *
+ * *spin_until is the caller's state, 0 at first: while the spin lasts (> 0), the caller counts
+ * in ot->spinners, and the I/O thread leaves the completion queue to it (two threads woken
+ * by every completion would only take the CPU and the fabric lock from each other); the
+ * caller ends its count with spin_end, on every way out. -1: the spin is over (or none).
  */
 static int sock_wait(ofi_sock *ss, int64_t deadline, int64_t *spin_until)
 {
@@ -1827,17 +1841,19 @@ static int sock_wait(ofi_sock *ss, int64_t deadline, int64_t *spin_until)
 	ms = fqi_deadline_remaining(deadline);
 	if (ms == 0)
 		return FQ_ETIMEDOUT;
-	if (*spin_until == 0)
-		*spin_until = now_us() + ot->spin_us;
-	if (now_us() < *spin_until) {
+	if (*spin_until == 0) {
+		*spin_until = ot->spin_us > 0 ? now_us() + ot->spin_us : -1;
+		if (*spin_until > 0)
+			atomic_fetch_add_explicit(&ot->spinners, 1, memory_order_relaxed);
+	}
+	if (*spin_until > 0 && now_us() < *spin_until) {
 		pthread_mutex_unlock(&ot->lock);
-		atomic_fetch_add_explicit(&ot->spinners, 1, memory_order_relaxed);
 		if (ofi_fabric_progress(&ot->f) <= 0)
 			sched_yield();
-		atomic_fetch_sub_explicit(&ot->spinners, 1, memory_order_relaxed);
 		pthread_mutex_lock(&ot->lock);
 		return 0;
 	}
+	spin_end(ot, spin_until);
 	{
 		struct timespec ts;
 		int64_t wait_ms = ms < 0 || ms > 100 ? 100 : ms;
@@ -1989,6 +2005,7 @@ static int ofi_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 		if (rc != 0)
 			break;
 	}
+	spin_end(ot, &spin_until);
 	pthread_mutex_unlock(&ot->lock);
 	return rc;
 }
@@ -2095,6 +2112,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 		if (rc != 0)
 			break;
 	}
+	spin_end(ot, &spin_until);
 	pthread_mutex_unlock(&ot->lock);
 	return rc;
 }
@@ -2344,7 +2362,7 @@ static void linger_wait(ofi_sock *ss)
 	pthread_mutex_lock(&ot->lock);
 	for (;;) {
 		bool busy = false;
-		int64_t spin = 1;
+		int64_t spin = -1; /* no spin: sleep at once */
 
 		for (size_t i = 0; i < ss->npeers; i++) {
 			ofi_conn *c = ss->peers[i];
@@ -2365,7 +2383,7 @@ static void linger_wait(ofi_sock *ss)
 	 */
 	for (;;) {
 		bool busy = false;
-		int64_t spin = 1;
+		int64_t spin = -1; /* no spin: sleep at once */
 
 		for (size_t i = 0; i < ss->npeers; i++) {
 			ofi_conn *c = ss->peers[i];
@@ -2555,6 +2573,7 @@ static void *io_main(void *arg)
 	ofi_t *ot = arg;
 	struct epoll_event evs[32];
 	uint64_t seen = 0;
+	bool cq_armed = true, spinning;
 	int idle = 0;
 
 	while (!atomic_load(&ot->stop)) {
@@ -2576,17 +2595,21 @@ static void *io_main(void *arg)
 			seen = act;
 			idle = 0;
 		}
+		spinning = atomic_load_explicit(&ot->spinners, memory_order_relaxed) > 0;
 		if (ot->busy_poll) {
 			timeout = 0;
+		} else if (spinning) {
+			/* A caller drives progress itself (it spins in a wait): polling or waking
+			 * here would only take the CPU and the fabric lock from it (a look every
+			 * millisecond doubled the tail of a ping-pong). The queue's fd stays
+			 * disarmed; a caller that goes to sleep wakes us, one that is done is
+			 * noticed within 10 ms (nothing waits on us meanwhile: a call that waits
+			 * spins or wakes us, a poller's fd wakes us). */
+			if (timeout < 0 || timeout > 10)
+				timeout = 10;
 		} else if (!ot->f.caps.wait_fd) {
-			/* No fd to sleep on: poll, backing off to a millisecond when idle. While a
-			 * caller drives progress itself (it spins in a wait), polling here would
-			 * only take the CPU and the fabric lock from it; it wakes us when it
-			 * sleeps. */
-			if (atomic_load_explicit(&ot->spinners, memory_order_relaxed) > 0) {
-				if (timeout < 0 || timeout > 1)
-					timeout = 1;
-			} else if (idle++ < 64) {
+			/* No fd to sleep on: poll, backing off to a millisecond when idle. */
+			if (idle++ < 64) {
 				timeout = 0;
 				sched_yield();
 			} else if (timeout < 0 || timeout > 1) {
@@ -2594,6 +2617,14 @@ static void *io_main(void *arg)
 			}
 		} else if (!ofi_fabric_can_sleep(&ot->f)) {
 			timeout = 0;
+		} else if (!cq_armed) {
+			/* One shot: each wake-up by the queue disarms it. */
+			struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT,
+			                         .data.ptr = &ot->cq_src};
+
+			cq_armed = epoll_ctl(ot->ep, EPOLL_CTL_MOD, ot->f.cq_fd, &ev) == 0;
+			if (!cq_armed)
+				timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
 		}
 		n = epoll_wait(ot->ep, evs, 32, timeout);
 		pthread_mutex_lock(&ot->lock);
@@ -2605,6 +2636,7 @@ static void *io_main(void *arg)
 				fqi_drain(ot->wake_fd);
 				break;
 			case SRC_CQ:
+				cq_armed = false;
 				break; /* progress at the top of the loop */
 			case SRC_LISTENER: {
 				listener *l = (listener *)src;
@@ -2693,6 +2725,7 @@ static int ofi_init(fq_transport *t)
 	epoll_ctl(ot->ep, EPOLL_CTL_ADD, ot->wake_fd, &ev);
 	if (ot->f.caps.wait_fd) {
 		ot->cq_src.kind = SRC_CQ;
+		ev.events = EPOLLIN | EPOLLONESHOT; /* the I/O thread re-arms it (io_main) */
 		ev.data.ptr = &ot->cq_src;
 		epoll_ctl(ot->ep, EPOLL_CTL_ADD, ot->f.cq_fd, &ev);
 	}
