@@ -21,8 +21,9 @@
  * Progress: tcp;ofi_rxm and shm move data only inside fi_cq_read (manual progress), so every
  * wait reads the CQ, and a post that returns -FI_EAGAIN is retried after reading it (its
  * completions are kept in a queue for the role). Waiting blocks on the CQ's fd (FI_WAIT_FD,
- * fi_trywait before each sleep) where the provider has one, and busy-polls otherwise (shm),
- * yielding the CPU every 128 empty polls. A silent peer ends the run after the role's timeout.
+ * fi_trywait before each sleep) where the provider has one, after busy-polling for --ofi-spin
+ * microseconds (default 0), and busy-polls otherwise (shm), yielding the CPU every 128 empty
+ * polls. A silent peer ends the run after the role's timeout.
  *
  * thr (ofi): the sender sends from a window of buffers (fi_inject from one buffer when the
  * payload fits the inject size) and reuses a buffer once its send completed; the receiver keeps
@@ -452,7 +453,7 @@ static int peer_silent(const oside *s)
  */
 static int next_comp(oside *s, struct fi_cq_msg_entry *e, bool block)
 {
-	uint64_t deadline = 0;
+	uint64_t deadline = 0, spin_end = 0;
 	unsigned spins = 0;
 
 	for (;;) {
@@ -466,14 +467,18 @@ static int next_comp(oside *s, struct fi_cq_msg_entry *e, bool block)
 		}
 		if (!block)
 			return 0;
-		if (deadline == 0)
+		if (deadline == 0) {
 			deadline = fqb_now_ns() + (uint64_t)s->a->timeout_ms * 1000000u;
+			spin_end = fqb_now_ns() + (uint64_t)s->a->ofi_spin_us * 1000u;
+		}
 		if (s->wait_fd >= 0) {
 			struct fid *f = &s->cq->fid;
 			uint64_t now = fqb_now_ns();
 
 			if (now >= deadline)
 				return peer_silent(s);
+			if (now < spin_end) /* --ofi-spin: busy-poll first */
+				continue;
 			/* Sleep only when nothing is left to progress. */
 			if (fi_trywait(s->fabric, &f, 1) == FI_SUCCESS) {
 				struct pollfd pfd = {.fd = s->wait_fd, .events = POLLIN};

@@ -76,6 +76,7 @@ typedef struct fqb_role_args {
 	bool adopt;      /* thr sender: wrap one preallocated buffer instead of allocating */
 	bool fill;       /* --memset: the sender (pinger) writes every byte of every message */
 	const char *ofi_provider; /* the ofi baselines' libfabric provider, NULL: the default */
+	long ofi_spin_us;         /* the ofi baselines: busy-poll this long before sleeping */
 } fqb_role_args;
 
 /*

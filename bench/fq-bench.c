@@ -118,6 +118,7 @@ typedef struct config {
 	bool fill;                /* --memset: senders write every byte; the memset reference row */
 	bool baseline_first;      /* run the baselines before fabriq in each case */
 	const char *ofi_provider; /* --ofi-provider */
+	long ofi_spin;            /* --ofi-spin: microseconds, -1: not given */
 	/* Role mode */
 	fqb_role role;
 	impl_kind impl;
@@ -141,6 +142,7 @@ enum {
 	OPT_BASELINE_FIRST,
 	OPT_MEMSET,
 	OPT_OFI_PROVIDER,
+	OPT_OFI_SPIN,
 	OPT_VERSION,
 };
 
@@ -169,6 +171,7 @@ static const struct option long_options[] = {
     {"baseline-first", no_argument, NULL, OPT_BASELINE_FIRST},
     {"memset", no_argument, NULL, OPT_MEMSET},
     {"ofi-provider", required_argument, NULL, OPT_OFI_PROVIDER},
+    {"ofi-spin", required_argument, NULL, OPT_OFI_SPIN},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -181,7 +184,8 @@ static void usage(FILE *out)
 	    "Usage: fq-bench [--transport NAME|all] [--pattern thr|lat|thr,lat]\n"
 	    "                [--size BYTES | --sizes LIST] [--count N | --duration S]\n"
 	    "                [--parts P] [--url URL | --scheme tcp|ipc|tcp,ipc] [--cpus A,B]\n"
-	    "                [--hwm N] [--baseline LIST] [--ofi-provider NAME] [--memset]\n"
+	    "                [--hwm N] [--baseline LIST] [--ofi-provider NAME] [--ofi-spin US]\n"
+	    "                [--memset]\n"
 	    "                [--json] [--timeout S]\n"
 	    "       fq-bench --role sender|receiver|pinger|ponger --url URL [--bind|--connect]\n"
 	    "                [--impl fabriq|zmq|nanomsg|ring|iceoryx|futex|memset|ofi|ofi-read]\n"
@@ -232,6 +236,9 @@ static void usage(FILE *out)
 	    "                                    the mr column counts registrations\n"
 	    "      --ofi-provider NAME  libfabric provider of --baseline ofi (default\n"
 	    "                           tcp;ofi_rxm; also shm)\n"
+	    "      --ofi-spin US        --baseline ofi: busy-poll the CQ for US microseconds\n"
+	    "                           before sleeping on its fd (default 0: sleep at once;\n"
+	    "                           the ofi transport's own default is spin=100)\n"
 	    "      --baseline-first     run the baselines first in each case (alone: zmq)\n");
 	fprintf(out,
 	        "      --memset             every sender (and pinger) writes every byte of every\n"
@@ -379,6 +386,7 @@ static int parse_args(int argc, char **argv, config *cfg)
 	                .duration = 1.0,
 	                .cpus = {-1, -1},
 	                .hwm = -1,
+	                .ofi_spin = -1,
 	                .timeout = 60.0,
 	                .role = FQB_ROLE_NONE,
 	                .impl = IMPL_FABRIQ,
@@ -473,6 +481,17 @@ static int parse_args(int argc, char **argv, config *cfg)
 				return usage_error("%s", "empty --ofi-provider");
 			cfg->ofi_provider = optarg;
 			break;
+		case OPT_OFI_SPIN: {
+			char *end;
+
+			errno = 0;
+			cfg->ofi_spin = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || cfg->ofi_spin < 0 ||
+			    cfg->ofi_spin > 1000000)
+				return usage_error(
+				    "bad --ofi-spin '%s' (0 to 1000000 microseconds)", optarg);
+			break;
+		}
 		case OPT_CONNECT:
 			cfg->bind = 0;
 			break;
@@ -963,6 +982,7 @@ static int run_role(const config *cfg)
 	    .adopt = cfg->adopt,
 	    .fill = cfg->fill,
 	    .ofi_provider = cfg->ofi_provider,
+	    .ofi_spin_us = cfg->ofi_spin > 0 ? cfg->ofi_spin : 0,
 	    .timeout_ms =
 	        cfg->timeout * 500 < PEER_TIMEOUT_MS ? (int)(cfg->timeout * 500) : PEER_TIMEOUT_MS,
 	};
@@ -1148,6 +1168,8 @@ static void child_args(argv_buf *b, const config *cfg, impl_kind impl, const cha
 		argv_add(b, "--ofi-provider");
 		argv_add(b, cfg->ofi_provider);
 	}
+	if ((impl == IMPL_OFI || impl == IMPL_OFI_READ) && cfg->ofi_spin >= 0)
+		argv_num(b, "--ofi-spin", "%.0f", (double)cfg->ofi_spin);
 }
 
 static double get(const char *line, const char *key)
