@@ -72,50 +72,6 @@ static bool served(const char *scheme)
 	return d != NULL && fqi_transport_serves(d, scheme);
 }
 
-/* ---- Sequenced messages: 8 bytes of sequence number, then the pattern for that number ---- */
-
-static fq_msg *seq_msg(fq_transport *t, size_t size, uint64_t seq)
-{
-	fq_msg *m = fqt_msg_pattern(t, size, (uint32_t)seq);
-
-	cr_assert(size >= sizeof(seq));
-	memcpy(fq_msg_data(m), &seq, sizeof(seq));
-	return m;
-}
-
-/* Send a sequenced message; on failure the message is freed and the code returned. */
-static int send_seq(fq_socket *s, size_t size, uint64_t seq, int flags)
-{
-	fq_msg *m = seq_msg(fq_socket_transport(s), size, seq);
-	int rc = fq_send(s, &m, flags);
-
-	if (rc == 0)
-		cr_assert(m == NULL, "a successful fq_send must set the caller's pointer to NULL");
-	else
-		cr_assert(m != NULL, "a failed fq_send must leave the message with the caller");
-	fq_msg_free(m);
-	return rc;
-}
-
-/* Receive a sequenced message and check its size and bytes; returns its sequence number. */
-static uint64_t recv_seq(fq_socket *s, size_t size)
-{
-	fq_msg *m = NULL;
-	const uint8_t *data;
-	uint64_t seq;
-	int rc = fqt_recv(s, &m, 0);
-
-	cr_assert(rc == 0, "fq_recv: %s (%s)", fq_err_name(rc), fq_strerror(rc));
-	cr_assert(fq_msg_size(m) == size, "received %zu bytes, expected %zu", fq_msg_size(m), size);
-	data = fq_msg_data(m);
-	memcpy(&seq, data, sizeof(seq));
-	for (size_t i = sizeof(seq); i < size; i++)
-		cr_assert(data[i] == fqt_pattern_byte((uint32_t)seq, i),
-		          "message %llu differs at byte %zu", (unsigned long long)seq, i);
-	fq_msg_free(m);
-	return seq;
-}
-
 /* ---- Sizes -------------------------------------------------------------------------------- */
 
 PER_SCHEME(sizes, NULL, .description = "0 B to 16 MiB arrive byte-exact")
@@ -707,29 +663,19 @@ PER_SCHEME(timeouts, NULL,
  */
 static int fill_then_drain(fq_socket *push, fq_socket *pull, size_t size, int bound, int total)
 {
-	int sent = 0, received = 0, first_full = -1, rc;
+	int sent = fqt_fill(push, size, bound), received = 0, first_full = sent, rc;
 
-	while (sent <= bound) {
-		rc = send_seq(push, size, (uint64_t)sent, FQ_DONTWAIT);
-		if (rc == FQ_EAGAIN)
-			break;
-		FQ_PASS(rc);
-		sent++;
-	}
-	cr_assert(sent <= bound,
-	          "the sender never got FQ_EAGAIN: %d messages of %zu bytes accepted", sent, size);
-	first_full = sent;
 	/* Now the receiver drains: sending works again, nothing is lost or duplicated. */
 	while (received < total) {
 		if (sent < total) {
-			rc = send_seq(push, size, (uint64_t)sent, FQ_DONTWAIT);
+			rc = fqt_send_seq(push, size, (uint64_t)sent, FQ_DONTWAIT);
 			if (rc == 0) {
 				sent++;
 				continue;
 			}
 			cr_assert(rc == FQ_EAGAIN, "send: %s", fq_err_name(rc));
 		}
-		uint64_t seq = recv_seq(pull, size);
+		uint64_t seq = fqt_recv_seq(pull, size);
 
 		cr_assert(seq == (uint64_t)received, "got message %llu, expected %d",
 		          (unsigned long long)seq, received);

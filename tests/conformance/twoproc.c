@@ -884,29 +884,6 @@ static bool put_text(int fd, const char *fmt, ...)
 	return write(fd, buf, (size_t)n) == n;
 }
 
-/* A sequenced message: 8 bytes of its number, then the pattern of the number. */
-static int seqmsg_make(fq_transport *t, size_t size, uint64_t seq, fq_msg **out)
-{
-	int rc = fq_msg_alloc(t, size, out);
-
-	if (rc == 0) {
-		fqt_pattern_fill(fq_msg_data(*out), size, (uint32_t)seq);
-		memcpy(fq_msg_data(*out), &seq, sizeof(seq));
-	}
-	return rc;
-}
-
-static bool seqmsg_ok(fq_msg *m, size_t size, uint64_t seq)
-{
-	const uint8_t *d = fq_msg_data(m);
-	uint64_t got;
-
-	if (fq_msg_size(m) != size)
-		return false;
-	memcpy(&got, d, sizeof(got));
-	return got == seq && tail_ok(d, sizeof(got), size, (uint32_t)seq);
-}
-
 /* A child's receive that skips probes and reports a failure as a reason. */
 static bool rs_recv(fq_socket *s, fq_msg **m, int flags, char *why, size_t cap)
 {
@@ -1035,7 +1012,7 @@ static bool rs_command(child *self, fq_transport *t, fq_socket *s, char *line, c
 		if (sscanf(arg, "%llu %llu %llu %llu", &a, &b, &c, &d) != 4)
 			return snprintf(why, cap, "send N SIZE SEQ0 WAIT"), false;
 		while (sent < a) {
-			rc = seqmsg_make(t, b, c + sent, &m);
+			rc = fqt_seq_alloc(t, b, c + sent, &m);
 			if (rc == 0)
 				rc = fq_send(s, &m, d ? 0 : FQ_DONTWAIT);
 			fq_msg_free(m);
@@ -1051,7 +1028,7 @@ static bool rs_command(child *self, fq_transport *t, fq_socket *s, char *line, c
 		for (; a > 0; a--, c++) {
 			if (!rs_recv(s, &m, 0, why, cap))
 				return false;
-			if (!seqmsg_ok(m, b, c)) {
+			if (!fqt_seq_ok(m, b, c)) {
 				uint64_t got = 0;
 
 				if (fq_msg_size(m) >= 8)
@@ -1387,28 +1364,6 @@ static void sync_from(child *k, fq_socket *s)
 	}
 }
 
-/* A sequenced message from this process (as the peer's "send" makes them). */
-static fq_msg *seqmsg(size_t size, uint64_t seq)
-{
-	fq_msg *m = NULL;
-
-	FQ_PASS(seqmsg_make(tp(), size, seq, &m));
-	return m;
-}
-
-static void recv_seqmsg(fq_socket *s, size_t size, uint64_t seq)
-{
-	fq_msg *m = NULL;
-	uint64_t got = 0;
-
-	FQ_PASS(fqt_recv(s, &m, 0));
-	if (fq_msg_size(m) >= 8)
-		memcpy(&got, fq_msg_data(m), 8);
-	cr_assert(seqmsg_ok(m, size, seq), "message %llu: %zu bytes, number %llu (%zu expected)",
-	          (unsigned long long)seq, fq_msg_size(m), (unsigned long long)got, size);
-	fq_msg_free(m);
-}
-
 /* ---- Sizes beyond 2^31, both ways ------------------------------------------------------- */
 
 PER_SCHEME(size_over_2g_both_ways, .timeout = 480,
@@ -1658,7 +1613,7 @@ PER_SCHEME(timeouts, .description = "with a silent peer process: FQ_ETIMEDOUT, F
 	cr_assert(m == NULL && v == NULL);
 	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", FQT_WAIT_MS));
 	ask(k, "send 1 1000 7 1");
-	recv_seqmsg(pull, 1000, 7);
+	cr_assert_eq(fqt_recv_seq(pull, 1000), 7);
 	rs_quit(k);
 }
 
@@ -1669,26 +1624,11 @@ PER_SCHEME(timeouts, .description = "with a silent peer process: FQ_ETIMEDOUT, F
  * order, nothing is left. Returns the count accepted before the first FQ_EAGAIN. */
 static int fill_peer_then_drain(fq_socket *push, child *k, size_t size, int bound, int more)
 {
-	int sent = 0, rc;
+	int sent = fqt_fill(push, size, bound);
 
-	while (sent <= bound) {
-		fq_msg *m = seqmsg(size, (uint64_t)sent);
-
-		rc = fq_send(push, &m, FQ_DONTWAIT);
-		fq_msg_free(m);
-		if (rc == FQ_EAGAIN)
-			break;
-		FQ_PASS(rc);
-		sent++;
-	}
-	cr_assert(sent <= bound,
-	          "the sender never got FQ_EAGAIN: %d messages of %zu bytes accepted", sent, size);
 	tell(k, "recv %d %zu 0", sent + more, size);
-	for (int i = 0; i < more; i++) {
-		fq_msg *m = seqmsg(size, (uint64_t)(sent + i));
-
-		FQ_PASS(fq_send(push, &m, 0));
-	}
+	for (int i = 0; i < more; i++)
+		FQ_PASS(fqt_send_seq(push, size, (uint64_t)(sent + i), 0));
 	answer(k);
 	ask(k, "empty");
 	return sent;
@@ -1835,7 +1775,7 @@ static void *tr_recv_main(void *arg)
 		}
 		if (fq_msg_size(m) == 64)
 			memcpy(&seq, fq_msg_data(m), sizeof(seq));
-		if (fq_msg_size(m) != 64 || seq >= TS_VECTORS || !seqmsg_ok(m, 64, seq) ||
+		if (fq_msg_size(m) != 64 || seq >= TS_VECTORS || !fqt_seq_ok(m, 64, seq) ||
 		    atomic_fetch_add(&r->seen[seq], 1) != 0)
 			atomic_fetch_add(&r->bad, 1);
 		atomic_fetch_add(r->total, 1);

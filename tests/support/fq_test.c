@@ -711,6 +711,76 @@ void fqt_capture_close(fqt_capture *c)
 
 /* ---- Pieces of cases that the conformance suites share ----------------------------------- */
 
+int fqt_seq_alloc(fq_transport *t, size_t size, uint64_t seq, fq_msg **out)
+{
+	int rc = size >= sizeof(seq) ? fq_msg_alloc(t, size, out) : FQ_EINVAL;
+
+	if (rc == 0) {
+		fqt_pattern_fill(fq_msg_data(*out), size, (uint32_t)seq);
+		memcpy(fq_msg_data(*out), &seq, sizeof(seq));
+	}
+	return rc;
+}
+
+bool fqt_seq_ok(fq_msg *m, size_t size, uint64_t seq)
+{
+	const uint8_t *d = fq_msg_data(m);
+	uint64_t got;
+
+	if (fq_msg_size(m) != size || size < sizeof(got))
+		return false;
+	memcpy(&got, d, sizeof(got));
+	for (size_t i = sizeof(got); i < size; i++)
+		if (d[i] != fqt_pattern_byte((uint32_t)seq, i))
+			return false;
+	return got == seq;
+}
+
+int fqt_send_seq(fq_socket *s, size_t size, uint64_t seq, int flags)
+{
+	fq_msg *m = NULL;
+	int rc;
+
+	FQ_PASS(fqt_seq_alloc(fq_socket_transport(s), size, seq, &m));
+	rc = fq_send(s, &m, flags);
+	if (rc == 0)
+		cr_assert(m == NULL, "a successful fq_send must set the caller's pointer to NULL");
+	else
+		cr_assert(m != NULL, "a failed fq_send must leave the message with the caller");
+	fq_msg_free(m);
+	return rc;
+}
+
+uint64_t fqt_recv_seq(fq_socket *s, size_t size)
+{
+	fq_msg *m = NULL;
+	uint64_t seq = 0;
+	int rc = fqt_recv(s, &m, 0);
+
+	cr_assert(rc == 0, "fq_recv: %s (%s)", fq_err_name(rc), fq_strerror(rc));
+	cr_assert(fq_msg_size(m) == size, "received %zu bytes, expected %zu", fq_msg_size(m), size);
+	memcpy(&seq, fq_msg_data(m), sizeof(seq));
+	cr_assert(fqt_seq_ok(m, size, seq), "message %llu differs", (unsigned long long)seq);
+	fq_msg_free(m);
+	return seq;
+}
+
+int fqt_fill(fq_socket *push, size_t size, int bound)
+{
+	int sent = 0, rc;
+
+	while (sent <= bound) {
+		rc = fqt_send_seq(push, size, (uint64_t)sent, FQ_DONTWAIT);
+		if (rc == FQ_EAGAIN)
+			break;
+		FQ_PASS(rc);
+		sent++;
+	}
+	cr_assert(sent <= bound,
+	          "the sender never got FQ_EAGAIN: %d messages of %zu bytes accepted", sent, size);
+	return sent;
+}
+
 static void adopted_free(void *data, void *hint)
 {
 	fqt_adopted *a = hint;

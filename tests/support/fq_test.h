@@ -155,6 +155,20 @@ void fqt_recv_str(fq_socket *s, const char *expect);
 
 /* ---- Pieces of cases that the conformance suites share ----------------------------------- */
 
+/*
+ * Sequenced messages: 8 bytes of the sequence number, then the pattern for that number (size
+ * at least 8). fqt_seq_alloc and fqt_seq_ok never assert (thread-safe); fqt_send_seq returns
+ * fq_send's code and frees a message it could not send (asserting the ownership rule);
+ * fqt_recv_seq receives one (skipping probes), checks size and bytes and returns its number.
+ */
+int fqt_seq_alloc(fq_transport *t, size_t size, uint64_t seq, fq_msg **out);
+bool fqt_seq_ok(fq_msg *m, size_t size, uint64_t seq);
+int fqt_send_seq(fq_socket *s, size_t size, uint64_t seq, int flags);
+uint64_t fqt_recv_seq(fq_socket *s, size_t size);
+/* Send sequenced messages 0, 1, ... with FQ_DONTWAIT until FQ_EAGAIN; asserts that it came
+ * within `bound` messages, and returns how many were accepted. */
+int fqt_fill(fq_socket *push, size_t size, int bound);
+
 /* An adopted heap buffer of the pattern for `seed`; its free function counts in `frees` (one
  * run with the wrong pointer counts 1000). fqt_wait_frees asserts (bounded) that it ran
  * exactly `expect` times. */
