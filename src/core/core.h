@@ -174,6 +174,41 @@ int fqi_parts_new(size_t n, fq_parts **out);
 /* Free the parts but not the container (for transports that build a vector and fail). */
 void fqi_parts_release(fq_parts *p);
 
+/* ---- Per-thread record caches (msg.c) ---------------------------------------------------- */
+
+/*
+ * A transport's message records recycled per thread, so that a message that is freed on the
+ * thread that allocates the next one never reaches malloc. Declare one per record type:
+ *     static _Thread_local fqi_tcache cache FQI_TLS_FAST;
+ * fqi_tcache_get gives a record or NULL (then malloc one); fqi_tcache_put keeps one, or
+ * returns false when the cache is full (then free it). Everything kept is freed when the
+ * thread exits. Records must come from malloc.
+ */
+#define FQI_TCACHE_MAX 64
+typedef struct fqi_tcache {
+	unsigned n;
+	bool armed; /* listed for the thread-exit free */
+	struct fqi_tcache *next;
+	void *free[FQI_TCACHE_MAX];
+} fqi_tcache;
+
+bool fqi_tcache_arm(fqi_tcache *c);
+
+static inline void *fqi_tcache_get(fqi_tcache *c)
+{
+	return c->n > 0 ? c->free[--c->n] : NULL;
+}
+
+static inline bool fqi_tcache_put(fqi_tcache *c, void *rec)
+{
+	if (FQI_UNLIKELY(c->n >= FQI_TCACHE_MAX))
+		return false;
+	if (FQI_UNLIKELY(!c->armed) && !fqi_tcache_arm(c))
+		return false;
+	c->free[c->n++] = rec;
+	return true;
+}
+
 /* ---- Patterns (pattern.c): for transports that route messages themselves ---------------- */
 
 bool fqi_type_receives(fq_socket_type t);

@@ -185,3 +185,33 @@ void fq_region_close(fq_region *r)
 	if (r != NULL)
 		fqi_region_unref(r);
 }
+
+/* ---- Per-thread record caches ------------------------------------------------------------- */
+
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+
+/* At thread exit: free what every cache of the thread keeps (its list of armed caches). */
+static void tcache_drain(void *head)
+{
+	for (fqi_tcache *c = head; c != NULL; c = c->next) {
+		while (c->n > 0)
+			free(c->free[--c->n]);
+		c->armed = false;
+	}
+}
+
+static void tcache_init(void)
+{
+	(void)pthread_key_create(&tcache_key, tcache_drain);
+}
+
+bool fqi_tcache_arm(fqi_tcache *c)
+{
+	pthread_once(&tcache_once, tcache_init);
+	c->next = pthread_getspecific(tcache_key);
+	if (pthread_setspecific(tcache_key, c) != 0)
+		return false; /* not listed for the exit: keep nothing */
+	c->armed = true;
+	return true;
+}

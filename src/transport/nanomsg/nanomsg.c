@@ -97,52 +97,22 @@ typedef struct nm_msg {
 static const fqi_msg_ops nm_msg_ops;
 
 /*
- * Message records are recycled per thread (up to SHELL_CACHE), so a small message costs
+ * Message records are recycled per thread (fqi_tcache), so a small message costs
  * libnanomsg's chunk and no second malloc/free. A thread's cache is freed when it exits.
  */
-#define SHELL_CACHE 64
-
-static _Thread_local struct shell_cache {
-	unsigned n;
-	bool armed; /* the thread-exit hook is set */
-	nm_msg *free[SHELL_CACHE];
-} scache FQI_TLS_FAST;
-static pthread_key_t scache_key;
-static pthread_once_t scache_once = PTHREAD_ONCE_INIT;
-
-static void scache_drain(void *arg)
-{
-	struct shell_cache *c = arg;
-
-	while (c->n > 0)
-		free(c->free[--c->n]);
-	c->armed = false;
-}
-
-static void scache_init(void)
-{
-	(void)pthread_key_create(&scache_key, scache_drain);
-}
+static _Thread_local fqi_tcache scache FQI_TLS_FAST;
 
 static void shell_free(nm_msg *m)
 {
-	if (FQI_LIKELY(scache.n < SHELL_CACHE)) {
-		if (FQI_UNLIKELY(!scache.armed)) {
-			pthread_once(&scache_once, scache_init);
-			pthread_setspecific(scache_key, &scache);
-			scache.armed = true;
-		}
-		scache.free[scache.n++] = m;
-	} else {
+	if (!fqi_tcache_put(&scache, m))
 		free(m);
-	}
 }
 
 static nm_msg *msg_shell(fq_transport *t, void *data, size_t size)
 {
-	nm_msg *m = scache.n > 0 ? scache.free[--scache.n] : malloc(sizeof(*m));
+	nm_msg *m = fqi_tcache_get(&scache);
 
-	if (m == NULL)
+	if (m == NULL && (m = malloc(sizeof(*m))) == NULL)
 		return NULL;
 	m->base = (fq_msg){.ops = &nm_msg_ops, .t = t, .data = data, .size = size};
 	m->root = m;

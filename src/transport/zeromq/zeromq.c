@@ -483,51 +483,23 @@ static const fqi_msg_ops zt_msg_ops;
 /*
  * Message wrappers are recycled through a small per-thread stack: a sender frees the wrapper
  * of every message it sends and allocates the next one on the same thread, a receiver does
- * the same with the messages it consumes, so the hot path never reaches malloc. A thread's
- * stack is emptied when the thread exits.
+ * the same with the messages it consumes, so the hot path never reaches malloc (fqi_tcache;
+ * initial-exec TLS: a plain %fs-relative access, no __tls_get_addr call per message).
  */
-#define WRAPPER_CACHE 64
-
-/* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call per message. */
-static _Thread_local struct wrapper_cache {
-	unsigned n;
-	bool armed; /* the thread-exit hook is set */
-	zt_msg *free[WRAPPER_CACHE];
-} wcache FQI_TLS_FAST;
-static pthread_key_t wcache_key;
-static pthread_once_t wcache_once = PTHREAD_ONCE_INIT;
-
-static void wcache_drain(void *arg)
-{
-	struct wrapper_cache *c = arg;
-
-	while (c->n > 0)
-		free(c->free[--c->n]);
-	c->armed = false;
-}
-
-static void wcache_init(void)
-{
-	(void)pthread_key_create(&wcache_key, wcache_drain);
-}
+static _Thread_local fqi_tcache wcache FQI_TLS_FAST;
 
 static void msg_release(zt_msg *m)
 {
-	if (FQI_LIKELY(wcache.n < WRAPPER_CACHE)) {
-		if (FQI_UNLIKELY(!wcache.armed)) {
-			pthread_once(&wcache_once, wcache_init);
-			pthread_setspecific(wcache_key, &wcache);
-			wcache.armed = true;
-		}
-		wcache.free[wcache.n++] = m;
-	} else {
+	if (!fqi_tcache_put(&wcache, m))
 		free(m);
-	}
 }
 
 static zt_msg *msg_new(fq_transport *t)
 {
-	zt_msg *m = wcache.n > 0 ? wcache.free[--wcache.n] : malloc(sizeof(*m));
+	zt_msg *m = fqi_tcache_get(&wcache);
+
+	if (m == NULL)
+		m = malloc(sizeof(*m));
 
 	if (m != NULL) {
 		m->base.ops = &zt_msg_ops;
