@@ -358,14 +358,7 @@ static int receiver(const fqb_role_args *a)
 		nn_freemsg(body);
 	}
 	t_end = fqb_now_ns();
-	if (got == 0) {
-		fqb_report_receiver(n, n ? (double)(t_end - t_first) / 1e9 : 0.0,
-		                    fqb_cpu_seconds() - cpu0);
-		rc = FQB_EXIT_OK;
-	} else {
-		fprintf(stderr, "fq-bench: receiver stopped after %llu messages\n",
-		        (unsigned long long)n);
-	}
+	rc = fqb_receiver_end(got, n, t_first, t_end, cpu0);
 	nn_close(s);
 	return rc;
 }

@@ -263,6 +263,17 @@ void fqb_report_receiver(uint64_t count, double seconds, double cpu)
 	fflush(stdout);
 }
 
+int fqb_receiver_end(int got, uint64_t n, uint64_t t_first, uint64_t t_end, double cpu0)
+{
+	if (got != 0) {
+		fprintf(stderr, "fq-bench: receiver stopped after %llu messages\n",
+		        (unsigned long long)n);
+		return FQB_EXIT_FAILURE;
+	}
+	fqb_report_receiver(n, n ? (double)(t_end - t_first) / 1e9 : 0.0, fqb_cpu_seconds() - cpu0);
+	return FQB_EXIT_OK;
+}
+
 void fqb_report_sender(fqb_role role, uint64_t count, double cpu)
 {
 	printf("result role=%s count=%llu cpu=%.6f%s\n", fqb_role_name(role),

@@ -190,6 +190,12 @@ static inline int fqb_lap(fqb_samples *s, uint64_t *prev_ns, uint64_t *n, uint64
  */
 void fqb_report_mr(uint64_t setup, uint64_t steady);
 void fqb_report_receiver(uint64_t count, double seconds, double cpu);
+/*
+ * The end of a receiver's loop: got 0 (the end marker came) reports n messages between
+ * t_first and t_end (ns) and CPU since cpu0, and returns FQB_EXIT_OK; anything else says on
+ * stderr after how many messages the receiver stopped and returns FQB_EXIT_FAILURE.
+ */
+int fqb_receiver_end(int got, uint64_t n, uint64_t t_first, uint64_t t_end, double cpu0);
 /* Sender and ponger: CPU seconds (and messages sent). */
 void fqb_report_sender(fqb_role role, uint64_t count, double cpu);
 /* A run of one process (the memset reference): iterations, seconds, CPU seconds. */

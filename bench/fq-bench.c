@@ -819,16 +819,9 @@ static int fq_receiver(const fqb_role_args *a)
 		}
 	}
 	t_end = fqb_now_ns();
-	if (got == 0) {
-		if (n > 0)
-			mr_probe_report(&mr);
-		fqb_report_receiver(n, n ? (double)(t_end - t_first) / 1e9 : 0.0,
-		                    fqb_cpu_seconds() - cpu0);
-		rc = FQB_EXIT_OK;
-	} else {
-		fprintf(stderr, "fq-bench: receiver stopped after %llu messages\n",
-		        (unsigned long long)n);
-	}
+	if (got == 0 && n > 0)
+		mr_probe_report(&mr);
+	rc = fqb_receiver_end(got, n, t_first, t_end, cpu0);
 	fside_close(&f);
 	return rc;
 }
