@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef FQT_TRANSPORT
 #error "compile with -DFQT_TRANSPORT=\"transport name\""
@@ -750,7 +751,68 @@ PER_SCHEME(hwm_rcv_bytes, NULL,
 	FQ_PASS(fq_socket_set(push, "snd_kernel_size", "64K"));
 	FQ_PASS(fq_socket_set(pull, "rcv_kernel_size", "64K"));
 	fqt_marry(pull, push, p->scheme);
-	fill_then_drain(push, pull, size, bound, bound + 40);
+	cr_log_info("%s: FQ_EAGAIN after %d messages of 256 KiB", p->scheme,
+	            fill_then_drain(push, pull, size, bound, bound + 40));
+}
+
+/* Reads n * rounds sequenced messages of sizes[i % n] in order, after a pause. */
+typedef struct big_reader {
+	fq_socket *pull;
+	const size_t *sizes;
+	size_t n, rounds, good;
+	atomic_bool done;
+} big_reader;
+
+static void *read_in_order(void *arg)
+{
+	big_reader *r = arg;
+
+	usleep(200 * 1000); /* the sender queues first */
+	for (size_t i = 0; i < r->n * r->rounds; i++) {
+		fq_msg *m = NULL;
+		bool ok;
+
+		if (fqt_recv(r->pull, &m, 0) != 0)
+			break;
+		ok = fqt_seq_ok(m, r->sizes[i % r->n], i);
+		fq_msg_free(m);
+		if (!ok)
+			break;
+		r->good++;
+	}
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+PER_SCHEME(hwm_rcv_bytes_large, NULL,
+           .description = "messages larger than rcv_hwm_bytes still flow, in order, between "
+                          "small ones")
+{
+	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	/* Small, larger than the mark, just under it, larger again, small, just over it. */
+	static const size_t sizes[] = {200, 1 * MiB, 48 * KiB, 3 * MiB, 200, 64 * KiB + 1, 8};
+	big_reader r = {.pull = pull, .sizes = sizes, .n = FQI_ARRAY_LEN(sizes), .rounds = 3};
+	pthread_t th;
+	int rc;
+
+	rc = fq_socket_set(pull, "rcv_hwm_bytes", "64K");
+	if (rc == FQ_ENOTSUP) {
+		cr_assert(!(caps() & FQI_CAP_RCV_HWM_BYTES));
+		cr_log_info("%s: rcv_hwm_bytes not supported (documented)", FQT_TRANSPORT);
+		return;
+	}
+	FQ_PASS(rc);
+	FQ_PASS(fq_socket_set_int(push, "snd_timeout", 3 * FQT_WAIT_MS));
+	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", 3 * FQT_WAIT_MS));
+	fqt_marry(pull, push, p->scheme);
+	atomic_init(&r.done, false);
+	cr_assert_eq(pthread_create(&th, NULL, read_in_order, &r), 0);
+	for (size_t i = 0; i < r.n * r.rounds; i++)
+		FQ_PASS(fqt_send_seq(push, sizes[i % r.n], i, 0));
+	fqt_join_bounded(th, &r.done, "the reader");
+	cr_assert_eq(r.good, r.n * r.rounds, "%zu of %zu messages arrived intact and in order",
+	             r.good, r.n * r.rounds);
 }
 
 /* ---- Oversized messages ------------------------------------------------------------------- */

@@ -1686,6 +1686,39 @@ PER_SCHEME(hwm_bytes,
 	rs_quit(k);
 }
 
+PER_SCHEME(hwm_rcv_bytes_large,
+           .description = "a peer process's messages larger than rcv_hwm_bytes still flow, in "
+                          "order, between small ones")
+{
+	child *k = rsock(scheme, FQ_PUSH);
+	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
+	/* As in the conformance suite: small, above the mark, under it, above, small, just over. */
+	static const size_t sizes[] = {200, 1 * MiB, 48 * KiB, 3 * MiB, 200, 64 * KiB + 1, 8};
+	const size_t n = sizeof(sizes) / sizeof(sizes[0]), rounds = 3;
+	char url[FQT_URL_MAX];
+	int rc = fq_socket_set(pull, "rcv_hwm_bytes", "64K");
+
+	if (rc == FQ_ENOTSUP) {
+		cr_log_info("%s: rcv_hwm_bytes not supported (documented)", FQT_TRANSPORT);
+		rs_quit(k);
+		return;
+	}
+	FQ_PASS(rc);
+	FQ_PASS(fq_socket_set_int(pull, "rcv_timeout", 3 * FQT_WAIT_MS));
+	fqt_bind(pull, fqt_url(scheme, url));
+	ask(k, "connect %s", url);
+	sync_from(k, pull);
+	/* The peer sends them all (blocking sends, one command each) while we do not read yet. */
+	for (size_t i = 0; i < n * rounds; i++)
+		tell(k, "send 1 %zu %zu 1", sizes[i % n], i);
+	usleep(200 * 1000);
+	for (size_t i = 0; i < n * rounds; i++)
+		cr_assert_eq(fqt_recv_seq(pull, sizes[i % n]), i);
+	for (size_t i = 0; i < n * rounds; i++)
+		cr_assert_str_eq(answer(k), "1 OK", "send %zu", i);
+	rs_quit(k);
+}
+
 /* ---- A peer process that sends too much ---------------------------------------------------- */
 
 PER_SCHEME(oversize_rejected,

@@ -1522,10 +1522,13 @@ static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
 	if (lim == 0 && snd_bytes == 0)
 		return true;
 	qbytes = c->out_head_bytes - atomic_load_explicit(&r->tail_bytes, memory_order_acquire);
-	if (lim != 0 && qbytes + bytes > lim)
-		return false;
-	if (snd_bytes != 0 && qbytes + bytes > (uint64_t)snd_bytes)
-		return false;
+	if ((lim != 0 && qbytes + bytes > lim) ||
+	    (snd_bytes != 0 && qbytes + bytes > (uint64_t)snd_bytes)) {
+		/* Our copy of the tail may be old: the ring may be empty, where one message
+		 * always fits (else a message above the byte marks would never go). */
+		c->out_tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+		return head == c->out_tail_seen;
+	}
 	return true;
 }
 
