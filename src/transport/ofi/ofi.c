@@ -16,7 +16,10 @@
  *   only then does the sender release the message.
  * - Credits: a connection's receiver grants `credits` frames (at most rcv_hwm); one comes
  *   back when a message has been delivered and the peer's queue is below rcv_hwm, in CREDIT
- *   frames sent once a quarter of the grant is owed. Posted receive buffers are reserved per
+ *   frames sent once a quarter of the grant is owed. With rcv_hwm_bytes it also grants bytes:
+ *   the sender keeps messages queued while what it sent and the application there has not
+ *   received would pass the grant (one larger message goes when less than a quarter is out);
+ *   CREDIT frames give the bytes back once a quarter of that grant is owed. Posted receive buffers are reserved per
  *   connection (its grant, the FINs of our own rendezvous and the CREDIT frames), so a fast
  *   sender never overruns a slow receiver and nothing is dropped.
  * - Order: EAGER and RTS share one sequence per connection; the receiver delivers in that
@@ -257,6 +260,8 @@ struct ofi_conn {
 	long ops;          /* sends and reads posted that name this connection */
 	/* Sending. */
 	uint32_t credits, peer_grant, peer_eager;
+	uint64_t peer_bytes; /* the peer's byte grant (its rcv_hwm_bytes), 0 = none */
+	uint64_t bytes_out;  /* message bytes sent that the peer has not given back */
 	uint64_t tx_seq;
 	out_msg *outq, *outq_tail;
 	size_t outq_n;
@@ -267,6 +272,7 @@ struct ofi_conn {
 	size_t fins_n, fins_cap;
 	/* Receiving. */
 	uint32_t grant, owed, withheld;
+	uint64_t grant_bytes, owed_bytes; /* our byte grant (rcv_hwm_bytes); bytes to give back */
 	uint64_t rx_next;
 	in_msg **win; /* reorder window: grant slots */
 	in_msg *rq, *rq_tail;
@@ -868,6 +874,7 @@ static void fill_hello(ofi_conn *c, ofi_hello *h)
 	h->conn = c->id;
 	h->credits = c->grant;
 	h->eager = ot->rbuf_size;
+	h->bytes = c->grant_bytes;
 	h->name_len = (uint16_t)ot->f.namelen;
 	memcpy(h->name, ot->f.name, ot->f.namelen);
 	h->prov_len = (uint16_t)strlen(ot->f.prov);
@@ -890,6 +897,7 @@ static int conn_new(ofi_sock *ss, ofi_conn **out)
 	c->boot.fd = -1;
 	c->early_tail = &c->early;
 	c->grant = hwm > 0 && hwm < ot->credits ? (uint32_t)hwm : ot->credits;
+	c->grant_bytes = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_RCV_HWM_BYTES]);
 	c->win = calloc(c->grant, sizeof(*c->win));
 	rc = c->win ? conn_id_new(ot, c) : FQ_ENOMEM;
 	if (rc == 0) {
@@ -982,6 +990,7 @@ static void conn_hello(ofi_conn *c)
 	c->peer_id = h->conn;
 	c->peer_type = h->sock_type;
 	c->credits = c->peer_grant = h->credits;
+	c->peer_bytes = h->bytes;
 	c->peer_eager = (uint32_t)h->eager;
 	c->boot.on_record = on_record;
 	c->boot.record_arg = c;
@@ -1165,6 +1174,18 @@ static int send_rts(ofi_t *ot, ofi_conn *c, out_msg *om, sbuf *sb)
 	return rc;
 }
 
+/*
+ * May a message of `bytes` go to c under the peer's byte grant? Within the grant; or, so that
+ * a message larger than three quarters of it never waits for good, while nothing or less than
+ * a quarter of the grant is out: the peer gives bytes back once a quarter of its grant is
+ * owed, so a sender that waits has at least that much out and will hear of it.
+ */
+static bool bytes_granted(const ofi_conn *c, uint64_t bytes)
+{
+	return c->peer_bytes == 0 || c->bytes_out == 0 || c->bytes_out + bytes <= c->peer_bytes ||
+	       c->bytes_out < c->peer_bytes / 4;
+}
+
 /* Post what c has queued while credits and buffers last (ot->lock held). */
 static void conn_flush(ofi_t *ot, ofi_conn *c)
 {
@@ -1173,19 +1194,22 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 
 	if (c->state != CONN_READY)
 		return;
-	if (c->owed >= thresh) {
+	if (c->owed >= thresh ||
+	    (c->grant_bytes > 0 && c->owed_bytes > 0 && c->owed_bytes >= c->grant_bytes / 4)) {
 		sbuf *sb = sbuf_get(ot, c);
 		int len;
 
 		if (sb == NULL)
 			goto later;
-		len = ofi_encode_ctl(sb->data, ot->rbuf_size, OFI_CREDIT, c->peer_id, 0, c->owed);
+		len = ofi_encode_ctl(sb->data, ot->rbuf_size, OFI_CREDIT, c->peer_id, c->owed_bytes,
+		                     c->owed);
 		rc = frame_post(ot, c, sb, (size_t)len);
 		if (rc != 0) {
 			sbuf_put(ot, sb);
 			goto not_posted;
 		}
 		c->owed = 0;
+		c->owed_bytes = 0;
 	}
 	while (c->fins_n > 0) {
 		sbuf *sb = sbuf_get(ot, c);
@@ -1209,6 +1233,8 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 
 		if (elen == 0 && c->rdv_n >= ot->credits)
 			break; /* the peer reserved room for that many FINs */
+		if (!bytes_granted(c, om->bytes))
+			break; /* the peer's rcv_hwm_bytes: its CREDIT will give bytes back */
 		sb = sbuf_get(ot, c);
 		if (sb == NULL)
 			goto later;
@@ -1244,6 +1270,7 @@ static void conn_flush(ofi_t *ot, ofi_conn *c)
 		}
 		c->tx_seq++;
 		c->credits--;
+		c->bytes_out += om->bytes;
 		c->outq = om->next;
 		if (c->outq == NULL)
 			c->outq_tail = NULL;
@@ -1372,6 +1399,7 @@ static void in_ready(ofi_t *ot, in_msg *im)
 		c->win[c->rx_next % c->grant] = NULL;
 		c->rx_next++;
 		if (im->dropped) {
+			c->owed_bytes += im->bytes;
 			in_msg_free(im);
 			c->owed++;
 			continue;
@@ -1683,7 +1711,12 @@ static void handle_frame(ofi_t *ot, ofi_conn *c, const ofi_frame *fr)
 			conn_gone(c, "the peer returned more credits than it granted");
 			return;
 		}
+		if (fr->seq > c->bytes_out) {
+			conn_gone(c, "the peer gave back more bytes than it was sent");
+			return;
+		}
 		c->credits += fr->credits;
+		c->bytes_out -= fr->seq;
 		conn_flush(ot, c);
 		return;
 	case OFI_FIN:
@@ -2031,6 +2064,7 @@ static in_msg *rq_pop(ofi_t *ot, ofi_conn *c)
 	if (c->rq == NULL)
 		c->rq_tail = NULL;
 	c->rq_n--;
+	c->owed_bytes += im->bytes;
 	if (c->withheld > 0) {
 		c->withheld--;
 		c->owed++;
@@ -2356,8 +2390,6 @@ static int ofi_setopt(fq_socket *s, fqi_sockopt_id id, const char *text)
 		pthread_mutex_unlock(&ot->lock);
 		return rc;
 	}
-	case FQI_SO_RCV_HWM_BYTES:
-		return atomic_load(&s->opt[id]) == 0 ? 0 : FQ_ENOTSUP;
 	default:
 		return 0;
 	}
@@ -2923,7 +2955,8 @@ static const fqi_socket_ops ofi_socket_ops = {
 const fqi_transport_desc fqi_ofi_transport = {
     .name = "ofi",
     .schemes = "tcp,ipc",
-    .caps = FQI_CAP_ZERO_COPY | FQI_CAP_REGIONS | FQI_CAP_CROSS_HOST | FQI_CAP_POLL_FD,
+    .caps = FQI_CAP_ZERO_COPY | FQI_CAP_REGIONS | FQI_CAP_CROSS_HOST | FQI_CAP_POLL_FD |
+            FQI_CAP_RCV_HWM_BYTES,
     .options = ofi_options,
     .option_count = OPT_COUNT,
     .transport_ops = &ofi_transport_ops,

@@ -288,7 +288,7 @@ ofi_rts_part ofi_rts_at(const ofi_frame *f, size_t i)
 int ofi_encode_hello(void *buf, size_t cap, const ofi_hello *h)
 {
 	unsigned char *p = buf;
-	size_t n = 28u + h->name_len + h->prov_len;
+	size_t n = OFI_HELLO_FIXED + h->name_len + h->prov_len;
 
 	if (h->name_len == 0 || h->name_len > sizeof(h->name) || h->prov_len > 64)
 		return FQ_EINVAL;
@@ -300,10 +300,11 @@ int ofi_encode_hello(void *buf, size_t cap, const ofi_hello *h)
 	put32(p + 8, h->conn);
 	put32(p + 12, h->credits);
 	put64(p + 16, h->eager);
-	put16(p + 24, h->name_len);
-	put16(p + 26, h->prov_len);
-	memcpy(p + 28, h->name, h->name_len);
-	memcpy(p + 28 + h->name_len, h->prov, h->prov_len);
+	put64(p + 24, h->bytes);
+	put16(p + 32, h->name_len);
+	put16(p + 34, h->prov_len);
+	memcpy(p + OFI_HELLO_FIXED, h->name, h->name_len);
+	memcpy(p + OFI_HELLO_FIXED + h->name_len, h->prov, h->prov_len);
 	return (int)n;
 }
 
@@ -317,26 +318,30 @@ int ofi_decode_hello(const void *buf, size_t len, ofi_hello *out, size_t *used, 
 	if (len >= 4 && get32(p) != OFI_HELLO_MAGIC)
 		return bad(why, why_len, "bad hello magic %#llx (not a fabriq ofi endpoint)%.0llu",
 		           get32(p), 0);
-	if (len < 28)
+	/* The version first: the rest of the layout depends on it. */
+	if (len < 6)
 		return FQ_EAGAIN;
 	out->version = get16(p + 4);
+	if (out->version != OFI_PROTO_VERSION)
+		return bad(why, why_len, "hello of protocol version %llu, this side speaks %llu",
+		           out->version, OFI_PROTO_VERSION);
+	if (len < OFI_HELLO_FIXED)
+		return FQ_EAGAIN;
 	out->sock_type = get16(p + 6);
 	out->conn = get32(p + 8);
 	out->credits = get32(p + 12);
 	out->eager = get64(p + 16);
-	out->name_len = get16(p + 24);
-	out->prov_len = get16(p + 26);
-	if (out->version != OFI_PROTO_VERSION)
-		return bad(why, why_len, "hello of protocol version %llu, this side speaks %llu",
-		           out->version, OFI_PROTO_VERSION);
+	out->bytes = get64(p + 24);
+	out->name_len = get16(p + 32);
+	out->prov_len = get16(p + 34);
 	if (out->name_len == 0 || out->name_len > sizeof(out->name) || out->prov_len > 64)
 		return bad(why, why_len, "hello with a %llu-byte name and a %llu-byte provider",
 		           out->name_len, out->prov_len);
-	n = 28u + out->name_len + out->prov_len;
+	n = OFI_HELLO_FIXED + out->name_len + out->prov_len;
 	if (len < n)
 		return FQ_EAGAIN;
-	memcpy(out->name, p + 28, out->name_len);
-	memcpy(out->prov, p + 28 + out->name_len, out->prov_len);
+	memcpy(out->name, p + OFI_HELLO_FIXED, out->name_len);
+	memcpy(out->prov, p + OFI_HELLO_FIXED + out->name_len, out->prov_len);
 	out->prov[out->prov_len] = '\0';
 	if (strlen(out->prov) != out->prov_len)
 		return bad(why, why_len, "provider name with a NUL byte%.0llu%.0llu", 0, 0);

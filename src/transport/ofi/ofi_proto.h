@@ -22,7 +22,9 @@
  *             (nparts records as in RTS) did not fit a receive buffer; the receiver reads the
  *             table first (nparts * 24 bytes at raddr), then goes on as for an RTS
  *     FIN     nothing more
- *     CREDIT  u32 credits (receive buffers newly posted for this sender), u32 0
+ *     CREDIT  u32 credits (receive buffers newly posted for this sender), u32 0; the header's
+ *             seq carries the message bytes given back (received by the application, or
+ *             dropped) against the byte grant of the HELLO, 0 without one
  *     BYE     nothing more (orderly close; the bootstrap connection says the same)
  */
 #ifndef FQI_OFI_PROTO_H
@@ -31,7 +33,7 @@
 #include "core/core.h"
 
 #define OFI_PROTO_MAGIC   0x464f5146u /* "FQOF" */
-#define OFI_PROTO_VERSION 1u
+#define OFI_PROTO_VERSION 2u
 #define OFI_HDR_BYTES     24u
 #define OFI_MAX_PARTS     65535u
 #define OFI_RTS_PART      24u /* size, raddr, key */
@@ -100,15 +102,18 @@ ofi_rts_part ofi_rts_at(const ofi_frame *f, size_t i);
  *     u32 magic "FQOH", u16 version, u16 socket type, u32 conn (the sender's id for this
  *     connection: the peer puts it in every frame it sends), u32 credits (receive buffers the
  *     sender has posted for the peer), u64 eager (the sender's eager threshold),
+ *     u64 bytes (the byte grant: the most message bytes the peer may have sent and this side's
+ *     application not yet received, from rcv_hwm_bytes; 0 = none),
  *     u16 name_len, u16 prov_len, name bytes (fi_getname), provider bytes (not terminated).
  */
 #define OFI_HELLO_MAGIC 0x484f5146u /* "FQOH" */
-#define OFI_HELLO_MAX   (28u + 64u + 64u)
+#define OFI_HELLO_FIXED 36u
+#define OFI_HELLO_MAX   (OFI_HELLO_FIXED + 64u + 64u)
 
 typedef struct ofi_hello {
 	uint16_t version, sock_type;
 	uint32_t conn, credits;
-	uint64_t eager;
+	uint64_t eager, bytes;
 	uint16_t name_len, prov_len;
 	unsigned char name[64];
 	char prov[65]; /* NUL-terminated after decoding */

@@ -65,11 +65,13 @@ Test(ofi_proto, rts_round_trip)
 Test(ofi_proto, control_frames)
 {
 	ofi_frame f;
-	int n = ofi_encode_ctl(buf, sizeof(buf), OFI_CREDIT, 3, 0, 64);
+	/* A CREDIT gives back frames and (in the seq field) bytes, also above 2^32. */
+	int n = ofi_encode_ctl(buf, sizeof(buf), OFI_CREDIT, 3, (5ull << 32) + 7, 64);
 
 	cr_assert_eq(decode((size_t)n, &f), 0, "%s", why);
 	cr_assert_eq(f.type, OFI_CREDIT);
 	cr_assert_eq(f.credits, 64);
+	cr_assert_eq(f.seq, (5ull << 32) + 7);
 	n = ofi_encode_ctl(buf, sizeof(buf), OFI_FIN, 3, 99, 0);
 	cr_assert_eq(decode((size_t)n, &f), 0);
 	cr_assert_eq(f.type, OFI_FIN);
@@ -130,6 +132,7 @@ Test(ofi_proto, hello_round_trip_partial_and_hostile)
 	               .conn = 12,
 	               .credits = 256,
 	               .eager = 16384,
+	               .bytes = (3ull << 32) + 1,
 	               .name_len = 16,
 	               .prov_len = 11};
 	ofi_hello out;
@@ -139,7 +142,7 @@ Test(ofi_proto, hello_round_trip_partial_and_hostile)
 	memset(h.name, 0xab, 16);
 	memcpy(h.prov, "tcp;ofi_rxm", 11);
 	n = ofi_encode_hello(buf, sizeof(buf), &h);
-	cr_assert_eq(n, 28 + 16 + 11);
+	cr_assert_eq(n, OFI_HELLO_FIXED + 16 + 11);
 	for (int len = 4; len < n; len++)
 		cr_assert_eq(ofi_decode_hello(buf, (size_t)len, &out, &used, why, sizeof(why)),
 		             FQ_EAGAIN, "%d bytes", len);
@@ -148,11 +151,17 @@ Test(ofi_proto, hello_round_trip_partial_and_hostile)
 	cr_assert_eq(out.conn, 12);
 	cr_assert_eq(out.credits, 256);
 	cr_assert_eq(out.eager, 16384);
+	cr_assert_eq(out.bytes, (3ull << 32) + 1);
 	cr_assert_str_eq(out.prov, "tcp;ofi_rxm");
 	cr_assert_eq(memcmp(out.name, h.name, 16), 0);
-	/* A name longer than any endpoint name, and a foreign protocol. */
-	buf[24] = 200;
+	/* A name longer than any endpoint name, another version (refused as soon as its two
+	 * bytes are in, whatever follows), and a foreign protocol. */
+	buf[32] = 200;
 	cr_assert_eq(ofi_decode_hello(buf, (size_t)n, &out, &used, why, sizeof(why)), FQ_EPROTO);
+	buf[4] = 1;
+	buf[5] = 0;
+	cr_assert_eq(ofi_decode_hello(buf, 6, &out, &used, why, sizeof(why)), FQ_EPROTO);
+	cr_assert_not_null(strstr(why, "version 1"), "%s", why);
 	memcpy(buf, "GET ", 4);
 	cr_assert_eq(ofi_decode_hello(buf, 4, &out, &used, why, sizeof(why)), FQ_EPROTO);
 	cr_assert_not_null(strstr(why, "hello magic"), "%s", why);
