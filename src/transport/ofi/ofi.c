@@ -549,21 +549,11 @@ static void sbuf_put(ofi_t *ot, sbuf *sb)
 	ot->sfree = sb;
 }
 
-/* Post a frame of len bytes in sb to c (ot->lock held). On success sb is the provider's until
- * its completion, or (injected) back on the free list already. */
+/* Post a frame of len bytes in sb to c (ot->lock held). */
 static int frame_post(ofi_t *ot, ofi_conn *c, sbuf *sb, size_t len)
 {
 	struct iovec iov = {sb->data, len};
-	int rc;
-
-	if (len <= ot->f.caps.inject_size) {
-		/* Copied by the provider: no completion to wait for (and no wake-up for it). */
-		rc = ofi_post_inject(&ot->f, sb->data, len, c->av->addr);
-		if (rc == 0)
-			sbuf_put(ot, sb);
-		return rc;
-	}
-	rc = ofi_post_send(&ot->f, &iov, &sb->mr, 1, c->av->addr, &sb->op);
+	int rc = ofi_post_send(&ot->f, &iov, &sb->mr, 1, c->av->addr, &sb->op);
 
 	if (rc == 0) {
 		c->ops++;

@@ -131,9 +131,6 @@ static struct fi_info *find_provider(const char *provider, const char *node)
 	hints->domain_attr->mr_mode =
 	    FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
-	/* Small frames (a 64-byte message with its header, credits, FINs) go by fi_inject: no
-	 * send completion, so no wake-up of the CQ's fd for it. rxm's default is 64 bytes. */
-	hints->tx_attr->inject_size = OFI_INJECT_HINT;
 	/* shm names its endpoints itself (from the process): a node would make every process's
 	 * the same. */
 	if (provider != NULL && strncmp(provider, "shm", 3) == 0)
@@ -716,29 +713,6 @@ int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *m
 		desc[i] = mr[i] != NULL ? mr[i]->desc : NULL;
 	}
 	return post(f, do_send, &a, op);
-}
-
-struct inject_args {
-	const void *buf;
-	size_t len;
-	fi_addr_t to;
-};
-
-static ssize_t do_inject(ofi_fabric *f, const void *args, ofi_op *op)
-{
-	const struct inject_args *a = args;
-
-	(void)op;
-	return fi_inject(f->ep, a->buf, a->len, a->to);
-}
-
-int ofi_post_inject(ofi_fabric *f, const void *buf, size_t len, fi_addr_t to)
-{
-	struct inject_args a = {buf, len, to};
-
-	if (len > f->caps.inject_size)
-		return FQ_EINVAL;
-	return post(f, do_inject, &a, NULL);
 }
 
 struct read_args {

@@ -29,8 +29,7 @@
 #include <rdma/fi_rma.h>
 #include <sys/uio.h>
 
-#define OFI_NAME_MAX    64  /* bytes of an endpoint name (fi_getname) we can carry */
-#define OFI_INJECT_HINT 256 /* inject size asked of the provider (bytes) */
+#define OFI_NAME_MAX 64 /* bytes of an endpoint name (fi_getname) we can carry */
 
 /* The provider's limits, and the memory-registration rules the code obeys. */
 typedef struct ofi_caps {
@@ -144,11 +143,6 @@ int ofi_post_recv(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, ofi_op
 /* Send n <= caps.iov_limit buffers as one message (mr[i]: the registration of iov[i]). */
 int ofi_post_send(ofi_fabric *f, const struct iovec *iov, const ofi_mr *const *mr, size_t n,
                   fi_addr_t to, ofi_op *op);
-/*
- * Send len bytes (at most caps.inject_size) from buf: the provider copies them before it
- * returns, buf is free again at once, and no completion comes.
- */
-int ofi_post_inject(ofi_fabric *f, const void *buf, size_t len, fi_addr_t to);
 /* Read len bytes at the peer's (raddr, key) into buf. */
 int ofi_post_read(ofi_fabric *f, void *buf, size_t len, const ofi_mr *mr, fi_addr_t from,
                   uint64_t raddr, uint64_t key, ofi_op *op);
