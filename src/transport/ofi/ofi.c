@@ -18,10 +18,11 @@
  *   back when a message has been delivered and the peer's queue is below rcv_hwm, in CREDIT
  *   frames sent once a quarter of the grant is owed. With rcv_hwm_bytes it also grants bytes:
  *   the sender keeps messages queued while what it sent and the application there has not
- *   received would pass the grant (one larger message goes when less than a quarter is out);
- *   CREDIT frames give the bytes back once a quarter of that grant is owed. Posted receive buffers are reserved per
- *   connection (its grant, the FINs of our own rendezvous and the CREDIT frames), so a fast
- *   sender never overruns a slow receiver and nothing is dropped.
+ *   received would pass the grant (any message goes while less than a quarter is out);
+ *   CREDIT frames give the bytes back once a quarter of that grant is owed. Posted receive
+ *   buffers are reserved per connection (its grant, the FINs of our own rendezvous and the
+ *   CREDIT frames, 8 more when the peer grants bytes), so a fast sender never overruns a slow
+ *   receiver and nothing is dropped.
  * - Order: EAGER and RTS share one sequence per connection; the receiver delivers in that
  *   order even when a rendezvous ends after a later eager message.
  *
@@ -981,6 +982,16 @@ static void conn_hello(ofi_conn *c)
 	c->peer_type = h->sock_type;
 	c->credits = c->peer_grant = h->credits;
 	c->peer_bytes = h->bytes;
+	if (c->peer_bytes > 0) {
+		/* The peer gives bytes back in CREDIT frames of their own, on top of those for
+		 * frames: room for them, so that they never find no buffer posted. */
+		rc = rbufs_reserve(c->ot, 8);
+		if (rc != 0) {
+			conn_gone(c, fq_strerror(rc));
+			return;
+		}
+		c->reserved += 8;
+	}
 	c->peer_eager = (uint32_t)h->eager;
 	c->boot.on_record = on_record;
 	c->boot.record_arg = c;
