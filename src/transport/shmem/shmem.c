@@ -1958,6 +1958,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		uint64_t w;
 
 		bad_at = i;
+		bytes += e.size; /* taken off the ring, delivered or not: the producer counts it */
 		if (i > 0 && (e.blk >> 48) != 0)
 			goto bad_release;
 		if (map == NULL || dmap == NULL || (off & (SHM_CACHE_LINE - 1)) != 0 ||
@@ -1993,7 +1994,6 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 			lost = true;
 			continue;
 		}
-		bytes += e.size;
 		if (max_size != 0 && e.size > max_size)
 			too_big = true;
 	}
