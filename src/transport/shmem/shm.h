@@ -253,6 +253,7 @@ typedef struct shm_node {
 	size_t nsegs, cap_segs;
 	size_t total;                    /* bytes of own segments */
 	shm_map *current;                /* pool segment being carved */
+	size_t collect_at;               /* where an allocation's look at the returns goes on */
 	shm_blk *free_cls[SHM_CLASSES];  /* private free lists, oldest first (linked through */
 	shm_blk *free_last[SHM_CLASSES]; /* blk->next): a block the other core touched last is
 	                                  * reused last, once its lines have cooled down */

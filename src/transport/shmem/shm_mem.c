@@ -437,12 +437,26 @@ static void blk_returned(shm_node *n, shm_map *m, shm_blk *b)
 	}
 }
 
-/* Pop the returned blocks of every own segment; alloc_lock held. */
-static void collect_locked(shm_node *n)
+/*
+ * Pop the returned blocks of own segments; alloc_lock held. With want < SHM_CLASSES, stop
+ * after the first segment that gave back a block of that class (an allocation's look: one
+ * exchange per segment, each taking a line from the core that pushed, would cost more than
+ * the rest of the allocation when there are many segments), going on from there next time;
+ * else look at every segment.
+ */
+static void collect_some(shm_node *n, unsigned want)
 {
-	for (size_t i = 0; i < n->nsegs; i++) {
+	size_t nsegs = n->nsegs, start = n->collect_at < nsegs ? n->collect_at : 0;
+
+	for (size_t k = 0; k < nsegs; k++) {
+		size_t i = (start + k) % nsegs;
 		shm_map *m = n->segs[i];
 		uint64_t off;
+
+		if (want < SHM_CLASSES && n->free_cls[want] != NULL) {
+			n->collect_at = i;
+			return;
+		}
 
 		if (m == NULL || m->kind != SHM_SEG_POOL)
 			continue;
@@ -480,6 +494,11 @@ static void collect_locked(shm_node *n)
 			blk_returned(n, m, b);
 		}
 	}
+}
+
+static void collect_locked(shm_node *n)
+{
+	collect_some(n, SHM_CLASSES);
 }
 
 void shm_collect(shm_node *n)
@@ -627,7 +646,7 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 	if (cls >= SHM_CLASSES)
 		return FQ_ENOMEM;
 	if (n->free_cls[cls] == NULL)
-		collect_locked(n);
+		collect_some(n, cls);
 	if (n->free_cls[cls] != NULL) {
 		shm_blk *b = n->free_cls[cls];
 
