@@ -820,6 +820,8 @@ int ofi_fabric_progress(ofi_fabric *f)
 		if (owned)
 			free(batch);
 		done += (int)n;
+		if (!owned && (size_t)n < FQI_ARRAY_LEN(local))
+			return done; /* the queue gave less than asked: it was empty */
 	}
 }
 
