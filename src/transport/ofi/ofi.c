@@ -46,6 +46,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1866,6 +1867,33 @@ static void on_recv(ofi_op *op, int status, size_t len)
 /* ---- Waiting ------------------------------------------------------------------------------ */
 
 /*
+ * A spinning caller's poll found nothing: give the CPU away if another task wants it. A yield
+ * enters the scheduler, and a completion that comes meanwhile waits for it, so when the last
+ * yield switched to nobody (this thread's context-switch count did not move: it has a core of
+ * its own) the next comes after twice as many empty polls, up to 128; when it did switch (a
+ * peer shares the core: starving it would stall the very reply we wait for), after every one.
+ */
+static void spin_yield(void)
+{
+	static _Thread_local unsigned empty, every = 1;
+	struct rusage before, after;
+
+	if (++empty < every)
+		return;
+	empty = 0;
+	if (getrusage(RUSAGE_THREAD, &before) != 0) {
+		sched_yield();
+		return;
+	}
+	sched_yield();
+	if (getrusage(RUSAGE_THREAD, &after) == 0 &&
+	    after.ru_nivcsw + after.ru_nvcsw == before.ru_nivcsw + before.ru_nvcsw)
+		every = every < 128 ? 2 * every : 128;
+	else
+		every = 1;
+}
+
+/*
  * Wait for a change of ss (ot->lock held, released while waiting): first drive progress in
  * this thread for `spin` microseconds, then sleep on the condition until the I/O thread's
  * progress signals it. Returns 0 (look again), FQ_EINTR or FQ_ETIMEDOUT.
@@ -1893,7 +1921,7 @@ static int sock_wait(ofi_sock *ss, int64_t deadline, int64_t *spin_until)
 	if (*spin_until > 0 && now_us() < *spin_until) {
 		pthread_mutex_unlock(&ot->lock);
 		if (ofi_fabric_progress(&ot->f) <= 0)
-			sched_yield();
+			spin_yield();
 		pthread_mutex_lock(&ot->lock);
 		return 0;
 	}
