@@ -121,10 +121,21 @@ fqh_wait() {
 	return 0
 }
 
+# fqh_term PID: SIGTERM to the command that timeout(1) PID runs, not to timeout itself.
+# timeout forwards a SIGTERM and then sends SIGCONT to the command and its group; a SIGCONT
+# discards the SIGSTOP of a PTRACE_ATTACH in progress, so an ASan build that is already
+# exiting hangs in LeakSanitizer's stop-the-world (its tracer waits for that stop for good)
+# until timeout's SIGKILL. Falls back to timeout when the command is not found.
+fqh_term() {
+	local child
+	child=$(ps -o pid= --ppid "$1" 2>/dev/null | head -n 1 | tr -d ' ')
+	kill -TERM "${child:-$1}" 2>/dev/null
+}
+
 fqh_stop() {
 	local pid=${FQH_PID[$1]:-}
 	[[ -n $pid ]] || return 0 # already waited for
-	kill -TERM "$pid" 2>/dev/null
+	fqh_term "$pid"
 	fqh_wait "$1"
 }
 
