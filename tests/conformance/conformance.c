@@ -790,13 +790,12 @@ PER_SCHEME(hwm_rcv_bytes_large, NULL,
 {
 	fq_socket *push = fqt_socket(tp(), FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
-	/* Small, larger than the mark, just under it, larger again, small, just over it. */
-	static const size_t sizes[] = {200, 1 * MiB, 48 * KiB, 3 * MiB, 200, 64 * KiB + 1, 8};
-	big_reader r = {.pull = pull, .sizes = sizes, .n = FQI_ARRAY_LEN(sizes), .rounds = 3};
+	const size_t *sizes = fqt_mark_sizes;
+	big_reader r = {.pull = pull, .sizes = sizes, .n = FQT_MARK_SIZES_N, .rounds = 3};
 	pthread_t th;
 	int rc;
 
-	rc = fq_socket_set(pull, "rcv_hwm_bytes", "64K");
+	rc = fq_socket_set(pull, "rcv_hwm_bytes", FQT_MARK);
 	if (rc == FQ_ENOTSUP) {
 		cr_assert(!(caps() & FQI_CAP_RCV_HWM_BYTES));
 		cr_log_info("%s: rcv_hwm_bytes not supported (documented)", FQT_TRANSPORT);

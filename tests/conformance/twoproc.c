@@ -1692,11 +1692,9 @@ PER_SCHEME(hwm_rcv_bytes_large,
 {
 	child *k = rsock(scheme, FQ_PUSH);
 	fq_socket *pull = fqt_socket(tp(), FQ_PULL);
-	/* As in the conformance suite: small, above the mark, under it, above, small, just over. */
-	static const size_t sizes[] = {200, 1 * MiB, 48 * KiB, 3 * MiB, 200, 64 * KiB + 1, 8};
-	const size_t n = sizeof(sizes) / sizeof(sizes[0]), rounds = 3;
+	const size_t *sizes = fqt_mark_sizes, n = FQT_MARK_SIZES_N, rounds = 3;
 	char url[FQT_URL_MAX];
-	int rc = fq_socket_set(pull, "rcv_hwm_bytes", "64K");
+	int rc = fq_socket_set(pull, "rcv_hwm_bytes", FQT_MARK);
 
 	if (rc == FQ_ENOTSUP) {
 		cr_log_info("%s: rcv_hwm_bytes not supported (documented)", FQT_TRANSPORT);

@@ -711,6 +711,9 @@ void fqt_capture_close(fqt_capture *c)
 
 /* ---- Pieces of cases that the conformance suites share ----------------------------------- */
 
+const size_t fqt_mark_sizes[FQT_MARK_SIZES_N] = {200, 1u << 20,        48u << 10, 3u << 20,
+                                                 200, (64u << 10) + 1, 8};
+
 int fqt_seq_alloc(fq_transport *t, size_t size, uint64_t seq, fq_msg **out)
 {
 	int rc = size >= sizeof(seq) ? fq_msg_alloc(t, size, out) : FQ_EINVAL;

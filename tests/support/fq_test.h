@@ -165,6 +165,11 @@ int fqt_seq_alloc(fq_transport *t, size_t size, uint64_t seq, fq_msg **out);
 bool fqt_seq_ok(fq_msg *m, size_t size, uint64_t seq);
 int fqt_send_seq(fq_socket *s, size_t size, uint64_t seq, int flags);
 uint64_t fqt_recv_seq(fq_socket *s, size_t size);
+/* Message sizes around a receive byte mark of FQT_MARK ("64K"): small, above the mark, just
+ * under it, far above, small, just over it, the smallest sequenced message. */
+#define FQT_MARK         "64K"
+#define FQT_MARK_SIZES_N 7
+extern const size_t fqt_mark_sizes[FQT_MARK_SIZES_N];
 /* Send sequenced messages 0, 1, ... with FQ_DONTWAIT until FQ_EAGAIN; asserts that it came
  * within `bound` messages, and returns how many were accepted. */
 int fqt_fill(fq_socket *push, size_t size, int bound);
