@@ -110,7 +110,7 @@ fqh_wait() {
 	while kill -0 "$pid" 2>/dev/null; do
 		if (($(fqh_now_ms) >= FQH_DEADLINE)); then
 			fqh_fail "$name still running at the deadline: killed"
-			kill -TERM "$pid" 2>/dev/null
+			fqh_term "$pid"
 			break
 		fi
 		sleep 0.02
