@@ -279,7 +279,8 @@ Test(shmem, pubsub_slow_and_fast,
 	fqt_sync(pub, fast);
 	fqt_sync(pub, slow);
 	for (uint32_t i = 0; i < 20000; i++) {
-		fq_msg *m = fqt_msg_pattern(t, 64 + i % 200, i);
+		/* Above inline_max: the blocks themselves fan out. */
+		fq_msg *m = fqt_msg_pattern(t, 256 + i % 200, i);
 
 		memcpy(fq_msg_data(m), &i, sizeof(i));
 		where[i] = fq_msg_data(m);
@@ -313,6 +314,85 @@ Test(shmem, pubsub_slow_and_fast,
 	fqt_close(slow);
 	expect_all_back(t);
 	fq_transport_close(t);
+}
+
+/* Send `count` messages of sizes 0 .. 300 (seq in the first bytes) on a, receive on b. */
+static void inline_round(fq_socket *a, fq_socket *b, fq_transport *t, uint32_t count,
+                         bool expect_copy)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		size_t size = (i * 37) % 301;
+		fq_msg *m = fqt_msg_pattern(t, size, i), *r = NULL;
+		void *where = fq_msg_data(m);
+
+		FQ_PASS(fq_send(a, &m, 0));
+		FQ_PASS(fqt_recv(b, &r, 0));
+		fqt_msg_check(r, size, i);
+		if (size > 0 && size <= 128)
+			cr_assert((fq_msg_data(r) != where) == expect_copy, "a %zu-byte message %s",
+			          size, expect_copy ? "was not copied inline" : "was copied");
+		if (size > 128)
+			cr_assert(fq_msg_data(r) == where, "a %zu-byte message was copied", size);
+		fq_msg_free(r);
+	}
+}
+
+Test(shmem, inline_small_parts,
+     .description = "parts up to inline_max travel inside the ring: bytes and order kept, "
+                    "vectors mixed with blocks, the area wraps, 0 turns it off")
+{
+	fq_transport *t = open_shmem(NULL), *t0 = open_shmem("inline_max=0");
+	fq_socket *a, *b;
+	fq_parts *v = NULL;
+	fq_msg *parts[5];
+	const size_t sizes[5] = {0, 100, 4096, 1, 128};
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &a, &b);
+	/* Sizes 0 .. 300 in turn: far more bytes than the area holds, so it wraps. */
+	inline_round(a, b, t, 20000, true);
+	/* A vector of inline and block parts arrives whole and in order. */
+	for (int i = 0; i < 5; i++)
+		parts[i] = fqt_msg_pattern(t, sizes[i], (uint32_t)i);
+	FQ_PASS(fq_sendv(a, parts, 5, 0));
+	FQ_PASS(fq_recvv(b, &v, 0));
+	cr_assert(fq_parts_count(v) == 5);
+	for (int i = 0; i < 5; i++)
+		fqt_msg_check(fq_parts_at(v, (size_t)i), sizes[i], (uint32_t)i);
+	fq_parts_free(v);
+	fqt_close(a);
+	fqt_close(b);
+	/*
+	 * A burst that the receiver does not read yet: a ring of 512 entries has an inline
+	 * area of 32 KiB, which 256 such parts fill; the rest go by block, all in order.
+	 */
+	a = fqt_socket(t, FQ_PUSH);
+	b = fqt_socket(t, FQ_PULL);
+	FQ_PASS(fq_socket_set_int(b, "rcv_hwm", 100));
+	fqt_marry(b, a, "ipc");
+	for (uint32_t i = 0; i < 500; i++) {
+		fq_msg *m = fqt_msg_pattern(t, 120, i);
+
+		FQ_PASS(fq_send(a, &m, 0));
+	}
+	cr_assert(stats(t).blocks_out > 0, "no part went by block when the area was full");
+	for (uint32_t i = 0; i < 500; i++) {
+		fq_msg *r = NULL;
+
+		FQ_PASS(fqt_recv(b, &r, 0));
+		fqt_msg_check(r, 120, i);
+		fq_msg_free(r);
+	}
+	fqt_close(a);
+	fqt_close(b);
+	expect_all_back(t);
+	fq_transport_close(t);
+
+	pair_up(t0, FQ_PUSH, FQ_PULL, &a, &b);
+	inline_round(a, b, t0, 400, false);
+	fqt_close(a);
+	fqt_close(b);
+	expect_all_back(t0);
+	fq_transport_close(t0);
 }
 
 Test(shmem, alignment, .description = "message data is aligned as configured")
@@ -462,6 +542,8 @@ static struct hostile hostile_connect(const char *path, bool hello, uint32_t typ
 
 		r->magic = SHM_RING_MAGIC;
 		r->cap = 256;
+		r->ioff = 1 << 14; /* past the 256 entries */
+		r->icap = 4096;
 		munmap(r, 1 << 16);
 	}
 	cr_assert(sendfds(h.fd, &m, offsetof(ctl_msg, text), fds, 3) > 0);
@@ -554,6 +636,19 @@ Test(shmem, hostile_peer,
 	e = (shm_ent){.seg = 0, .blk = (1ULL << 48) | 4096, .size = 10};
 	hostile_publish(&h, e, 1000000);
 	still_serves(good, pull, "after a wild head");
+	hostile_close(&h);
+
+	/* Inline parts beyond the inline area, and one that claims a part count later on. */
+	h = hostile_connect(path, true, FQ_PUSH);
+	e = (shm_ent){
+	    .seg = SHM_SEG_INLINE, .blk = 1ULL << 48, .doff = (1ULL << 20) - 8, .size = 64};
+	hostile_publish(&h, e, 1);
+	still_serves(good, pull, "after an inline part across the area's end");
+	hostile_close(&h);
+	h = hostile_connect(path, true, FQ_PUSH);
+	e = (shm_ent){.seg = SHM_SEG_INLINE, .blk = 1ULL << 48, .size = (uint64_t)1 << 40};
+	hostile_publish(&h, e, 1);
+	still_serves(good, pull, "after a huge inline part");
 	hostile_close(&h);
 
 	/* A segment announcement with a memfd that anyone could shrink (not sealed). */

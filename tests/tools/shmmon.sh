@@ -178,7 +178,8 @@ sys.exit(1 if any(e["port"] == int(sys.argv[2]) for e in doc["endpoints"]) else 
 # ---- A receiver maps its sender's segment ----
 
 session="fq-shmmon-$$"
-start stream "$FQ_CAT" --push --transport shmem --transport-options "session=$session" \
+# inline_max=0: the ticks go by block (inline, they would leave no segment to map).
+start stream "$FQ_CAT" --push --transport shmem --transport-options "session=$session,inline_max=0" \
 	--bind "$(url stream)" --data tick --count 0 --interval 0.01
 start reader "$FQ_CAT" --pull --transport shmem --transport-options "session=$session" \
 	--connect "$(url stream)" --ascii

@@ -7,7 +7,9 @@
  *   segment  = header page (owner identity, free stack, user table) + blocks
  *   block    = 64-byte header (holder word, free-stack link, kind) + data
  *   ring     = single-producer/single-consumer queue of 32-byte entries, one per direction
- *              and connection, created by its consumer
+ *              and connection, created by its consumer, followed by an inline area: the
+ *              bytes of small parts (up to the producer's inline_max) travel there, copied,
+ *              instead of in a block (no block header crosses between the cores for them)
  *
  * Crash safety rests on one rule: who holds a block is written in the block's holder word
  * (state | pid), and every change of holder is one compare-and-swap on that word. The owner
@@ -25,14 +27,17 @@
 #include <sys/types.h>
 
 #define SHM_SEG_MAGIC  0x3147455351465aULL /* "ZFQSEG1" */
-#define SHM_RING_MAGIC 0x31474e49525146ULL /* "FQRING1" */
+#define SHM_RING_MAGIC 0x32474e49525146ULL /* "FQRING2" */
 #define SHM_BLK_MAGIC  0xfab10c51u
-#define SHM_VERSION    1u
+#define SHM_VERSION    2u
 #define SHM_HDR_BYTES  4096u /* segment header page */
 #define SHM_BLK_HDR    64u   /* block header */
 #define SHM_USERS      62u   /* processes that may map one segment */
 #define SHM_CACHE_LINE 64u
 #define SHM_MAX_PARTS  65535u
+#define SHM_SEG_INLINE UINT32_MAX /* ring entry whose part lies in the ring's inline area */
+#define SHM_INL_ALIGN  16u        /* inline parts start on multiples of this */
+#define SHM_INL_MAX    4096u      /* largest inline_max */
 
 /* Segment kinds. */
 enum { SHM_SEG_POOL = 1, SHM_SEG_REGION = 2 };
@@ -79,12 +84,16 @@ typedef struct shm_blk {
 } shm_blk;
 _Static_assert(sizeof(shm_blk) == SHM_BLK_HDR, "block header is one cache line");
 
-/* A ring entry: one part of a vector (the first entry of a vector carries the part count). */
+/*
+ * A ring entry: one part of a vector (the first entry of a vector carries the part count).
+ * An inline part has seg SHM_SEG_INLINE, no block, and its bytes at doff, a position in the
+ * ring's inline area that only grows (the area is used modulo icap; a part never wraps).
+ */
 typedef struct shm_ent {
-	uint32_t seg;  /* connection index of the block's segment */
+	uint32_t seg;  /* connection index of the block's segment, or SHM_SEG_INLINE */
 	uint32_t dseg; /* connection index of the data's segment or region */
 	uint64_t blk;  /* block offset (low 48 bits) | parts in the vector << 48 (first entry) */
-	uint64_t doff; /* data offset in dseg */
+	uint64_t doff; /* data offset in dseg (inline: position in the inline area) */
 	uint64_t size; /* data bytes */
 } shm_ent;
 _Static_assert(sizeof(shm_ent) == 32, "ring entry is 32 bytes");
@@ -96,6 +105,7 @@ typedef struct shm_ring {
 	/* Consumer's line. */
 	alignas(64) _Atomic uint64_t tail;
 	_Atomic uint64_t tail_bytes;
+	_Atomic uint64_t itail; /* inline area: everything before this position was read */
 	/*
 	 * The sleep flags have lines of their own: they change rarely, so the side that reads
 	 * them after every publish (or pop) finds them in its cache.
@@ -108,6 +118,7 @@ typedef struct shm_ring {
 	uint32_t hwm;               /* most entries queued (the consumer's rcv_hwm) */
 	_Atomic uint64_t hwm_bytes; /* most bytes queued (rcv_hwm_bytes), 0 = no limit */
 	_Atomic uint32_t closed;    /* consumer closed: the producer stops */
+	uint64_t ioff, icap;        /* inline area: offset from the ring, bytes (a power of two) */
 	alignas(64) shm_ent ent[];
 } shm_ring;
 
@@ -277,6 +288,12 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
 /* A message over a held block (takes the map references; dmap may equal map). */
 int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
                 fq_msg **out);
+/*
+ * A message of `size` bytes copied from `src` into private memory (an inline part that
+ * arrived): no block; a send on a shmem socket sends it inline again or copies it into a
+ * block. Errors: FQ_ENOMEM.
+ */
+int shm_msg_private(fq_transport *t, const void *src, size_t size, fq_msg **out);
 /* Drop a wrapper whose block was handed on (the only wrapper of its block). */
 void shm_msg_forget(fq_msg *m);
 /*

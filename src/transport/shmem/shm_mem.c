@@ -1186,6 +1186,27 @@ static int msg_adopt(fq_transport *t, void *data, size_t size, fqi_free_fn free_
 	return 0;
 }
 
+static void private_free(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+int shm_msg_private(fq_transport *t, const void *src, size_t size, fq_msg **out)
+{
+	void *data = malloc(size != 0 ? size : 1);
+	int rc;
+
+	if (data == NULL)
+		return FQ_ENOMEM;
+	if (size != 0)
+		memcpy(data, src, size);
+	rc = msg_adopt(t, data, size, private_free, NULL, out);
+	if (rc != 0)
+		free(data);
+	return rc;
+}
+
 static int msg_copy(const fq_msg *src, fq_msg **out)
 {
 	const shm_msg *s = (const shm_msg *)src;

@@ -55,6 +55,7 @@ enum {
 	OPT_SESSION,
 	OPT_PREFAULT,
 	OPT_SMC,
+	OPT_INLINE_MAX,
 	OPT_COUNT
 };
 
@@ -81,6 +82,9 @@ static const fqi_option shm_options[OPT_COUNT] = {
     [OPT_SMC] = {"smc", FQ_OPT_STRING, "off", 0, 0,
                  "SMC for the TCP sockets of tcp:// endpoints (the port holder and the probe "
                  "of connect): " FQI_SMC_MODES " (fabriq-smc(7))"},
+    [OPT_INLINE_MAX] = {"inline_max", FQ_OPT_SIZE, "128", 0, SHM_INL_MAX,
+                        "parts of at most this many bytes are copied into the receiver's ring "
+                        "instead of handing over a block (0: every part goes by block)"},
 };
 
 /* ---- Objects ---------------------------------------------------------------------------- */
@@ -176,6 +180,10 @@ struct shm_conn {
 	uint64_t out_tail_seen;            /* producer's cached copy of out->tail */
 	uint64_t out_head, out_head_bytes; /* producer's own copies (never read back) */
 	uint64_t in_head_seen;             /* consumer's cached copy of in->head */
+	/* Inline areas, fixed at the handshake as the capacities. */
+	char *in_idata, *out_idata;
+	uint64_t in_icap, out_icap;
+	uint64_t out_ihead, out_itail_seen; /* producer: next position, cached out->itail */
 	int peer_efd_in, peer_efd_out;
 	/* Segments the peer announced (by their index on this connection). */
 	pthread_mutex_t ctl_lock;
@@ -246,6 +254,7 @@ struct shm_transport {
 	size_t nwatch, cap_watch;
 	int64_t spin_us;
 	bool busy_poll;
+	size_t inline_max;
 	fqi_smc_mode smc; /* how tcp:// endpoints open their TCP sockets */
 	int64_t last_scan_ms;
 	/* Regions with messages out: acks to deliver. */
@@ -366,10 +375,21 @@ static uint32_t ring_cap_for(int64_t hwm)
 	return cap;
 }
 
+/* Bytes of the inline area of a ring of `cap` entries: 64 per entry, 4 KiB to 1 MiB. */
+static uint64_t ring_icap_for(uint32_t cap)
+{
+	uint64_t icap = (uint64_t)cap * 64;
+
+	return icap < 4096 ? 4096 : icap > (1u << 20) ? (1u << 20) : icap;
+}
+
 static int ring_create(fq_socket *s, shm_map **out)
 {
 	uint32_t cap = ring_cap_for(atomic_load(&s->opt[FQI_SO_RCV_HWM]));
-	size_t size = sizeof(shm_ring) + (size_t)cap * sizeof(shm_ent);
+	uint64_t ioff = (sizeof(shm_ring) + (size_t)cap * sizeof(shm_ent) + SHM_CACHE_LINE - 1) &
+	                ~(uint64_t)(SHM_CACHE_LINE - 1);
+	uint64_t icap = ring_icap_for(cap);
+	size_t size = ioff + icap;
 	int fd = memfd_create("fabriq-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	shm_ring *r;
 	shm_map *m;
@@ -394,6 +414,8 @@ static int ring_create(fq_socket *s, shm_map **out)
 	r = m->base;
 	r->magic = SHM_RING_MAGIC;
 	r->cap = cap;
+	r->ioff = ioff;
+	r->icap = icap;
 	r->hwm = (uint32_t)atomic_load(&s->opt[FQI_SO_RCV_HWM]);
 	atomic_store(&r->hwm_bytes, (uint64_t)atomic_load(&s->opt[FQI_SO_RCV_HWM_BYTES]));
 	*out = m;
@@ -601,7 +623,9 @@ static int conn_send_hello(shm_conn *c)
 	if (rc != 0)
 		return rc;
 	c->in = c->in_map->base;
-	c->in_cap = c->in->cap;
+	c->in_cap = c->in->cap; /* read before the peer has the ring */
+	c->in_icap = c->in->icap;
+	c->in_idata = (char *)c->in + c->in->ioff;
 	ctl_init(&m, CTL_HELLO);
 	m.sock_type = (uint32_t)s->type;
 	m.node_id = c->st->node->id;
@@ -611,6 +635,18 @@ static int conn_send_hello(shm_conn *c)
 	fds[1] = c->ss->efd_in;
 	fds[2] = c->ss->efd_out;
 	return ctl_send(c->fd, &m, ctl_len(&m), fds, 3);
+}
+
+/* Does a peer's ring have a layout we can use (entries and inline area inside the map)? */
+static bool ring_valid(const shm_map *map)
+{
+	const shm_ring *r = map->base;
+	uint64_t ents = sizeof(shm_ring) + (uint64_t)r->cap * sizeof(shm_ent);
+
+	return map->size >= sizeof(shm_ring) && r->magic == SHM_RING_MAGIC && r->cap != 0 &&
+	       (r->cap & (r->cap - 1)) == 0 && ents <= map->size && r->ioff >= ents &&
+	       r->ioff <= map->size && r->icap >= SHM_INL_MAX && (r->icap & (r->icap - 1)) == 0 &&
+	       r->icap <= map->size - r->ioff;
 }
 
 static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds)
@@ -635,11 +671,7 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 		return FQ_EMISMATCH;
 	}
 	rc = shm_map_peer(fds[0], &ring);
-	if (rc != 0 || ((shm_ring *)ring->base)->magic != SHM_RING_MAGIC ||
-	    ((shm_ring *)ring->base)->cap == 0 ||
-	    (((shm_ring *)ring->base)->cap & (((shm_ring *)ring->base)->cap - 1)) != 0 ||
-	    sizeof(shm_ring) + (size_t)((shm_ring *)ring->base)->cap * sizeof(shm_ent) >
-	        ring->size) {
+	if (rc != 0 || !ring_valid(ring)) {
 		if (ring != NULL)
 			shm_map_unref(ring);
 		else
@@ -658,6 +690,8 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 	c->peer_node = m->node_id;
 	c->peer_type = m->sock_type;
 	c->out_cap = c->out->cap;
+	c->out_icap = c->out->icap;
+	c->out_idata = (char *)c->out + c->out->ioff;
 	c->out_limit = c->out_cap;
 	if (c->out->hwm != 0 && snd_hwm != 0 &&
 	    (uint64_t)c->out->hwm + (uint64_t)snd_hwm < c->out_limit)
@@ -665,6 +699,7 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 	c->out_tail_seen = atomic_load(&c->out->tail);
 	c->out_head = atomic_load(&c->out->head);
 	c->out_head_bytes = atomic_load(&c->out->head_bytes);
+	c->out_ihead = c->out_itail_seen = atomic_load(&c->out->itail);
 	c->state = CONN_READY; /* the I/O thread adds it to the socket's peers */
 	return 0;
 }
@@ -1532,13 +1567,48 @@ static bool conn_has_room(shm_conn *c, size_t n, uint64_t bytes)
 	return true;
 }
 
-/* A part ready to go: the block we hand over and where its data is. */
+/*
+ * A part ready to go: the block we hand over and where its data is, or (inl) the bytes to
+ * copy into the inline area at position doff.
+ */
 typedef struct out_part {
 	shm_map *map, *dmap;
 	shm_blk *blk;
 	uint64_t doff, size;
-	fq_msg *made; /* a stub or copy made for this send (freed if the send fails) */
+	fq_msg *made;    /* a stub or copy made for this send (freed if the send fails) */
+	const void *src; /* inl: the bytes */
+	bool inl;
 } out_part;
+
+static uint64_t inl_round(uint64_t size)
+{
+	return (size + SHM_INL_ALIGN - 1) & ~(uint64_t)(SHM_INL_ALIGN - 1);
+}
+
+/*
+ * Can part m travel inline on c, its bytes at position *ipos of the inline area (moved on
+ * if so)? Small parts only, never a region's (acked by its last reader), and only while the
+ * area has room: a part that does not fit goes by block, in the same order.
+ */
+static bool plan_inline(shm_sock *ss, shm_conn *c, fq_msg *m, uint64_t *ipos, out_part *op)
+{
+	const shm_ref *r = ((shm_msg *)m)->ref;
+	uint64_t icap = c->out_icap, need = inl_round(m->size), p = *ipos;
+
+	if (m->size > ss->st->inline_max || need > icap / 4 ||
+	    (r->dmap != NULL && r->dmap->kind == SHM_SEG_REGION))
+		return false;
+	if ((p & (icap - 1)) + need > icap)
+		p = (p + icap) & ~(icap - 1); /* a part never wraps: skip the end */
+	if (p + need - c->out_itail_seen > icap) {
+		c->out_itail_seen = atomic_load_explicit(&c->out->itail, memory_order_acquire);
+		if (p + need - c->out_itail_seen > icap)
+			return false;
+	}
+	*op = (out_part){.doff = p, .size = m->size, .src = m->data, .inl = true};
+	*ipos = p + need;
+	return true;
+}
 
 /*
  * Decide how part m travels: as itself (the only wrapper of its block), as a stub of an own
@@ -1552,6 +1622,7 @@ static int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
 	int rc;
 
 	op->made = NULL;
+	op->inl = false;
 	op->size = m->size;
 	if (r->blk != NULL && exclusive &&
 	    atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
@@ -1605,34 +1676,65 @@ static void unprepare(out_part *ops, size_t n)
 	}
 }
 
+/* Prepare the n parts of a send to c: inline where they may, else prepare_part. */
+static int plan_parts(shm_sock *ss, shm_conn *c, fq_msg **parts, size_t n, bool exclusive,
+                      out_part *ops)
+{
+	uint64_t ipos = c->out_ihead;
+
+	for (size_t i = 0; i < n; i++) {
+		int rc;
+
+		if (plan_inline(ss, c, parts[i], &ipos, &ops[i]))
+			continue;
+		rc = prepare_part(ss, parts[i], exclusive, &ops[i]);
+		if (rc != 0) {
+			unprepare(ops, i);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 /* Publish prepared parts on c (room checked, slock held). */
 static int publish(shm_conn *c, out_part *ops, size_t n)
 {
 	shm_ring *r = c->out;
-	uint64_t head = c->out_head;
+	uint64_t head = c->out_head, ihead = c->out_ihead;
 	uint64_t bytes = 0;
 	uint32_t seg, dseg;
 	int rc;
 
 	for (size_t i = 0; i < n; i++) {
+		const uint64_t first = i == 0 ? (uint64_t)n << 48 : 0;
+		shm_ent *e = &r->ent[(head + i) & (c->out_cap - 1)];
+
+		if (ops[i].inl) {
+			if (ops[i].size != 0)
+				memcpy(c->out_idata + (ops[i].doff & (c->out_icap - 1)), ops[i].src,
+				       ops[i].size);
+			*e = (shm_ent){.seg = SHM_SEG_INLINE,
+			               .blk = first,
+			               .doff = ops[i].doff,
+			               .size = ops[i].size};
+			ihead = ops[i].doff + inl_round(ops[i].size);
+			bytes += ops[i].size;
+			continue;
+		}
 		rc = conn_seg_index(c, ops[i].map, &seg);
 		if (rc == 0)
 			rc = conn_seg_index(c, ops[i].dmap, &dseg);
 		if (rc != 0)
 			return rc;
-		{
-			shm_ent *e = &r->ent[(head + i) & (c->out_cap - 1)];
-
-			e->seg = seg;
-			e->dseg = dseg;
-			e->blk = (uint64_t)((char *)ops[i].blk - (char *)ops[i].map->base) |
-			         (i == 0 ? (uint64_t)n << 48 : 0);
-			e->doff = ops[i].doff;
-			e->size = ops[i].size;
-			bytes += ops[i].size;
-		}
+		e->seg = seg;
+		e->dseg = dseg;
+		e->blk = (uint64_t)((char *)ops[i].blk - (char *)ops[i].map->base) | first;
+		e->doff = ops[i].doff;
+		e->size = ops[i].size;
+		bytes += ops[i].size;
 	}
 	shm_fault("ring_push");
+	c->out_ihead = ihead;
 	c->out_head_bytes += bytes;
 	c->out_head = head + n;
 	shm_prefetch_write(&r->ent[(head + n + 2) & (c->out_cap - 1)]); /* the next line */
@@ -1644,11 +1746,16 @@ static int publish(shm_conn *c, out_part *ops, size_t n)
 	return 0;
 }
 
-/* After a successful publish: the wrappers of the handed-over blocks go, the rest is freed. */
+/*
+ * After a successful publish: the wrappers of the handed-over blocks go, the rest (parts that
+ * went inline or as copies) is freed.
+ */
 static void finish_sent(fq_msg **parts, out_part *ops, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (ops[i].made != NULL) {
+		if (ops[i].inl) {
+			fq_msg_free(parts[i]);
+		} else if (ops[i].made != NULL) {
 			shm_msg_forget(ops[i].made);
 			fq_msg_free(parts[i]);
 		} else {
@@ -1697,33 +1804,25 @@ static int send_pub(shm_sock *ss, fq_msg **parts, size_t n)
 		if (!fqi_subs_match(&c->subs, parts[0]->data, parts[0]->size) ||
 		    !conn_has_room(c, n, bytes))
 			continue;
-		if (last != NULL) {
-			size_t i;
-			int rc = 0;
-
-			for (i = 0; i < n && rc == 0; i++)
-				rc = prepare_part(ss, parts[i], false, &ops[i]);
-			if (rc != 0 || publish(last, ops, n) != 0) {
-				unprepare(ops, rc != 0 ? i - 1 : n);
+		if (last != NULL && plan_parts(ss, last, parts, n, false, ops) == 0) {
+			if (publish(last, ops, n) != 0) {
+				unprepare(ops, n);
 			} else {
-				for (i = 0; i < n; i++)
-					shm_msg_forget(ops[i].made);
+				for (size_t i = 0; i < n; i++) {
+					if (ops[i].made != NULL)
+						shm_msg_forget(ops[i].made);
+				}
 				matched++;
 			}
 		}
 		last = c;
 	}
-	if (last != NULL) {
-		size_t i;
-		int rc = 0;
-
-		for (i = 0; i < n && rc == 0; i++)
-			rc = prepare_part(ss, parts[i], true, &ops[i]);
-		if (rc == 0 && publish(last, ops, n) == 0) {
+	if (last != NULL && plan_parts(ss, last, parts, n, true, ops) == 0) {
+		if (publish(last, ops, n) == 0) {
 			finish_sent(parts, ops, n);
 			matched++;
 		} else {
-			unprepare(ops, rc != 0 ? i - 1 : n);
+			unprepare(ops, n);
 		}
 	}
 	if (ops != stack_ops)
@@ -1809,17 +1908,17 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 		if (c != NULL) {
 			out_part stack_ops[8];
 			out_part *ops = n <= 8 ? stack_ops : calloc(n, sizeof(*ops));
-			size_t i;
 
 			if (ops == NULL) {
 				rc = FQ_ENOMEM;
 				break;
 			}
-			rc = 0;
-			for (i = 0; i < n && rc == 0; i++)
-				rc = prepare_part(ss, parts[i], true, &ops[i]);
-			if (rc == 0)
+			rc = plan_parts(ss, c, parts, n, true, ops);
+			if (rc == 0) {
 				rc = publish(c, ops, n);
+				if (rc != 0)
+					unprepare(ops, n);
+			}
 			if (rc == 0) {
 				finish_sent(parts, ops, n);
 				if (s->type == FQ_REQ) {
@@ -1829,8 +1928,6 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 					ss->awaiting = false;
 					ss->turn_conn = NULL;
 				}
-			} else {
-				unprepare(ops, i);
 			}
 			if (ops != stack_ops)
 				free(ops);
@@ -1930,6 +2027,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	uint64_t head = c->in_head_seen; /* entries up to here were acquired already */
 	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
+	uint64_t itail = 0; /* end of the last inline part taken, 0: none */
 	pid_t me = shm_self();
 	size_t n, bad_at = 0;
 	bool lost = false, too_big = false;
@@ -1950,15 +2048,49 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		return FQ_EPARTS;
 	for (size_t i = 0; i < n; i++)
 		msgs[i] = NULL; /* the error paths free what was taken */
+	/*
+	 * Inline parts first: copying them out can fail for want of memory, which leaves the
+	 * vector in the ring; no block has been taken over yet.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		shm_ent e = r->ent[(tail + i) & (c->in_cap - 1)];
+		uint64_t at = e.doff & (c->in_icap - 1);
+
+		if (e.seg != SHM_SEG_INLINE)
+			continue;
+		if (e.blk != (i == 0 ? (uint64_t)n << 48 : 0) || e.size > c->in_icap ||
+		    at + e.size > c->in_icap) {
+			FQI_WARN(SUBSYS,
+			         "peer pid %d sent an inline part outside the ring; dropping the "
+			         "connection",
+			         (int)c->peer_pid);
+			goto bad_release; /* bad_at 0: nothing was taken off the ring */
+		}
+		if (shm_msg_private(ss->s->t, c->in_idata + at, e.size, &msgs[i]) != 0) {
+			for (size_t k = 0; k < i; k++) {
+				fq_msg_free(msgs[k]);
+				msgs[k] = NULL;
+			}
+			return FQ_ENOMEM;
+		}
+		itail = e.doff + inl_round(e.size);
+	}
 	for (size_t i = 0; i < n; i++) {
 		shm_ent e = r->ent[(tail + i) & (c->in_cap - 1)];
 		uint64_t off = e.blk & ((1ULL << 48) - 1);
-		shm_map *map = conn_in_map(c, e.seg), *dmap = conn_in_map(c, e.dseg);
+		shm_map *map, *dmap;
 		shm_blk *b;
 		uint64_t w;
 
 		bad_at = i;
 		bytes += e.size; /* taken off the ring, delivered or not: the producer counts it */
+		if (e.seg == SHM_SEG_INLINE) {
+			if (max_size != 0 && e.size > max_size)
+				too_big = true;
+			continue;
+		}
+		map = conn_in_map(c, e.seg);
+		dmap = conn_in_map(c, e.dseg);
 		if (i > 0 && (e.blk >> 48) != 0)
 			goto bad_release;
 		if (map == NULL || dmap == NULL || (off & (SHM_CACHE_LINE - 1)) != 0 ||
@@ -1998,6 +2130,8 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 			too_big = true;
 	}
 	shm_fault("ring_pop");
+	if (itail != 0)
+		atomic_store_explicit(&r->itail, itail, memory_order_release);
 	atomic_store_explicit(&r->tail_bytes,
 	                      atomic_load_explicit(&r->tail_bytes, memory_order_relaxed) + bytes,
 	                      memory_order_relaxed);
@@ -2814,6 +2948,7 @@ static int shm_init(fq_transport *t)
 	st->node = n;
 	st->spin_us = t->opt[OPT_SPIN];
 	st->busy_poll = t->opt[OPT_BUSY_POLL] != 0;
+	st->inline_max = (size_t)t->opt[OPT_INLINE_MAX];
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->region_lock, NULL);
 	st->ep = epoll_create1(EPOLL_CLOEXEC);
