@@ -1093,11 +1093,47 @@ static void ref_adopted_done(shm_ref *r)
 	}
 }
 
+/*
+ * Put an own data block that never left this process (a part that went inline, a message
+ * never sent) back into this thread's magazine of its class, with the map reference the
+ * message held: no lock, no locked instruction, and the header line stays in this cache.
+ * Only while the magazine is below its last refill (taken > 0). False: the caller frees it
+ * the usual way.
+ */
+static bool mag_free(shm_map *m, shm_blk *b)
+{
+	shm_node *n = m->node;
+	magazine *g = NULL;
+
+	if (!m->own || m->dedicated || b->kind != SHM_BLK_DATA ||
+	    atomic_load_explicit(&n->closed, memory_order_relaxed) ||
+	    __atomic_load_n(&b->local_refs, __ATOMIC_ACQUIRE) != 1 || /* no stub is out */
+	    atomic_load_explicit(&b->word, memory_order_relaxed) != SHM_WORD(SHM_HELD, shm_self()))
+		return false;
+	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
+		if (mags[i].node == n && mags[i].cls == b->cls) {
+			g = &mags[i];
+			break;
+		}
+	}
+	if (g == NULL || g->taken == 0 || g->count >= SHM_MAG)
+		return false;
+	shm_fault("free");
+	atomic_store_explicit(&b->word, SHM_WORD(SHM_FREE, 0), memory_order_relaxed);
+	g->blk[g->count] = b;
+	g->map[g->count] = m;
+	g->count++;
+	g->taken--; /* as if it had never been handed out */
+	return true;
+}
+
 static void ref_release(shm_ref *r)
 {
 	ref_adopted_done(r);
 	if (r->blk == NULL)
 		return; /* adopted user memory: no block */
+	if (r->dmap == r->map && mag_free(r->map, r->blk))
+		return;
 	shm_blk_release(r->map, r->blk);
 	if (r->dmap != r->map)
 		shm_map_unref(r->dmap);
@@ -1233,7 +1269,9 @@ static void msg_free(fq_msg *msg)
 	shm_ref *r = m->ref;
 	shm_msg *host = r->host;
 
-	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+	/* The last wrapper needs no locked instruction: nobody else can copy it any more. */
+	if (atomic_load_explicit(&r->refs, memory_order_acquire) == 1 ||
+	    atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
 		ref_release(r);
 		wrap_put(host);
 	}
