@@ -271,7 +271,7 @@ static int role(int argc, char **argv)
 
 		fq_bind(s, argv[1]);
 		for (unsigned long i = 0; i < count; i++) {
-			fq_msg *m = make_msg(t, i, 256);
+			fq_msg *m = make_msg(t, i, 512); /* above inline_max: shared by stubs */
 
 			if (m == NULL || fq_send(s, &m, 0) != 0)
 				return 4;
@@ -319,7 +319,7 @@ static int role(int argc, char **argv)
 				pause_ms(1);
 			until = now_ms() + 30;
 			for (uint64_t i = 0; now_ms() < until; i++) {
-				fq_msg *m = make_msg(t, i, 64);
+				fq_msg *m = make_msg(t, i, 512); /* above inline_max: blocks */
 
 				if (m == NULL)
 					return 4;
@@ -331,9 +331,9 @@ static int role(int argc, char **argv)
 			for (int i = 0; i < 3000 && nheld < 60000; i++) {
 				fq_msg *m = NULL;
 
-				if (fq_msg_alloc(t, 64, &m) != 0)
+				if (fq_msg_alloc(t, 512, &m) != 0)
 					return 4;
-				memset(fq_msg_data(m), 'S', 64);
+				memset(fq_msg_data(m), 'S', 512);
 				memcpy((char *)fq_msg_data(m) + 8, "S2", 2);
 				held[nheld++] = m;
 			}
@@ -435,7 +435,7 @@ static void expect_sigkill(int status, const char *what)
 /* ---- Fault points --------------------------------------------------------------------------- */
 
 /* The child receives from us (points on the receiving side: ring_pop, free). */
-static void fault_receiver(fq_transport *t, const char *point)
+static void fault_receiver(fq_transport *t, const char *point, size_t size)
 {
 	char url[200];
 	fq_socket *push = sock(t, FQ_PUSH, 50);
@@ -448,7 +448,7 @@ static void fault_receiver(fq_transport *t, const char *point)
 	fq_bind(push, url);
 	pid = spawn(point, "40", (const char *[]){"receiver", url, "100000", "3", NULL});
 	while (alive(pid) && seq < 100000) {
-		fq_msg *m = make_msg(t, seq, 512);
+		fq_msg *m = make_msg(t, seq, size);
 
 		if (fq_send(push, &m, 0) == 0)
 			seq++;
@@ -461,7 +461,7 @@ static void fault_receiver(fq_transport *t, const char *point)
 	/* A restarted receiver gets everything. */
 	pid = spawn(NULL, NULL, (const char *[]){"receiver", url, "200", "0", NULL});
 	for (int i = 0; i < 200;) {
-		fq_msg *m = make_msg(t, (uint64_t)i, 512);
+		fq_msg *m = make_msg(t, (uint64_t)i, size);
 		int rc = fq_send(push, &m, 0);
 
 		fq_msg_free(m);
@@ -478,7 +478,7 @@ static void fault_receiver(fq_transport *t, const char *point)
 
 /* The child sends to us (points of an owner: alloc, segment_grow, ring_push, region_ack). */
 static void fault_sender(fq_transport *t, const char *point, const char *child_role,
-                         const char *after)
+                         const char *after, const char *size)
 {
 	char url[200];
 	fq_socket *pull = sock(t, FQ_PULL, 100);
@@ -493,7 +493,7 @@ static void fault_sender(fq_transport *t, const char *point, const char *child_r
 	snprintf(url, sizeof(url), "ipc://%s/send-%s", scratch, point);
 	fq_bind(pull, url);
 	if (strcmp(child_role, "sender") == 0)
-		pid = spawn(point, after, (const char *[]){"sender", url, "100000", "65536", NULL});
+		pid = spawn(point, after, (const char *[]){"sender", url, "100000", size, NULL});
 	else
 		pid = spawn(point, after, (const char *[]){child_role, url, "100000", NULL});
 	quiet_until = now_ms() + 10000;
@@ -641,17 +641,25 @@ static void fault_pub(fq_transport *t, const char *point)
 static int run_fault(fq_transport *t, const char *point)
 {
 	fprintf(stderr, "fault point %s\n", point);
-	if (strcmp(point, "free") == 0 || strcmp(point, "ring_pop") == 0)
-		fault_receiver(t, point);
-	else if (strcmp(point, "alloc") == 0)
-		fault_sender(t, point, "sender", "30");
-	else if (strcmp(point, "segment_grow") == 0)
-		fault_sender(t, point, "sender", "2"); /* segment_size=1M: grows every 15 blocks */
+	/*
+	 * Blocks cross between the processes from 300 bytes on (above inline_max); 64-byte
+	 * messages travel inline, in the ring, and are killed there too.
+	 */
+	if (strcmp(point, "free") == 0)
+		fault_receiver(t, point, 512);
+	else if (strcmp(point, "ring_pop") == 0) {
+		fault_receiver(t, point, 512);
+		fault_receiver(t, point, 64);
+	} else if (strcmp(point, "alloc") == 0)
+		fault_sender(t, point, "sender", "30", "65536");
+	else if (strcmp(point, "segment_grow") == 0) /* segment_size=1M: grows every 15 blocks */
+		fault_sender(t, point, "sender", "2", "65536");
 	else if (strcmp(point, "ring_push") == 0) {
-		fault_sender(t, point, "sender", "30");
+		fault_sender(t, point, "sender", "30", "65536");
+		fault_sender(t, point, "sender", "30", "64");
 		fault_forwarder(t, point);
 	} else if (strcmp(point, "region_ack") == 0)
-		fault_sender(t, point, "region", "3");
+		fault_sender(t, point, "region", "3", NULL);
 	else if (strcmp(point, "refcount") == 0)
 		fault_pub(t, point);
 	else {
@@ -803,7 +811,7 @@ static void run_reuse(void)
 	fq_bind(push, url);
 	pid = spawn("ring_pop", "0", (const char *[]){"taker", url, NULL});
 	for (int i = 0; i < 4; i++) {
-		fq_msg *m = make_msg(t, (uint64_t)i, 64);
+		fq_msg *m = make_msg(t, (uint64_t)i, 512); /* above inline_max: blocks */
 
 		if (fq_send(push, &m, 0) != 0)
 			fq_msg_free(m);
@@ -812,7 +820,7 @@ static void run_reuse(void)
 	expect_sigkill(status, "reuse");
 	/* Allocate while the death is noticed, blocks taken back and ring entries released. */
 	for (int64_t until = now_ms() + 400; n < 20000 && now_ms() < until; n++) {
-		if (fq_msg_alloc(t, 64, &held[n]) != 0)
+		if (fq_msg_alloc(t, 512, &held[n]) != 0)
 			break;
 		where[n] = fq_msg_data(held[n]);
 		for (int k = 0; k < n; k++)

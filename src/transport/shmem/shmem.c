@@ -82,7 +82,7 @@ static const fqi_option shm_options[OPT_COUNT] = {
     [OPT_SMC] = {"smc", FQ_OPT_STRING, "off", 0, 0,
                  "SMC for the TCP sockets of tcp:// endpoints (the port holder and the probe "
                  "of connect): " FQI_SMC_MODES " (fabriq-smc(7))"},
-    [OPT_INLINE_MAX] = {"inline_max", FQ_OPT_SIZE, "128", 0, SHM_INL_MAX,
+    [OPT_INLINE_MAX] = {"inline_max", FQ_OPT_SIZE, "256", 0, SHM_INL_MAX,
                         "parts of at most this many bytes are copied into the receiver's ring "
                         "instead of handing over a block (0: every part goes by block)"},
 };
