@@ -257,6 +257,20 @@ Test(shmem, region_acks, .description = "region messages are zero-copy and acked
 	fq_transport_close(t);
 }
 
+/* Bind pub, connect two subscribers to everything, wait until both are connected. */
+static void pub_two_subs(fq_socket *pub, fq_socket *s1, fq_socket *s2)
+{
+	char url[FQT_URL_MAX];
+
+	FQ_PASS(fq_socket_set(s1, "subscribe", ""));
+	FQ_PASS(fq_socket_set(s2, "subscribe", ""));
+	fqt_bind(pub, fqt_url("ipc", url));
+	fqt_connect(s1, url);
+	fqt_connect(s2, url);
+	fqt_sync(pub, s1);
+	fqt_sync(pub, s2);
+}
+
 Test(shmem, pubsub_slow_and_fast,
      .description = "a slow subscriber neither blocks the "
                     "publisher nor costs the fast one a message")
@@ -264,20 +278,13 @@ Test(shmem, pubsub_slow_and_fast,
 	fq_transport *t = open_shmem(NULL);
 	fq_socket *pub = fqt_socket(t, FQ_PUB);
 	fq_socket *fast = fqt_socket(t, FQ_SUB), *slow = fqt_socket(t, FQ_SUB);
-	char url[FQT_URL_MAX];
 	static void *where[20000];
 	int slow_got = 0;
 
 	FQ_PASS(fq_socket_set_int(fast, "rcv_hwm", 0));
 	FQ_PASS(fq_socket_set_int(slow, "rcv_hwm", 10));
 	FQ_PASS(fq_socket_set_int(pub, "snd_hwm", 10));
-	FQ_PASS(fq_socket_set(fast, "subscribe", ""));
-	FQ_PASS(fq_socket_set(slow, "subscribe", ""));
-	fqt_bind(pub, fqt_url("ipc", url));
-	fqt_connect(fast, url);
-	fqt_connect(slow, url);
-	fqt_sync(pub, fast);
-	fqt_sync(pub, slow);
+	pub_two_subs(pub, fast, slow);
 	for (uint32_t i = 0; i < 20000; i++) {
 		/* Above inline_max: the blocks themselves fan out. */
 		fq_msg *m = fqt_msg_pattern(t, 300 + i % 200, i);
@@ -317,85 +324,159 @@ Test(shmem, pubsub_slow_and_fast,
 }
 
 /*
- * Send `count` messages of sizes 0 .. 400 (seq in the first bytes) on a, receive on b; parts
- * up to the default inline_max (256) are copied when expect_copy, larger ones never.
+ * Did r arrive as an inline copy? The receiving transport never sends, so a block of its own
+ * under a received message is the copy of an inline part; a block handed over lies in a
+ * segment of the sender.
  */
-static void inline_round(fq_socket *a, fq_socket *b, fq_transport *t, uint32_t count,
-                         bool expect_copy)
+static bool arrived_inline(fq_msg *r)
+{
+	const shm_ref *ref = ((shm_msg *)r)->ref;
+
+	return ref->map != NULL && ref->map->own;
+}
+
+/*
+ * Send `count` messages of sizes 0 .. 400 (seq in the first bytes) from a (transport ts) to
+ * b; parts up to the default inline_max (256) arrive inline when `inline_on`, larger ones
+ * never.
+ */
+static void inline_round(fq_socket *a, fq_socket *b, fq_transport *ts, uint32_t count,
+                         bool inline_on)
 {
 	for (uint32_t i = 0; i < count; i++) {
 		size_t size = (i * 37) % 401;
-		fq_msg *m = fqt_msg_pattern(t, size, i), *r = NULL;
-		void *where = fq_msg_data(m);
+		fq_msg *m = fqt_msg_pattern(ts, size, i), *r = NULL;
 
 		FQ_PASS(fq_send(a, &m, 0));
 		FQ_PASS(fqt_recv(b, &r, 0));
 		fqt_msg_check(r, size, i);
-		if (size > 0 && size <= 256)
-			cr_assert((fq_msg_data(r) != where) == expect_copy, "a %zu-byte message %s",
-			          size, expect_copy ? "was not copied inline" : "was copied");
-		if (size > 256)
-			cr_assert(fq_msg_data(r) == where, "a %zu-byte message was copied", size);
+		cr_assert(arrived_inline(r) == (inline_on && size <= 256),
+		          "a %zu-byte part %s inline", size,
+		          arrived_inline(r) ? "came" : "did not come");
+		cr_assert(((uintptr_t)fq_msg_data(r) & 63) == 0, "a %zu-byte part is not aligned",
+		          size);
 		fq_msg_free(r);
 	}
 }
 
-Test(shmem, inline_small_parts,
-     .description = "parts up to inline_max travel inside the ring: bytes and order kept, "
-                    "vectors mixed with blocks, the area wraps, 0 turns it off")
+/* A sender of ts bound, a receiver of tr connected to it. */
+static void cross_pair(fq_transport *ts, fq_transport *tr, fq_socket_type a, fq_socket_type b,
+                       int64_t rcv_hwm, fq_socket **sa, fq_socket **sb)
 {
-	fq_transport *t = open_shmem(NULL), *t0 = open_shmem("inline_max=0");
-	fq_socket *a, *b;
+	*sa = fqt_socket(ts, a);
+	*sb = fqt_socket(tr, b);
+	if (rcv_hwm >= 0)
+		FQ_PASS(fq_socket_set_int(*sb, "rcv_hwm", rcv_hwm));
+	fqt_marry(*sa, *sb, "ipc");
+}
+
+Test(shmem, inline_small_parts,
+     .description = "parts up to inline_max travel inside the ring: bytes, order and alignment "
+                    "kept, vectors mixed with blocks, the area wraps and fills, PUB, 0 turns it "
+                    "off")
+{
+	fq_transport *ts = open_shmem(NULL), *tr = open_shmem(NULL);
+	fq_transport *t0 = open_shmem("inline_max=0");
+	fq_socket *a, *b, *b2;
 	fq_parts *v = NULL;
 	fq_msg *parts[5];
-	const size_t sizes[5] = {0, 100, 4096, 1, 128};
+	const size_t sizes[5] = {0, 100, 4096, 1, 256};
 
-	pair_up(t, FQ_PUSH, FQ_PULL, &a, &b);
+	cross_pair(ts, tr, FQ_PUSH, FQ_PULL, -1, &a, &b);
 	/* Sizes 0 .. 400 in turn: far more bytes than the area holds, so it wraps. */
-	inline_round(a, b, t, 20000, true);
+	inline_round(a, b, ts, 20000, true);
 	/* A vector of inline and block parts arrives whole and in order. */
 	for (int i = 0; i < 5; i++)
-		parts[i] = fqt_msg_pattern(t, sizes[i], (uint32_t)i);
+		parts[i] = fqt_msg_pattern(ts, sizes[i], (uint32_t)i);
 	FQ_PASS(fq_sendv(a, parts, 5, 0));
 	FQ_PASS(fq_recvv(b, &v, 0));
 	cr_assert(fq_parts_count(v) == 5);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 5; i++) {
 		fqt_msg_check(fq_parts_at(v, (size_t)i), sizes[i], (uint32_t)i);
+		cr_assert(arrived_inline(fq_parts_at(v, (size_t)i)) == (sizes[i] <= 256));
+	}
 	fq_parts_free(v);
 	fqt_close(a);
 	fqt_close(b);
+
 	/*
 	 * A burst that the receiver does not read yet: a ring of 512 entries has an inline
 	 * area of 32 KiB, which 256 such parts fill; the rest go by block, all in order.
 	 */
-	a = fqt_socket(t, FQ_PUSH);
-	b = fqt_socket(t, FQ_PULL);
-	FQ_PASS(fq_socket_set_int(b, "rcv_hwm", 100));
-	fqt_marry(b, a, "ipc");
+	cross_pair(ts, tr, FQ_PUSH, FQ_PULL, 100, &a, &b);
 	for (uint32_t i = 0; i < 500; i++) {
-		fq_msg *m = fqt_msg_pattern(t, 120, i);
+		fq_msg *m = fqt_msg_pattern(ts, 120, i);
 
 		FQ_PASS(fq_send(a, &m, 0));
 	}
-	cr_assert(stats(t).blocks_out > 0, "no part went by block when the area was full");
-	for (uint32_t i = 0; i < 500; i++) {
+	for (uint32_t i = 0, by_block = 0; i < 500; i++) {
 		fq_msg *r = NULL;
 
 		FQ_PASS(fqt_recv(b, &r, 0));
 		fqt_msg_check(r, 120, i);
+		by_block += !arrived_inline(r);
 		fq_msg_free(r);
+		if (i == 499)
+			cr_assert(by_block > 0 && by_block < 500, "%u of 500 parts went by block",
+			          by_block);
 	}
 	fqt_close(a);
 	fqt_close(b);
-	expect_all_back(t);
-	fq_transport_close(t);
 
-	pair_up(t0, FQ_PUSH, FQ_PULL, &a, &b);
+	/*
+	 * PUB to two subscribers that do not read yet, one with a small ring: the fast one
+	 * gets every part inline, the small one the first ones inline, then by block (a stub),
+	 * then none (PUB drops for a subscriber without room).
+	 */
+	a = fqt_socket(ts, FQ_PUB);
+	b = fqt_socket(tr, FQ_SUB);
+	b2 = fqt_socket(tr, FQ_SUB);
+	FQ_PASS(fq_socket_set_int(b, "rcv_hwm", 0));
+	FQ_PASS(fq_socket_set_int(b2, "rcv_hwm", 100));
+	pub_two_subs(a, b, b2);
+	for (uint32_t i = 0; i < 2000; i++) {
+		fq_msg *m = fqt_msg_pattern(ts, 120, i);
+
+		FQ_PASS(fq_send(a, &m, FQ_DONTWAIT));
+	}
+	for (uint32_t i = 0; i < 2000; i++) {
+		fq_msg *r = NULL;
+
+		FQ_PASS(fqt_recv(b, &r, 0));
+		fqt_msg_check(r, 120, i);
+		cr_assert(arrived_inline(r), "part %u to the fast subscriber did not come inline",
+		          i);
+		fq_msg_free(r);
+	}
+	{
+		uint32_t got = 0, inl = 0;
+		fq_msg *r = NULL;
+
+		/* Nobody read: it has the first ones, in order, and then nothing. */
+		while (fqt_recv(b2, &r, FQ_DONTWAIT) == 0) {
+			fqt_msg_check(r, 120, got);
+			inl += arrived_inline(r);
+			got++;
+			fq_msg_free(r);
+		}
+		cr_assert(got > 256 && got < 2000 && inl > 0 && inl < got,
+		          "small subscriber: %u parts, %u inline", got, inl);
+	}
+	fqt_close(a);
+	fqt_close(b);
+	fqt_close(b2);
+	expect_all_back(ts);
+	expect_all_back(tr);
+
+	/* inline_max=0: every part goes by block. */
+	cross_pair(t0, tr, FQ_PUSH, FQ_PULL, -1, &a, &b);
 	inline_round(a, b, t0, 400, false);
 	fqt_close(a);
 	fqt_close(b);
 	expect_all_back(t0);
 	fq_transport_close(t0);
+	fq_transport_close(tr);
+	fq_transport_close(ts);
 }
 
 Test(shmem, alignment, .description = "message data is aligned as configured")
@@ -546,7 +627,7 @@ static struct hostile hostile_connect(const char *path, bool hello, uint32_t typ
 		r->magic = SHM_RING_MAGIC;
 		r->cap = 256;
 		r->ioff = 1 << 14; /* past the 256 entries */
-		r->icap = 4096;
+		r->icap = SHM_INL_AREA_MIN;
 		munmap(r, 1 << 16);
 	}
 	cr_assert(sendfds(h.fd, &m, offsetof(ctl_msg, text), fds, 3) > 0);
@@ -641,7 +722,7 @@ Test(shmem, hostile_peer,
 	still_serves(good, pull, "after a wild head");
 	hostile_close(&h);
 
-	/* Inline parts beyond the inline area, and one that claims a part count later on. */
+	/* An inline part across the end of the inline area, and one larger than the area. */
 	h = hostile_connect(path, true, FQ_PUSH);
 	e = (shm_ent){
 	    .seg = SHM_SEG_INLINE, .blk = 1ULL << 48, .doff = (1ULL << 20) - 8, .size = 64};

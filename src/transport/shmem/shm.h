@@ -26,18 +26,19 @@
 #include <stdalign.h>
 #include <sys/types.h>
 
-#define SHM_SEG_MAGIC  0x3147455351465aULL /* "ZFQSEG1" */
-#define SHM_RING_MAGIC 0x32474e49525146ULL /* "FQRING2" */
-#define SHM_BLK_MAGIC  0xfab10c51u
-#define SHM_VERSION    2u
-#define SHM_HDR_BYTES  4096u /* segment header page */
-#define SHM_BLK_HDR    64u   /* block header */
-#define SHM_USERS      62u   /* processes that may map one segment */
-#define SHM_CACHE_LINE 64u
-#define SHM_MAX_PARTS  65535u
-#define SHM_SEG_INLINE UINT32_MAX /* ring entry whose part lies in the ring's inline area */
-#define SHM_INL_ALIGN  16u        /* inline parts start on multiples of this */
-#define SHM_INL_MAX    4096u      /* largest inline_max */
+#define SHM_SEG_MAGIC    0x3147455351465aULL /* "ZFQSEG1" */
+#define SHM_RING_MAGIC   0x32474e49525146ULL /* "FQRING2" */
+#define SHM_BLK_MAGIC    0xfab10c51u
+#define SHM_VERSION      2u
+#define SHM_HDR_BYTES    4096u /* segment header page */
+#define SHM_BLK_HDR      64u   /* block header */
+#define SHM_USERS        62u   /* processes that may map one segment */
+#define SHM_CACHE_LINE   64u
+#define SHM_MAX_PARTS    65535u
+#define SHM_SEG_INLINE   UINT32_MAX /* ring entry whose part lies in the ring's inline area */
+#define SHM_INL_ALIGN    16u        /* inline parts start on multiples of this */
+#define SHM_INL_MAX      4096u      /* largest inline_max */
+#define SHM_INL_AREA_MIN 16384u     /* smallest inline area (of a ring of 256 entries) */
 
 /* Segment kinds. */
 enum { SHM_SEG_POOL = 1, SHM_SEG_REGION = 2 };
@@ -289,11 +290,11 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
 int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
                 fq_msg **out);
 /*
- * A message of `size` bytes copied from `src` into private memory (an inline part that
- * arrived): no block; a send on a shmem socket sends it inline again or copies it into a
- * block. Errors: FQ_ENOMEM.
+ * A message of `size` (at most SHM_INL_MAX) bytes copied from `src` (an inline part that
+ * arrived) into an own block, taken without waiting; at the segment limit into private memory
+ * with the same alignment. Errors: FQ_ENOMEM.
  */
-int shm_msg_private(fq_transport *t, const void *src, size_t size, fq_msg **out);
+int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out);
 /* Drop a wrapper whose block was handed on (the only wrapper of its block). */
 void shm_msg_forget(fq_msg *m);
 /*

@@ -819,31 +819,43 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	return true;
 }
 
-int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+/* A block of `bytes` (header included) without waiting: FQ_ENOMEM at the limit. */
+static int alloc_once(shm_node *n, int kind, size_t bytes, shm_map **map, shm_blk **blk)
 {
-	int64_t deadline = -2; /* computed when the limit is first hit */
-	size_t bytes;
 	unsigned cls = 0;
 	shm_map *m = NULL;
 	shm_blk *b = NULL;
 	int rc;
 
+	if (mag_alloc(n, bytes, kind, map, blk))
+		return 0;
+	pthread_mutex_lock(&n->alloc_lock);
+	shm_fault("alloc");
+	rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
+	if (rc == 0) {
+		shm_map_ref(m); /* before the header is written: see blk_account */
+		blk_account(n, m, m->dedicated ? m->size - SHM_HDR_BYTES : block_bytes(n, cls));
+		blk_header(m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
+	}
+	pthread_mutex_unlock(&n->alloc_lock);
+	if (rc == 0) {
+		*map = m;
+		*blk = b;
+	}
+	return rc;
+}
+
+int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+{
+	int64_t deadline = -2; /* computed when the limit is first hit */
+	size_t bytes;
+	int rc;
+
 	if (size > SIZE_MAX / 2)
 		return FQ_ENOMEM;
 	bytes = SHM_BLK_HDR + (size ? size : 1);
-	if (mag_alloc(n, bytes, kind, map, blk))
-		return 0;
 	for (;;) {
-		pthread_mutex_lock(&n->alloc_lock);
-		shm_fault("alloc");
-		rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
-		if (rc == 0) {
-			shm_map_ref(m); /* before the header is written: see blk_account */
-			blk_account(n, m,
-			            m->dedicated ? m->size - SHM_HDR_BYTES : block_bytes(n, cls));
-			blk_header(m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
-		}
-		pthread_mutex_unlock(&n->alloc_lock);
+		rc = alloc_once(n, kind, bytes, map, blk);
 		if (rc != FQ_ENOMEM)
 			break;
 		if (deadline == -2)
@@ -853,15 +865,9 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 		shm_flush_frees(); /* our own returns may be what is missing */
 		usleep(200);       /* at the limit: wait for blocks to come back */
 	}
-	if (rc != 0) {
-		if (rc == FQ_ENOMEM)
-			FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes,
-			          n->limit);
-		return rc;
-	}
-	*map = m;
-	*blk = b;
-	return 0;
+	if (rc == FQ_ENOMEM)
+		FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes, n->limit);
+	return rc;
 }
 
 int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub)
@@ -1094,10 +1100,11 @@ static void ref_adopted_done(shm_ref *r)
 }
 
 /*
- * Put an own data block that never left this process (a part that went inline, a message
- * never sent) back into this thread's magazine of its class, with the map reference the
- * message held: no lock, no locked instruction, and the header line stays in this cache.
- * Only while the magazine is below its last refill (taken > 0). False: the caller frees it
+ * Put an own data block that this process holds alone (no stub out: a part that went inline,
+ * a received inline part, a message never sent, or one that came back) into this thread's
+ * magazine of its class, with the map reference the message held: no lock, no locked
+ * instruction, and the header line stays in this cache. Only while that magazine is below its
+ * last refill (taken > 0), so it never holds more than a refill. False: the caller frees it
  * the usual way.
  */
 static bool mag_free(shm_map *m, shm_blk *b)
@@ -1228,11 +1235,29 @@ static void private_free(void *data, void *hint)
 	free(data);
 }
 
-int shm_msg_private(fq_transport *t, const void *src, size_t size, fq_msg **out)
+int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out)
 {
-	void *data = malloc(size != 0 ? size : 1);
+	shm_node *n = shm_node_of(t);
+	size_t cap = (size + n->align - 1) & ~(n->align - 1);
+	shm_map *map;
+	shm_blk *blk;
+	void *data;
 	int rc;
 
+	if (size <= SHM_INL_MAX &&
+	    alloc_once(n, SHM_BLK_DATA, SHM_BLK_HDR + (size ? size : 1), &map, &blk) == 0) {
+		data = (char *)blk + SHM_BLK_HDR;
+		if (size != 0)
+			memcpy(data, src, size);
+		rc = shm_msg_new(t, map, map, blk, data, size, out);
+		if (rc != 0) {
+			shm_blk_release(map, blk);
+			shm_map_unref(map);
+		}
+		return rc;
+	}
+	/* At the segment limit (or closing): private memory, aligned alike. */
+	data = aligned_alloc(n->align, cap != 0 ? cap : n->align);
 	if (data == NULL)
 		return FQ_ENOMEM;
 	if (size != 0)

@@ -375,12 +375,12 @@ static uint32_t ring_cap_for(int64_t hwm)
 	return cap;
 }
 
-/* Bytes of the inline area of a ring of `cap` entries: 64 per entry, 4 KiB to 1 MiB. */
+/* Bytes of the inline area of a ring of `cap` entries: 64 per entry, at most 1 MiB. */
 static uint64_t ring_icap_for(uint32_t cap)
 {
 	uint64_t icap = (uint64_t)cap * 64;
 
-	return icap < 4096 ? 4096 : icap > (1u << 20) ? (1u << 20) : icap;
+	return icap < SHM_INL_AREA_MIN ? SHM_INL_AREA_MIN : icap > (1u << 20) ? (1u << 20) : icap;
 }
 
 static int ring_create(fq_socket *s, shm_map **out)
@@ -522,9 +522,17 @@ static int conn_drain_ctl(shm_conn *c)
 				}
 			}
 		}
-		if ((size_t)got < offsetof(ctl_msg, text) || m.magic != CTL_MAGIC ||
-		    m.version != SHM_VERSION || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-		    m.len > CTL_TEXT || (size_t)got != offsetof(ctl_msg, text) + m.len) {
+		if ((size_t)got >= offsetof(ctl_msg, text) && m.magic == CTL_MAGIC &&
+		    m.version != SHM_VERSION) {
+			FQI_WARN(
+			    SUBSYS,
+			    "peer pid %d speaks shmem protocol version %u, this process %u (mixed "
+			    "fabriq versions); dropping it",
+			    (int)c->peer_pid, m.version, SHM_VERSION);
+			rc = FQ_EPROTO;
+		} else if ((size_t)got < offsetof(ctl_msg, text) || m.magic != CTL_MAGIC ||
+		           (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || m.len > CTL_TEXT ||
+		           (size_t)got != offsetof(ctl_msg, text) + m.len) {
 			FQI_WARN(SUBSYS,
 			         "peer pid %d sent a malformed control message (%zd bytes); "
 			         "dropping it",
@@ -637,22 +645,38 @@ static int conn_send_hello(shm_conn *c)
 	return ctl_send(c->fd, &m, ctl_len(&m), fds, 3);
 }
 
-/* Does a peer's ring have a layout we can use (entries and inline area inside the map)? */
-static bool ring_valid(const shm_map *map)
-{
-	const shm_ring *r = map->base;
-	uint64_t ents = sizeof(shm_ring) + (uint64_t)r->cap * sizeof(shm_ent);
+/* A ring's fixed layout, read once: the peer can write the shared copy at any time. */
+typedef struct ring_layout {
+	uint32_t cap;
+	uint64_t ioff, icap;
+} ring_layout;
 
-	return map->size >= sizeof(shm_ring) && r->magic == SHM_RING_MAGIC && r->cap != 0 &&
-	       (r->cap & (r->cap - 1)) == 0 && ents <= map->size && r->ioff >= ents &&
-	       r->ioff <= map->size && r->icap >= SHM_INL_MAX && (r->icap & (r->icap - 1)) == 0 &&
-	       r->icap <= map->size - r->ioff;
+/* Does a peer's ring have a layout we can use (entries and inline area inside the map)? */
+static bool ring_valid(const shm_map *map, ring_layout *out)
+{
+	const volatile shm_ring *r = map->base;
+	ring_layout l;
+	uint64_t ents;
+
+	if (map->size < sizeof(shm_ring) || r->magic != SHM_RING_MAGIC)
+		return false;
+	l.cap = r->cap;
+	l.ioff = r->ioff;
+	l.icap = r->icap;
+	ents = sizeof(shm_ring) + (uint64_t)l.cap * sizeof(shm_ent);
+	if (l.cap == 0 || (l.cap & (l.cap - 1)) != 0 || ents > map->size || l.ioff < ents ||
+	    l.ioff > map->size || l.icap < SHM_INL_AREA_MIN || (l.icap & (l.icap - 1)) != 0 ||
+	    l.icap > map->size - l.ioff)
+		return false;
+	*out = l;
+	return true;
 }
 
 static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int nfds)
 {
 	shm_map *ring = NULL;
 	int64_t snd_hwm = atomic_load(&c->ss->s->opt[FQI_SO_SND_HWM]);
+	ring_layout l;
 	int rc;
 
 	if (c->state != CONN_HANDSHAKE || nfds != 3) {
@@ -671,7 +695,7 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 		return FQ_EMISMATCH;
 	}
 	rc = shm_map_peer(fds[0], &ring);
-	if (rc != 0 || !ring_valid(ring)) {
+	if (rc != 0 || !ring_valid(ring, &l)) {
 		if (ring != NULL)
 			shm_map_unref(ring);
 		else
@@ -689,9 +713,9 @@ static int conn_handle_hello(shm_conn *c, const ctl_msg *m, const int *fds, int 
 	fcntl(c->peer_efd_out, F_SETFL, O_NONBLOCK);
 	c->peer_node = m->node_id;
 	c->peer_type = m->sock_type;
-	c->out_cap = c->out->cap;
-	c->out_icap = c->out->icap;
-	c->out_idata = (char *)c->out + c->out->ioff;
+	c->out_cap = l.cap;
+	c->out_icap = l.icap;
+	c->out_idata = (char *)c->out + l.ioff;
 	c->out_limit = c->out_cap;
 	if (c->out->hwm != 0 && snd_hwm != 0 &&
 	    (uint64_t)c->out->hwm + (uint64_t)snd_hwm < c->out_limit)
@@ -1595,7 +1619,7 @@ static bool plan_inline(shm_sock *ss, shm_conn *c, fq_msg *m, uint64_t *ipos, ou
 	const shm_ref *r = ((shm_msg *)m)->ref;
 	uint64_t icap = c->out_icap, need = inl_round(m->size), p = *ipos;
 
-	if (m->size > ss->st->inline_max || need > icap / 4 ||
+	if (ss->st->inline_max == 0 || m->size > ss->st->inline_max || need > icap / 4 ||
 	    (r->dmap != NULL && r->dmap->kind == SHM_SEG_REGION))
 		return false;
 	if ((p & (icap - 1)) + need > icap)
@@ -2066,7 +2090,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 			         (int)c->peer_pid);
 			goto bad_release; /* bad_at 0: nothing was taken off the ring */
 		}
-		if (shm_msg_private(ss->s->t, c->in_idata + at, e.size, &msgs[i]) != 0) {
+		if (shm_msg_copy_in(ss->s->t, c->in_idata + at, e.size, &msgs[i]) != 0) {
 			for (size_t k = 0; k < i; k++) {
 				fq_msg_free(msgs[k]);
 				msgs[k] = NULL;
@@ -2083,11 +2107,20 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		uint64_t w;
 
 		bad_at = i;
-		bytes += e.size; /* taken off the ring, delivered or not: the producer counts it */
-		if (e.seg == SHM_SEG_INLINE) {
-			if (max_size != 0 && e.size > max_size)
+		if (msgs[i] != NULL) {
+			/* Inline, as the first pass saw it (the peer may have rewritten the entry
+			 * since): its size is the copy's. */
+			bytes += msgs[i]->size;
+			if (max_size != 0 && msgs[i]->size > max_size)
 				too_big = true;
 			continue;
+		}
+		bytes += e.size; /* taken off the ring, delivered or not: the producer counts it */
+		if (e.seg == SHM_SEG_INLINE) {
+			FQI_WARN(SUBSYS,
+			         "peer pid %d rewrote a published entry; dropping the connection",
+			         (int)c->peer_pid);
+			goto bad_release;
 		}
 		map = conn_in_map(c, e.seg);
 		dmap = conn_in_map(c, e.dseg);
@@ -2258,6 +2291,8 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				} else {
 					got = pop_vector(ss, c, p->msgs, want, &total);
 					if (got > 0) {
+						p->n = (size_t)got; /* the peer may have changed the
+						                     * count since we read it */
 						p->bytes = total;
 						*vec = p;
 					} else {
