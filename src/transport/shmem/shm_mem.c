@@ -383,6 +383,18 @@ static shm_map *seg_of(shm_node *n, const shm_blk *b)
 /* Put a block that came back on its free list (or keep it while stubs point at it). */
 static void blk_returned(shm_node *n, shm_map *m, shm_blk *b);
 
+/*
+ * Change a block's local reference count (alloc_lock held, so no locked instruction): atomic
+ * loads and stores because mag_free reads it without the lock.
+ */
+static uint32_t local_refs_add(shm_blk *b, int d)
+{
+	uint32_t v = __atomic_load_n(&b->local_refs, __ATOMIC_RELAXED) + (uint32_t)d;
+
+	__atomic_store_n(&b->local_refs, v, __ATOMIC_RELEASE);
+	return v;
+}
+
 static void blk_to_list(shm_node *n, shm_map *m, shm_blk *b)
 {
 	atomic_store_explicit(&b->word, SHM_WORD(SHM_FREE, 0), memory_order_relaxed);
@@ -421,7 +433,7 @@ static void blk_returned(shm_node *n, shm_map *m, shm_blk *b)
 		if (tm != NULL) {
 			shm_blk *target = (shm_blk *)((char *)tm->base + (t & ((1ULL << 48) - 1)));
 
-			if (--target->local_refs == 0)
+			if (local_refs_add(target, -1) == 0)
 				blk_to_list(n, tm, target);
 		}
 		return;
@@ -431,7 +443,7 @@ static void blk_returned(shm_node *n, shm_map *m, shm_blk *b)
 		blk_to_list(n, m, b);
 		return;
 	default:
-		if (--b->local_refs == 0)
+		if (local_refs_add(b, -1) == 0)
 			blk_to_list(n, m, b);
 		return;
 	}
@@ -879,7 +891,7 @@ int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, sh
 	(*stub)->a = ((uint64_t)tmap->idx << 48) | (uint64_t)((char *)target - (char *)tmap->base);
 	pthread_mutex_lock(&n->alloc_lock);
 	shm_fault("refcount");
-	target->local_refs++;
+	local_refs_add(target, 1);
 	pthread_mutex_unlock(&n->alloc_lock);
 	return 0;
 }
