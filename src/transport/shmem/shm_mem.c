@@ -1204,21 +1204,25 @@ void shm_msg_forget(fq_msg *msg)
 /* The node of a transport instance (defined in shmem.c). */
 shm_node *shm_node_of(fq_transport *t);
 
-static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+/* A message over a data block just allocated (given back if the wrapper fails). */
+static int msg_of_block(fq_transport *t, shm_map *map, shm_blk *blk, size_t size, fq_msg **out)
 {
-	shm_node *n = shm_node_of(t);
-	shm_map *map;
-	shm_blk *blk;
-	int rc = shm_alloc(n, SHM_BLK_DATA, size, &map, &blk);
+	int rc = shm_msg_new(t, map, map, blk, (char *)blk + SHM_BLK_HDR, size, out);
 
-	if (rc != 0)
-		return rc;
-	rc = shm_msg_new(t, map, map, blk, (char *)blk + SHM_BLK_HDR, size, out);
 	if (rc != 0) {
 		shm_blk_release(map, blk);
 		shm_map_unref(map);
 	}
 	return rc;
+}
+
+static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+{
+	shm_map *map;
+	shm_blk *blk;
+	int rc = shm_alloc(shm_node_of(t), SHM_BLK_DATA, size, &map, &blk);
+
+	return rc != 0 ? rc : msg_of_block(t, map, blk, size, out);
 }
 
 /*
@@ -1258,15 +1262,9 @@ int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out)
 
 	if (size <= SHM_INL_MAX &&
 	    alloc_once(n, SHM_BLK_DATA, SHM_BLK_HDR + (size ? size : 1), &map, &blk) == 0) {
-		data = (char *)blk + SHM_BLK_HDR;
 		if (size != 0)
-			memcpy(data, src, size);
-		rc = shm_msg_new(t, map, map, blk, data, size, out);
-		if (rc != 0) {
-			shm_blk_release(map, blk);
-			shm_map_unref(map);
-		}
-		return rc;
+			memcpy((char *)blk + SHM_BLK_HDR, src, size);
+		return msg_of_block(t, map, blk, size, out);
 	}
 	/* At the segment limit (or closing): private memory, aligned alike. */
 	data = aligned_alloc(n->align, cap != 0 ? cap : n->align);
