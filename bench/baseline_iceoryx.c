@@ -743,9 +743,9 @@ static int idle_check(iox_sub_t end, bool *ended, uint64_t *sent, uint64_t *dead
 
 static int sender(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size * a->parts);
+	fqb_deadline dl;
 	const size_t size = a->size, parts = a->parts;
-	uint64_t i, end_ns = 0;
+	uint64_t i;
 	iox_pub_t data, end;
 	double cpu0;
 	iside s;
@@ -757,10 +757,9 @@ static int sender(const fqb_role_args *a)
 	if (wait_connected(&s, a->timeout_ms) != 0)
 		goto fail;
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		for (size_t j = 0; j < parts; j++) {
 			char *p = loan(data, size);

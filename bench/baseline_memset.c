@@ -11,8 +11,8 @@
 
 int fqb_memset_role(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size);
-	uint64_t i, t0, t1, end_ns = 0;
+	fqb_deadline dl;
+	uint64_t i, t0, t1;
 	char *buf;
 	double cpu0;
 
@@ -29,10 +29,9 @@ int fqb_memset_role(const fqb_role_args *a)
 	__asm__ __volatile__("" : : "r"(buf) : "memory");
 	cpu0 = fqb_cpu_seconds();
 	t0 = fqb_now_ns();
-	if (a->count == 0)
-		end_ns = t0 + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		memset(buf, (int)(unsigned char)(i + 1), a->size);
 		__asm__ __volatile__("" : : "r"(buf) : "memory");

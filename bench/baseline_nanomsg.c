@@ -260,12 +260,12 @@ static int recv_message(int s, void **body, const fqb_role_args *a)
 static int sender(const fqb_role_args *a)
 {
 	const bool zero_copy = a->parts == 1 && a->size >= FQB_NN_ZERO_COPY_MIN;
-	const uint64_t mask = fqb_clock_mask(a->size * a->parts);
+	fqb_deadline dl;
 	const size_t head = a->parts == 1 ? 0 : vec_head_bytes(a->parts);
 	struct nn_iovec *iov = NULL;
 	struct nn_msghdr hdr = {0};
 	char *buf = NULL;
-	uint64_t i, end_ns = 0;
+	uint64_t i;
 	double cpu0;
 	int s;
 
@@ -293,12 +293,11 @@ static int sender(const fqb_role_args *a)
 	if (s < 0)
 		goto fail_open;
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
 		int rc;
 
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		if (zero_copy) {
 			void *chunk = nn_allocmsg(a->size, 0);

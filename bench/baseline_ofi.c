@@ -650,8 +650,8 @@ static int tsender_step(tsender *t)
 
 static int thr_sender(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size);
-	uint64_t i, end_ns = 0;
+	fqb_deadline dl;
+	uint64_t i;
 	setup_slot peer;
 	bool inject;
 	double cpu0;
@@ -685,13 +685,12 @@ static int thr_sender(const fqb_role_args *a)
 	t->credits = peer.credits;
 	t->s.steady = true;
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
 		size_t slot = i % t->window;
 		char *p = t->tx.buf + slot * t->stride;
 
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		/* One credit for this message, and one kept for the end marker. */
 		while (t->busy[slot] || t->credits < 2) {
@@ -1099,8 +1098,8 @@ static int rsender_step(rsender *r)
 
 static int read_sender(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size);
-	uint64_t i, end_ns = 0;
+	fqb_deadline dl;
+	uint64_t i;
 	double cpu0;
 	int rc = FQB_EXIT_FAILURE;
 	rsender *r = calloc(1, sizeof(*r));
@@ -1124,13 +1123,12 @@ static int read_sender(const fqb_role_args *a)
 		goto out;
 	r->s.steady = true;
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
 		size_t slot = i % r->window;
 		ctrl_msg m = {.type = CTRL_RTS, .slot = (uint32_t)slot, .seq = i, .len = a->size};
 
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		while (r->busy[slot]) {
 			if (rsender_step(r) != 0)

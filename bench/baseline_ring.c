@@ -419,9 +419,9 @@ static int push_marker(prod *p, const fqb_role_args *a, uint64_t seq)
 
 static int sender(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size * a->parts);
+	fqb_deadline dl;
 	const uint64_t size = a->size, parts = a->parts;
-	uint64_t i, end_ns = 0;
+	uint64_t i;
 	double cpu0;
 	rside s;
 	prod p;
@@ -442,10 +442,9 @@ static int sender(const fqb_role_args *a)
 			buf[0] = buf[size - 1] = 0x5a;
 	}
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		if (prod_wait(&p, parts, a->timeout_ms) != 0) {
 			fqb_report_error("ring: the receiver stopped taking messages");

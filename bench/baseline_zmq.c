@@ -90,9 +90,9 @@ fail:
 static int sender(const fqb_role_args *a)
 {
 	const bool zero_copy = a->size >= FQB_ZMQ_ZERO_COPY_MIN;
-	const uint64_t mask = fqb_clock_mask(a->size * a->parts);
+	fqb_deadline dl;
 	char *buf = NULL;
-	uint64_t i, end_ns = 0;
+	uint64_t i;
 	double cpu0;
 	zside z;
 
@@ -108,10 +108,9 @@ static int sender(const fqb_role_args *a)
 		memset(buf, 0x5a, a->size);
 	}
 	cpu0 = fqb_cpu_seconds();
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if (a->count == 0 && (i & mask) == 0 && fqb_now_ns() >= end_ns)
+		if (fqb_deadline_passed(&dl, i))
 			break;
 		for (size_t j = 0; j < a->parts; j++) {
 			int more = j + 1 < a->parts ? ZMQ_SNDMORE : 0;

@@ -144,14 +144,37 @@ int fqb_role_parse(const char *text, fqb_role *out)
 	return -1;
 }
 
-uint64_t fqb_clock_mask(size_t bytes_per_message)
-{
-	uint64_t n = (16u << 20) / (bytes_per_message ? bytes_per_message : 1);
-	uint64_t p = 1;
+#define DEADLINE_FAST_NS  250000u  /* looks closer than this: look half as often */
+#define DEADLINE_SLOW_NS  2000000u /* looks further apart than this: twice as often */
+#define DEADLINE_STEP_MAX 65536u
+#define COUNTED_STEP      1024u /* a count-bound run: how often fqb_deadline_check is called */
 
-	while (p * 2 <= n && p < 4096)
-		p *= 2;
-	return p - 1;
+void fqb_deadline_start(fqb_deadline *d, const fqb_role_args *a)
+{
+	d->counted = a->count > 0;
+	d->step = d->counted ? COUNTED_STEP : 1;
+	d->last_ns = fqb_now_ns();
+	d->end_ns = d->last_ns + (uint64_t)(a->duration * 1e9);
+	d->next = 0;
+}
+
+bool fqb_deadline_check(fqb_deadline *d, uint64_t i)
+{
+	uint64_t now, dt;
+
+	d->next = i + d->step;
+	if (d->counted)
+		return false;
+	now = fqb_now_ns();
+	if (now >= d->end_ns)
+		return true;
+	dt = now - d->last_ns;
+	d->last_ns = now;
+	if (dt < DEADLINE_FAST_NS && d->step < DEADLINE_STEP_MAX)
+		d->step *= 2;
+	else if (dt > DEADLINE_SLOW_NS && d->step > 1)
+		d->step /= 2;
+	return false;
 }
 
 /* ---- Latency samples -------------------------------------------------------------------- */

@@ -90,10 +90,28 @@ static inline size_t fqb_marker_size(size_t size)
 }
 
 /*
- * How many messages a duration-bound sender sends between two clock reads: about 16 MiB worth,
- * a power of two minus one, so the check is one AND per message.
+ * The end of a sender's run. A count-bound run (count > 0) never reads the clock; a
+ * duration-bound one reads it every `step` messages, with step doubled while two reads come
+ * less than 0.25 ms apart and halved while they come more than 2 ms apart. So the clock costs
+ * a compare per message whatever a message costs (a zero-copy 16 MiB message takes as long
+ * as a 64 B one), and a run ends at most a few ms late.
  */
-uint64_t fqb_clock_mask(size_t bytes_per_message);
+typedef struct fqb_deadline {
+	uint64_t next; /* message index of the next look (the caller compares with it) */
+	uint64_t step, end_ns, last_ns;
+	bool counted;
+} fqb_deadline;
+
+void fqb_deadline_start(fqb_deadline *d, const fqb_role_args *a);
+
+/* The slow half of fqb_deadline_passed: true once the duration is over. */
+bool fqb_deadline_check(fqb_deadline *d, uint64_t i);
+
+/* Call before message i: true when the run is over (then send no more). */
+static inline bool fqb_deadline_passed(fqb_deadline *d, uint64_t i)
+{
+	return i >= d->next && fqb_deadline_check(d, i);
+}
 
 /*
  * What a sender writes into the payload of message `i` before sending it: its first and last

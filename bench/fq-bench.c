@@ -683,10 +683,10 @@ static int send_marker(fside *f, const fqb_role_args *a)
 
 static int fq_sender(const fqb_role_args *a)
 {
-	const uint64_t mask = fqb_clock_mask(a->size * a->parts);
 	const size_t size = a->size, parts = a->parts;
 	fq_msg *v[FQB_MAX_PARTS];
-	uint64_t i, end_ns = 0;
+	fqb_deadline dl;
+	uint64_t i;
 	char *buf = NULL;
 	double cpu0;
 	mr_probe mr = {0};
@@ -707,11 +707,10 @@ static int fq_sender(const fqb_role_args *a)
 	}
 	cpu0 = fqb_cpu_seconds();
 	mr_probe_start(&mr, f.t);
-	if (a->count == 0)
-		end_ns = fqb_now_ns() + (uint64_t)(a->duration * 1e9);
+	fqb_deadline_start(&dl, a);
 	for (i = 0; a->count == 0 || i < a->count; i++) {
-		if ((i & mask) == 0) {
-			if (a->count == 0 && fqb_now_ns() >= end_ns)
+		if (i >= dl.next) {
+			if (fqb_deadline_check(&dl, i))
 				break;
 			mr_probe_tick(&mr, a, i);
 		}
