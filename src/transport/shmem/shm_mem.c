@@ -83,9 +83,12 @@ static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
 
 static void batches_thread_exit(void);
 
+static _Thread_local bool exit_hooked; /* wrap_key is set for this thread */
+
 static void wrap_thread_exit(void *arg)
 {
 	FQI_UNUSED(arg);
+	exit_hooked = false; /* what the flushes below leave hooks itself again */
 	while (wrap_count > 0)
 		free(wrap_cache[--wrap_count]);
 	batches_thread_exit();
@@ -98,12 +101,25 @@ static void wrap_key_init(void)
 	pthread_key_create(&wrap_key, wrap_thread_exit);
 }
 
+/*
+ * Have wrap_thread_exit run when this thread exits: it gives back what the thread keeps
+ * (wrappers, magazines, batches, spare map references). Once per thread: a magazine of
+ * large blocks is refilled for every message.
+ */
+static void thread_exit_hook(void)
+{
+	if (FQI_LIKELY(exit_hooked))
+		return;
+	pthread_once(&wrap_once, wrap_key_init);
+	pthread_setspecific(wrap_key, (void *)1);
+	exit_hooked = true;
+}
+
 static shm_msg *wrap_get(void)
 {
 	if (FQI_LIKELY(wrap_count > 0))
 		return wrap_cache[--wrap_count];
-	pthread_once(&wrap_once, wrap_key_init);
-	pthread_setspecific(wrap_key, (void *)1); /* run the destructor at thread exit */
+	thread_exit_hook();
 	return malloc(sizeof(shm_msg));
 }
 
@@ -223,8 +239,7 @@ static void map_unref_spare(shm_map *m)
 {
 	if (m != spare_map) {
 		shm_spares_flush();
-		pthread_once(&wrap_once, wrap_key_init);
-		pthread_setspecific(wrap_key, (void *)1); /* given back at thread exit */
+		thread_exit_hook();
 		spare_map = m;
 	}
 	if (++spare_refs > 256) {
@@ -804,8 +819,7 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 			g = victim ? victim : &mags[mag_clock++ % SHM_MAG_SLOTS];
 			mag_flush(g);
 		}
-		pthread_once(&wrap_once, wrap_key_init);
-		pthread_setspecific(wrap_key, (void *)1); /* flushed at thread exit */
+		thread_exit_hook();
 		pthread_mutex_lock(&n->alloc_lock);
 		if (!atomic_load(&n->closed))
 			mag_refill_locked(n, g, cls, bytes);
@@ -1026,8 +1040,7 @@ static thread_batches *batches_get(void)
 	if (tb == NULL)
 		return NULL;
 	atomic_flag_clear(&tb->busy);
-	pthread_once(&wrap_once, wrap_key_init);
-	pthread_setspecific(wrap_key, (void *)1); /* the destructor flushes at thread exit */
+	thread_exit_hook();
 	pthread_mutex_lock(&batches_lock);
 	tb->next = all_batches;
 	if (all_batches != NULL)
