@@ -75,11 +75,16 @@ typedef struct shm_blk {
 	_Atomic uint64_t word; /* holder: SHM_WORD(state, pid) */
 	uint64_t next;         /* free-stack link (offset of the next block, 0 = end) */
 	uint32_t magic;
-	uint16_t kind, cls;  /* SHM_BLK_*; size class (owner) */
-	uint64_t a;          /* DATA: capacity; STUB: target (seg << 48 | off); REGION: region */
-	uint64_t b;          /* REGION: offset in the region */
-	uint64_t c;          /* REGION: size */
-	uint64_t d;          /* REGION: hint */
+	uint16_t kind, cls; /* SHM_BLK_*; size class (owner) */
+	uint64_t a;         /* DATA: capacity; STUB: target (seg << 48 | off); REGION: region */
+	/*
+	 * REGION: offset in the region, size, hint. DATA and STUB on a stack of returned blocks:
+	 * offsets of the blocks 2, 3 and 4 steps further down the stack, as the returner
+	 * expects them: the collector prefetches those headers instead of finding each one
+	 * only when it reads the previous one's link. Never trusted: a wrong or stale hint
+	 * costs a useless prefetch.
+	 */
+	uint64_t b, c, d;
 	uint32_t local_refs; /* owner-private: stubs out + 1 while the owner holds the block */
 	uint32_t pad;
 } shm_blk;

@@ -464,6 +464,33 @@ static void blk_returned(shm_node *n, shm_map *m, shm_blk *b)
 	}
 }
 
+/* Are b, c, d of a returned block prefetch hints (see shm_blk)? */
+static bool blk_hinted(const shm_blk *b)
+{
+	return b->kind != SHM_BLK_REGION;
+}
+
+static void prefetch_at(const shm_map *m, uint64_t off)
+{
+	if (off >= SHM_HDR_BYTES && off <= m->size - SHM_BLK_HDR)
+		shm_prefetch_write((char *)m->base + off);
+}
+
+/*
+ * The collector is at b, whose successor on the stack is at next: ask for the headers of the
+ * next few blocks now, so that their transfers from the core that returned them overlap
+ * instead of coming one after the other as the chain is followed.
+ */
+static void prefetch_hinted(const shm_map *m, const shm_blk *b, uint64_t next)
+{
+	prefetch_at(m, next);
+	if (!blk_hinted(b))
+		return;
+	prefetch_at(m, b->b);
+	prefetch_at(m, b->c);
+	prefetch_at(m, b->d);
+}
+
 /*
  * Pop the returned blocks of own segments; alloc_lock held. With want < SHM_CLASSES, stop
  * after the first segment that gave back a block of that class (an allocation's look: one
@@ -512,6 +539,7 @@ static void collect_some(shm_node *n, unsigned want)
 			}
 			b = (shm_blk *)((char *)m->base + off);
 			off = b->next;
+			prefetch_hinted(m, b, off);
 			w = atomic_load_explicit(&b->word, memory_order_acquire);
 			if (b->magic != SHM_BLK_MAGIC || SHM_WORD_STATE(w) != SHM_FREEING ||
 			    !atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0)))
@@ -926,6 +954,30 @@ static void push_chain(shm_map *m, shm_blk *first, shm_blk *last)
 }
 
 /*
+ * Large blocks go back one by one. This thread's last pushes of such blocks onto one
+ * segment's stack, latest first: while the owner has not taken them, they are what lies
+ * below the next one, so they are its hints.
+ */
+static _Thread_local shm_map *pushed_map;
+static _Thread_local uint64_t pushed[4];
+
+static void push_one(shm_map *m, shm_blk *b)
+{
+	if (pushed_map != m) {
+		memset(pushed, 0, sizeof(pushed));
+		pushed_map = m; /* only compared: a stale pointer costs stale hints */
+	}
+	if (blk_hinted(b)) {
+		b->b = pushed[1];
+		b->c = pushed[2];
+		b->d = pushed[3];
+	}
+	push_chain(m, b, b);
+	memmove(pushed + 1, pushed, sizeof(pushed) - sizeof(pushed[0]));
+	pushed[0] = (uint64_t)((char *)b - (char *)m->base);
+}
+
+/*
  * Small blocks of other owners go back in batches: one CAS on the owner's stack per batch
  * instead of one per message. A batch is pushed when it is full, when its thread is about
  * to sleep in a fabriq call, and when the thread exits. Blocks waiting in a batch are
@@ -1077,10 +1129,20 @@ static bool batch_add(shm_map *m, shm_blk *b)
 		fb->map = m;
 		fb->last = b;
 		b->next = 0;
+		if (blk_hinted(b))
+			b->b = b->c = b->d = 0;
 		if (tb->since_ms == 0)
 			tb->since_ms = fqi_clock_ms();
 	} else {
-		b->next = (uint64_t)((char *)fb->first - (char *)m->base);
+		const shm_blk *f = fb->first;
+
+		b->next = (uint64_t)((char *)f - (char *)m->base);
+		if (blk_hinted(b)) {
+			/* Further down this batch: what f said, one step on. */
+			b->b = f->next;
+			b->c = blk_hinted(f) ? f->b : 0;
+			b->d = blk_hinted(f) ? f->c : 0;
+		}
 	}
 	fb->first = b;
 	if (++fb->n >= SHM_BATCH)
@@ -1113,7 +1175,7 @@ void shm_blk_release(shm_map *m, shm_blk *b)
 	shm_fault("free");
 	if (m->dedicated || (b->kind == SHM_BLK_DATA && b->a > SHM_BATCH_MAX_BYTES) ||
 	    !batch_add(m, b))
-		push_chain(m, b, b);
+		push_one(m, b);
 }
 
 static void ref_adopted_done(shm_ref *r)
