@@ -268,12 +268,12 @@ typedef struct shm_node {
 	pthread_mutex_t alloc_lock;
 	shm_map **segs; /* own segments by index (NULL when retired) */
 	size_t nsegs, cap_segs;
-	size_t total;                    /* bytes of own segments */
-	shm_map *current;                /* pool segment being carved */
-	size_t collect_at;               /* where an allocation's look at the returns goes on */
-	shm_blk *free_cls[SHM_CLASSES];  /* private free lists, oldest first (linked through */
-	shm_blk *free_last[SHM_CLASSES]; /* blk->next): a block the other core touched last is
-	                                  * reused last, once its lines have cooled down */
+	size_t total;                   /* bytes of own segments */
+	shm_map *current;               /* pool segment being carved */
+	size_t collect_at;              /* where an allocation's look at the returns goes on */
+	shm_blk *free_cls[SHM_CLASSES]; /* private free lists, latest first (linked through
+	                                 * blk->next) */
+	uint32_t back_seg[SHM_CLASSES]; /* segment a block of the class last came back to */
 	_Atomic uint64_t outstanding_region_msgs;
 	_Atomic uint64_t mag_blocks; /* free blocks sitting in threads' magazines */
 	/* Statistics (fq-shmmon, tests). */

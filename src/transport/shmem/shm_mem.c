@@ -426,12 +426,11 @@ static void blk_to_list(shm_node *n, shm_map *m, shm_blk *b)
 		m->cached = true;
 		return;
 	}
-	b->next = 0;
-	if (n->free_cls[b->cls] == NULL)
-		n->free_cls[b->cls] = b;
-	else
-		n->free_last[b->cls]->next = (uint64_t)(uintptr_t)b;
-	n->free_last[b->cls] = b;
+	/* Latest first: the block that came back last is handed out first, while its lines
+	 * (those its sender wrote last) are still in a cache. */
+	b->next = (uint64_t)(uintptr_t)n->free_cls[b->cls];
+	n->free_cls[b->cls] = b;
+	n->back_seg[b->cls] = m->idx;
 }
 
 /* Region acknowledgements: implemented by shmem.c, called with alloc_lock held. */
@@ -491,6 +490,50 @@ static void prefetch_hinted(const shm_map *m, const shm_blk *b, uint64_t next)
 	prefetch_at(m, b->d);
 }
 
+/* Pop the returned blocks of own segment i; alloc_lock held. */
+static void collect_seg(shm_node *n, size_t i)
+{
+	shm_map *m = n->segs[i];
+	uint64_t off;
+
+	if (m == NULL || m->kind != SHM_SEG_POOL)
+		return;
+	off =
+	    atomic_exchange_explicit(&((shm_seg_hdr *)m->base)->free_head, 0, memory_order_acquire);
+	/* The chain is written by other processes: bounded, and every block must be FREEING
+	 * (which also refuses a block pushed twice). */
+	for (size_t steps = m->bump / SHM_CACHE_LINE + 1; off != 0; steps--) {
+		shm_blk *b;
+		uint64_t w;
+
+		if (steps == 0) {
+			FQI_ERROR(SUBSYS,
+			          "segment %zu: the stack of returned blocks loops; rest of it "
+			          "dropped",
+			          i);
+			break;
+		}
+		if (off < SHM_HDR_BYTES || off > m->size - SHM_BLK_HDR ||
+		    (off & (SHM_CACHE_LINE - 1)) != 0) {
+			FQI_ERROR(SUBSYS,
+			          "segment %zu: returned block at %llu is outside the segment; "
+			          "rest of the stack dropped",
+			          i, (unsigned long long)off);
+			break;
+		}
+		b = (shm_blk *)((char *)m->base + off);
+		off = b->next;
+		prefetch_hinted(m, b, off);
+		w = atomic_load_explicit(&b->word, memory_order_acquire);
+		if (b->magic != SHM_BLK_MAGIC || SHM_WORD_STATE(w) != SHM_FREEING ||
+		    !atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0)))
+			continue;
+		/* FREE from here on, also while stubs keep it (local_refs > 0): the reclaim
+		 * scan must never count this return twice. */
+		blk_returned(n, m, b);
+	}
+}
+
 /*
  * Pop the returned blocks of own segments; alloc_lock held. With want < SHM_CLASSES, stop
  * after the first segment that gave back a block of that class (an allocation's look: one
@@ -504,51 +547,34 @@ static void collect_some(shm_node *n, unsigned want)
 
 	for (size_t k = 0; k < nsegs; k++) {
 		size_t i = (start + k) % nsegs;
-		shm_map *m = n->segs[i];
-		uint64_t off;
 
 		if (want < SHM_CLASSES && n->free_cls[want] != NULL) {
 			n->collect_at = i;
 			return;
 		}
-
-		if (m == NULL || m->kind != SHM_SEG_POOL)
-			continue;
-		off = atomic_exchange_explicit(&((shm_seg_hdr *)m->base)->free_head, 0,
-		                               memory_order_acquire);
-		/* The chain is written by other processes: bounded, and every block must be
-		 * FREEING (which also refuses a block pushed twice). */
-		for (size_t steps = m->bump / SHM_CACHE_LINE + 1; off != 0; steps--) {
-			shm_blk *b;
-			uint64_t w;
-
-			if (steps == 0) {
-				FQI_ERROR(SUBSYS,
-				          "segment %zu: the stack of returned blocks loops; "
-				          "rest of it dropped",
-				          i);
-				break;
-			}
-			if (off < SHM_HDR_BYTES || off > m->size - SHM_BLK_HDR ||
-			    (off & (SHM_CACHE_LINE - 1)) != 0) {
-				FQI_ERROR(SUBSYS,
-				          "segment %zu: returned block at %llu is outside "
-				          "the segment; rest of the stack dropped",
-				          i, (unsigned long long)off);
-				break;
-			}
-			b = (shm_blk *)((char *)m->base + off);
-			off = b->next;
-			prefetch_hinted(m, b, off);
-			w = atomic_load_explicit(&b->word, memory_order_acquire);
-			if (b->magic != SHM_BLK_MAGIC || SHM_WORD_STATE(w) != SHM_FREEING ||
-			    !atomic_compare_exchange_strong(&b->word, &w, SHM_WORD(SHM_FREE, 0)))
-				continue;
-			/* FREE from here on, also while stubs keep it (local_refs > 0): the
-			 * reclaim scan must never count this return twice. */
-			blk_returned(n, m, b);
-		}
+		collect_seg(n, i);
 	}
+}
+
+/*
+ * Before an allocation of class cls takes the top of a non-empty free list: if the segment
+ * that a block of cls came back to last has new returns, take them first. Otherwise a free
+ * list that grew during a burst is worked through before any block that just came back, and
+ * a steady stream cycles through every block it ever had, each out of the caches: a sender
+ * that writes 64 KiB messages cycled through 60-80 blocks (5 MiB) instead of a handful.
+ * Only for blocks that go back in batches (the returner writes the line loaded here once
+ * per batch): blocks above SHM_BATCH_MAX_BYTES go back one by one, and a look per
+ * allocation cost 15 % of the 16 MiB message rate for little gain when every byte is
+ * written (two such blocks do not fit the caches anyway).
+ */
+static void collect_recent(shm_node *n, unsigned cls)
+{
+	uint32_t i = n->back_seg[cls];
+	shm_map *m = i < n->nsegs ? n->segs[i] : NULL;
+
+	if (m != NULL && m->kind == SHM_SEG_POOL &&
+	    atomic_load_explicit(&((shm_seg_hdr *)m->base)->free_head, memory_order_relaxed) != 0)
+		collect_seg(n, i);
 }
 
 static void collect_locked(shm_node *n)
@@ -702,6 +728,8 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
 		return FQ_ENOMEM;
 	if (n->free_cls[cls] == NULL)
 		collect_some(n, cls);
+	else if (cls <= shm_class_of(SHM_BLK_HDR + SHM_BATCH_MAX_BYTES))
+		collect_recent(n, cls);
 	if (n->free_cls[cls] != NULL) {
 		shm_blk *b = n->free_cls[cls];
 
