@@ -846,8 +846,9 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 		g->map[g->count] = m;
 		g->count++;
 	}
-	atomic_fetch_add(&n->mag_blocks, g->count);
-	atomic_fetch_sub(&n->mag_blocks, g->taken);
+	/* One locked instruction, not two (a magazine of large blocks is refilled for every
+	 * message); unsigned arithmetic wraps as the counter does. */
+	atomic_fetch_add(&n->mag_blocks, (uint64_t)g->count - g->taken);
 	g->taken = 0;
 	for (unsigned k = 1; k <= 4 && k <= g->count; k++)
 		shm_prefetch_write(g->blk[g->count - k]);
