@@ -111,8 +111,7 @@ static void thread_exit_hook(void)
 	if (FQI_LIKELY(exit_hooked))
 		return;
 	pthread_once(&wrap_once, wrap_key_init);
-	pthread_setspecific(wrap_key, (void *)1);
-	exit_hooked = true;
+	exit_hooked = pthread_setspecific(wrap_key, (void *)1) == 0; /* else: again next time */
 }
 
 static shm_msg *wrap_get(void)
@@ -562,10 +561,11 @@ static void collect_some(shm_node *n, unsigned want)
  * list that grew during a burst is worked through before any block that just came back, and
  * a steady stream cycles through every block it ever had, each out of the caches: a sender
  * that writes 64 KiB messages cycled through 60-80 blocks (5 MiB) instead of a handful.
- * Only for blocks that go back in batches (the returner writes the line loaded here once
- * per batch): blocks above SHM_BATCH_MAX_BYTES go back one by one, and a look per
- * allocation cost 15 % of the 16 MiB message rate for little gain when every byte is
- * written (two such blocks do not fit the caches anyway).
+ * Only for classes up to that of a SHM_BATCH_MAX_BYTES message (blocks of up to 80 KiB),
+ * whose blocks go back in batches (the returner writes the line loaded here once per batch;
+ * the few in the class with more than SHM_BATCH_MAX_BYTES go back alone). Larger blocks all
+ * go back one by one, and a look per allocation cost 15 % of the 16 MiB message rate for
+ * little gain when every byte is written (two such blocks do not fit the caches anyway).
  */
 static void collect_recent(shm_node *n, unsigned cls)
 {
@@ -846,9 +846,20 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 		g->map[g->count] = m;
 		g->count++;
 	}
+	/* The free list gave the latest block first; the magazine hands out from its end. */
+	for (unsigned i = 0, j = g->count; i + 1 < j; i++, j--) {
+		shm_blk *tb = g->blk[i];
+		shm_map *tm = g->map[i];
+
+		g->blk[i] = g->blk[j - 1];
+		g->map[i] = g->map[j - 1];
+		g->blk[j - 1] = tb;
+		g->map[j - 1] = tm;
+	}
 	/* One locked instruction, not two (a magazine of large blocks is refilled for every
 	 * message); unsigned arithmetic wraps as the counter does. */
-	atomic_fetch_add(&n->mag_blocks, (uint64_t)g->count - g->taken);
+	if (g->count != g->taken)
+		atomic_fetch_add(&n->mag_blocks, (uint64_t)g->count - g->taken);
 	g->taken = 0;
 	for (unsigned k = 1; k <= 4 && k <= g->count; k++)
 		shm_prefetch_write(g->blk[g->count - k]);
