@@ -145,14 +145,16 @@ int fqb_role_parse(const char *text, fqb_role *out)
 }
 
 #define DEADLINE_FAST_NS  250000u  /* looks closer than this: look half as often */
-#define DEADLINE_SLOW_NS  2000000u /* looks further apart than this: twice as often */
+#define DEADLINE_SLOW_NS  2000000u /* looks further apart than this: more often, to fit */
 #define DEADLINE_STEP_MAX 65536u
-#define COUNTED_STEP      1024u /* a count-bound run: how often fqb_deadline_check is called */
+#define COUNTED_STEP_MAX  1024u /* a count-bound run: how often fqb_deadline_check is called */
 
 void fqb_deadline_start(fqb_deadline *d, const fqb_role_args *a)
 {
 	d->counted = a->count > 0;
-	d->step = d->counted ? COUNTED_STEP : 1;
+	d->step = 1;
+	if (d->counted && a->count / 4 > 1)
+		d->step = a->count / 4 < COUNTED_STEP_MAX ? a->count / 4 : COUNTED_STEP_MAX;
 	d->last_ns = fqb_now_ns();
 	d->end_ns = d->last_ns + (uint64_t)(a->duration * 1e9);
 	d->next = 0;
@@ -173,7 +175,7 @@ bool fqb_deadline_check(fqb_deadline *d, uint64_t i)
 	if (dt < DEADLINE_FAST_NS && d->step < DEADLINE_STEP_MAX)
 		d->step *= 2;
 	else if (dt > DEADLINE_SLOW_NS && d->step > 1)
-		d->step /= 2;
+		d->step = d->step * DEADLINE_SLOW_NS / dt > 1 ? d->step * DEADLINE_SLOW_NS / dt : 1;
 	return false;
 }
 

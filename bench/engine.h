@@ -90,11 +90,13 @@ static inline size_t fqb_marker_size(size_t size)
 }
 
 /*
- * The end of a sender's run. A count-bound run (count > 0) never reads the clock; a
+ * The end of a sender's run. A count-bound run (count > 0) never reads the clock (it still
+ * stops at `next` every count/4 messages, at most 1024, for the caller's mid-run probes); a
  * duration-bound one reads it every `step` messages, with step doubled while two reads come
- * less than 0.25 ms apart and halved while they come more than 2 ms apart. So the clock costs
- * a compare per message whatever a message costs (a zero-copy 16 MiB message takes as long
- * as a 64 B one), and a run ends at most a few ms late.
+ * less than 0.25 ms apart and cut to fit 2 ms when they come further apart. So the clock
+ * costs a compare per message whatever a message costs (a zero-copy 16 MiB message takes as
+ * long as a 64 B one), and a run ends at most one step late: a few ms while the cost of a
+ * message stays the same, more if messages suddenly get much slower.
  */
 typedef struct fqb_deadline {
 	uint64_t next; /* message index of the next look (the caller compares with it) */
