@@ -83,7 +83,7 @@ static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
 
 static void batches_thread_exit(void);
 
-static _Thread_local bool exit_hooked; /* wrap_key is set for this thread */
+static _Thread_local FQI_TLS_FAST bool exit_hooked; /* wrap_key is set for this thread */
 
 static void wrap_thread_exit(void *arg)
 {
@@ -217,8 +217,8 @@ bool shm_register_user(shm_map *m)
  * refills use them first. They are real references (the map stays alive while they exist)
  * and go back when the thread moves to another segment, closes the node, or exits.
  */
-static _Thread_local shm_map *spare_map;
-static _Thread_local long spare_refs;
+static _Thread_local FQI_TLS_FAST shm_map *spare_map;
+static _Thread_local FQI_TLS_FAST long spare_refs;
 
 void shm_spares_flush(void)
 {
@@ -782,8 +782,22 @@ typedef struct magazine {
 	shm_map *map[SHM_MAG]; /* each holds a map reference */
 } magazine;
 
-static _Thread_local magazine mags[SHM_MAG_SLOTS];
-static _Thread_local unsigned mag_clock;
+/*
+ * The magazines are too large for the static TLS model of a shared library (whose room is
+ * small when the library is loaded with dlopen), so they are found through a static-model
+ * pointer: one look-up of the dynamic-model array per thread instead of a __tls_get_addr
+ * call at every allocation and free.
+ */
+static _Thread_local magazine mags_store[SHM_MAG_SLOTS];
+static _Thread_local FQI_TLS_FAST magazine *mags_ptr;
+static _Thread_local FQI_TLS_FAST unsigned mag_clock;
+
+static inline magazine *my_mags(void)
+{
+	if (FQI_UNLIKELY(mags_ptr == NULL))
+		mags_ptr = mags_store;
+	return mags_ptr;
+}
 
 static void mag_flush(magazine *g)
 {
@@ -819,6 +833,8 @@ static void mag_flush(magazine *g)
 
 void shm_flush_magazines(void)
 {
+	magazine *mags = my_mags();
+
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++)
 		mag_flush(&mags[i]);
 }
@@ -869,7 +885,7 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_blk **blk)
 {
 	unsigned cls = shm_class_of(bytes);
-	magazine *g = NULL, *victim = NULL;
+	magazine *mags = my_mags(), *g = NULL, *victim = NULL;
 
 	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES)
 		return false;
@@ -1237,13 +1253,14 @@ static void ref_adopted_done(shm_ref *r)
 static bool mag_free(shm_map *m, shm_blk *b)
 {
 	shm_node *n = m->node;
-	magazine *g = NULL;
+	magazine *mags, *g = NULL;
 
 	if (!m->own || m->dedicated || b->kind != SHM_BLK_DATA ||
 	    atomic_load_explicit(&n->closed, memory_order_relaxed) ||
 	    __atomic_load_n(&b->local_refs, __ATOMIC_ACQUIRE) != 1 || /* no stub is out */
 	    atomic_load_explicit(&b->word, memory_order_relaxed) != SHM_WORD(SHM_HELD, shm_self()))
 		return false;
+	mags = my_mags();
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
 		if (mags[i].node == n && mags[i].cls == b->cls) {
 			g = &mags[i];
@@ -1457,6 +1474,8 @@ void shm_node_stats(shm_node *n, shm_stats *st)
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
+		magazine *mags = my_mags();
+
 		/* This thread's hand-outs (other threads tell theirs at their next refill). */
 		if (mags[i].node == n && mags[i].taken != 0) {
 			atomic_fetch_sub(&n->mag_blocks, mags[i].taken);
