@@ -98,9 +98,10 @@ Test(shmem, reclaim_scans_every_block,
 	shm_blk *b;
 
 	/* The first allocation carves a magazine's worth of blocks; the last one goes out
-	 * first, so unused carved blocks lie before it in the segment. */
+	 * first, so unused carved blocks lie before it in the segment. (300 bytes: above the
+	 * small messages, which live in private memory.) */
 	for (int i = 0; i < 3; i++)
-		FQ_PASS(fq_msg_alloc(t, 100, &m[i]));
+		FQ_PASS(fq_msg_alloc(t, 300, &m[i]));
 	b = ((shm_msg *)m[1])->ref->blk;
 	atomic_store(&b->word, SHM_WORD(SHM_HELD, dead)); /* as if handed to a dead process */
 	shm_reclaim_pid(n, dead);
@@ -324,15 +325,15 @@ Test(shmem, pubsub_slow_and_fast,
 }
 
 /*
- * Did r arrive as an inline copy? The receiving transport never sends, so a block of its own
- * under a received message is the copy of an inline part; a block handed over lies in a
- * segment of the sender.
+ * Did r arrive as an inline copy? The receiving transport never sends, so a small message in
+ * private memory or a block of its own under a received message is the copy of an inline
+ * part; a block handed over lies in a segment of the sender.
  */
 static bool arrived_inline(fq_msg *r)
 {
 	const shm_ref *ref = ((shm_msg *)r)->ref;
 
-	return ref->map != NULL && ref->map->own;
+	return ref->small || (ref->map != NULL && ref->map->own);
 }
 
 /*

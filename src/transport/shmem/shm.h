@@ -38,6 +38,7 @@
 #define SHM_SEG_INLINE   UINT32_MAX /* ring entry whose part lies in the ring's inline area */
 #define SHM_INL_ALIGN    16u        /* inline parts start on multiples of this */
 #define SHM_INL_MAX      4096u      /* largest inline_max */
+#define SHM_SMALL_MAX    256u       /* largest message kept in private memory */
 #define SHM_INL_AREA_MIN 16384u     /* smallest inline area (of a ring of 256 entries) */
 
 /* Segment kinds. */
@@ -195,6 +196,7 @@ typedef struct shm_ref {
 	/* fq_msg_adopt: the user's buffer (copied into blk), given back when the copy goes. */
 	fqi_free_fn adopt_fn;
 	void *adopt_data, *adopt_hint;
+	bool small; /* host is a small message: its bytes follow it in private memory */
 } shm_ref;
 
 typedef struct shm_msg {
@@ -264,6 +266,7 @@ typedef struct shm_node {
 	char session[32];
 	int64_t alloc_timeout_ms;
 	bool prefault;
+	size_t small_below; /* shorter messages live in private memory (shm_mem.c); 0: none */
 	/* Allocator: only this process allocates from its segments. */
 	pthread_mutex_t alloc_lock;
 	shm_map **segs; /* own segments by index (NULL when retired) */
@@ -296,10 +299,12 @@ int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void
                 fq_msg **out);
 /*
  * A message of `size` (at most SHM_INL_MAX) bytes copied from `src` (an inline part that
- * arrived) into an own block, taken without waiting; at the segment limit into private memory
- * with the same alignment. Errors: FQ_ENOMEM.
+ * arrived): a small message if it is one, else into an own block taken without waiting, or
+ * at the segment limit into private memory with the same alignment. Errors: FQ_ENOMEM.
  */
 int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out);
+/* A message over a new data block of `size` bytes, even a small one. Errors: as shm_alloc. */
+int shm_msg_alloc_block(fq_transport *t, size_t size, fq_msg **out);
 /* Drop a wrapper whose block was handed on (the only wrapper of its block). */
 void shm_msg_forget(fq_msg *m);
 /*

@@ -130,6 +130,43 @@ static void wrap_put(shm_msg *m)
 		free(m);
 }
 
+/*
+ * Small messages (below n->small_below bytes: up to the inline_max) live in private memory.
+ * Their bytes travel inline, copied through the ring, so a block under them would cost an
+ * allocation and a free on each side for nothing. The bytes follow the wrapper in one piece
+ * of memory, on a cache line of their own; pieces are recycled per thread. A small message
+ * that cannot go inline (the area is full) is copied into a block by the send.
+ */
+typedef struct shm_small {
+	shm_msg msg;
+	_Alignas(SHM_CACHE_LINE) char data[SHM_SMALL_MAX];
+} shm_small;
+
+static _Thread_local fqi_tcache small_cache FQI_TLS_FAST;
+
+static void small_put(shm_msg *m)
+{
+	if (!fqi_tcache_put(&small_cache, m))
+		free(m);
+}
+
+/* A small message of `size` bytes (at most SHM_SMALL_MAX), bytes not set. */
+static int small_new(fq_transport *t, size_t size, fq_msg **out)
+{
+	shm_small *sm = fqi_tcache_get(&small_cache);
+
+	if (sm == NULL) {
+		sm = aligned_alloc(SHM_CACHE_LINE, sizeof(*sm));
+		if (sm == NULL)
+			return FQ_ENOMEM;
+	}
+	sm->msg.base = (fq_msg){.ops = &shm_msg_ops, .t = t, .data = sm->data, .size = size};
+	sm->msg.embedded = (shm_ref){.refs = 1, .host = &sm->msg, .small = true};
+	sm->msg.ref = &sm->msg.embedded;
+	*out = &sm->msg.base;
+	return 0;
+}
+
 /* ---- Maps ------------------------------------------------------------------------------- */
 
 void shm_map_ref(shm_map *m)
@@ -1310,6 +1347,7 @@ int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void
 	m->embedded.blk = blk;
 	m->embedded.host = m;
 	m->embedded.adopt_fn = NULL;
+	m->embedded.small = false;
 	m->ref = &m->embedded;
 	*out = &m->base;
 	return 0;
@@ -1348,13 +1386,20 @@ static int msg_of_block(fq_transport *t, shm_map *map, shm_blk *blk, size_t size
 	return rc;
 }
 
-static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+int shm_msg_alloc_block(fq_transport *t, size_t size, fq_msg **out)
 {
 	shm_map *map;
 	shm_blk *blk;
 	int rc = shm_alloc(shm_node_of(t), SHM_BLK_DATA, size, &map, &blk);
 
 	return rc != 0 ? rc : msg_of_block(t, map, blk, size, out);
+}
+
+static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
+{
+	if (size < shm_node_of(t)->small_below)
+		return small_new(t, size, out);
+	return shm_msg_alloc_block(t, size, out);
 }
 
 /*
@@ -1392,6 +1437,12 @@ int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out)
 	void *data;
 	int rc;
 
+	if (size < n->small_below) {
+		rc = small_new(t, size, out);
+		if (rc == 0 && size != 0)
+			memcpy((*out)->data, src, size);
+		return rc;
+	}
 	if (size <= SHM_INL_MAX &&
 	    alloc_once(n, SHM_BLK_DATA, SHM_BLK_HDR + (size ? size : 1), &map, &blk) == 0) {
 		if (size != 0)
@@ -1439,8 +1490,12 @@ static void msg_free(fq_msg *msg)
 	/* The last wrapper needs no locked instruction: nobody else can copy it any more. */
 	if (atomic_load_explicit(&r->refs, memory_order_acquire) == 1 ||
 	    atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
-		ref_release(r);
-		wrap_put(host);
+		if (r->small) {
+			small_put(host);
+		} else {
+			ref_release(r);
+			wrap_put(host);
+		}
 	}
 	if (host != m)
 		wrap_put(m);

@@ -1679,7 +1679,7 @@ static int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
 	}
 	/* Adopted user memory, or a shared block of another owner (or a shared region
 	 * message): one copy into an own block. */
-	rc = shm_msg_ops.alloc(m->t, m->size, &op->made);
+	rc = shm_msg_alloc_block(m->t, m->size, &op->made);
 	if (rc != 0)
 		return rc;
 	if (m->size != 0)
@@ -2984,6 +2984,11 @@ static int shm_init(fq_transport *t)
 	st->spin_us = t->opt[OPT_SPIN];
 	st->busy_poll = t->opt[OPT_BUSY_POLL] != 0;
 	st->inline_max = (size_t)t->opt[OPT_INLINE_MAX];
+	/* Small messages in private memory only where they go inline, and only as aligned as
+	 * the option asks (their bytes start on a cache line). */
+	if (st->inline_max != 0 && n->align <= SHM_CACHE_LINE)
+		n->small_below =
+		    (st->inline_max < SHM_SMALL_MAX ? st->inline_max : SHM_SMALL_MAX) + 1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->region_lock, NULL);
 	st->ep = epoll_create1(EPOLL_CLOEXEC);
