@@ -23,6 +23,8 @@
 #define FQI_UNLIKELY(x)  __builtin_expect(!!(x), 0)
 /* Thread-locals on the hot path: the static TLS model, fine for a few bytes in a .so. */
 #define FQI_TLS_FAST     __attribute__((tls_model("initial-exec")))
+/* A path kept out of line, so that its caller's fast path saves no registers for it. */
+#define FQI_NOINLINE     __attribute__((noinline))
 
 /* Invariant violations (never user or peer input) end the process with a message. */
 _Noreturn void fqi_panic(const char *file, int line, const char *what);

@@ -302,7 +302,7 @@ int fq_socket_endpoint(fq_socket *s, size_t i, char *buf, size_t len)
  * Messages of another transport cost one copy into this socket's transport. The originals
  * stay the caller's until the copies were sent.
  */
-static int send_foreign(fq_socket *s, fq_msg **parts, size_t n, int flags)
+FQI_NOINLINE static int send_foreign(fq_socket *s, fq_msg **parts, size_t n, int flags)
 {
 	fq_msg *buf[32];
 	fq_msg **local = n <= FQI_ARRAY_LEN(buf) / 2 ? buf : calloc(2 * n, sizeof(*local));

@@ -1861,6 +1861,17 @@ static int send_pub(shm_sock *ss, fq_msg **parts, size_t n)
 	return 0;
 }
 
+/*
+ * The peer k (at most npeers) places after `from` in the round-robin order; `from` may be
+ * past the end after a peer left. No division: it would cost more than the rest of a send.
+ */
+static inline size_t peer_at(const shm_sock *ss, size_t from, size_t k)
+{
+	size_t at = (from < ss->npeers ? from : 0) + k;
+
+	return at < ss->npeers ? at : at - ss->npeers;
+}
+
 /* Could a send of n parts go somewhere now? (REP: only to the requester; slock held) */
 static bool send_room(shm_sock *ss, size_t n, uint64_t bytes)
 {
@@ -1920,11 +1931,11 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				c = NULL;
 		} else {
 			for (size_t k = 0; k < ss->npeers; k++) {
-				shm_conn *cand = ss->peers[(ss->rr_send + k) % ss->npeers];
+				shm_conn *cand = ss->peers[peer_at(ss, ss->rr_send, k)];
 
 				if (conn_has_room(cand, n, bytes)) {
 					c = cand;
-					ss->rr_send = (ss->rr_send + k + 1) % ss->npeers;
+					ss->rr_send = peer_at(ss, ss->rr_send, k + 1);
 					break;
 				}
 			}
@@ -2070,8 +2081,9 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		goto bad;
 	if (n > max)
 		return FQ_EPARTS;
-	for (size_t i = 0; i < n; i++)
-		msgs[i] = NULL; /* the error paths free what was taken */
+	msgs[0] = NULL; /* the error paths free what was taken (one part: no memset call) */
+	for (size_t i = 1; i < n; i++)
+		msgs[i] = NULL;
 	/*
 	 * Inline parts first: copying them out can fail for want of memory, which leaves the
 	 * vector in the ring; no block has been taken over yet.
@@ -2258,7 +2270,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 		if (rc != 0)
 			break;
 		for (size_t k = 0; k < ss->npeers; k++) {
-			size_t at = (ss->rr_recv + k) % ss->npeers;
+			size_t at = peer_at(ss, ss->rr_recv, k);
 			shm_conn *c = ss->peers[at];
 			size_t total = 0;
 			long got;
@@ -2316,7 +2328,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				continue; /* that peer was dropped */
 			}
 			if (got > 0) {
-				ss->rr_recv = (at + 1) % ss->npeers;
+				ss->rr_recv = peer_at(ss, at, 1);
 				if (s->type == FQ_REP) {
 					ss->awaiting = true;
 					ss->turn_conn = c;
