@@ -918,11 +918,40 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 		shm_prefetch_write(g->blk[g->count - k]);
 }
 
+/*
+ * Refill g, this thread's empty magazine for (n, cls), or (g NULL) a free or the oldest
+ * slot. Returns the magazine, or NULL when nothing was to be had (then the caller takes the
+ * slow path, which waits at the limit). Out of line: mag_alloc's frame stays small.
+ */
+FQI_NOINLINE static magazine *mag_refill(shm_node *n, magazine *mags, magazine *g, unsigned cls,
+                                         size_t bytes)
+{
+	if (g == NULL) {
+		for (unsigned i = 0; i < SHM_MAG_SLOTS && g == NULL; i++) {
+			if (mags[i].count == 0)
+				g = &mags[i];
+		}
+		if (g == NULL)
+			g = &mags[mag_clock++ % SHM_MAG_SLOTS];
+		mag_flush(g);
+	}
+	thread_exit_hook();
+	pthread_mutex_lock(&n->alloc_lock);
+	if (!atomic_load(&n->closed))
+		mag_refill_locked(n, g, cls, bytes);
+	pthread_mutex_unlock(&n->alloc_lock);
+	if (g->count == 0) {
+		g->node = NULL;
+		return NULL;
+	}
+	return g;
+}
+
 /* A block from this thread's magazine, or false (then the caller takes the slow path). */
 static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_blk **blk)
 {
 	unsigned cls = shm_class_of(bytes);
-	magazine *mags = my_mags(), *g = NULL, *victim = NULL;
+	magazine *mags = my_mags(), *g = NULL;
 
 	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES)
 		return false;
@@ -932,23 +961,11 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 			g = &mags[i];
 			break;
 		}
-		if (mags[i].count == 0 && victim == NULL)
-			victim = &mags[i];
 	}
 	if (g == NULL || g->count == 0) {
-		if (g == NULL) {
-			g = victim ? victim : &mags[mag_clock++ % SHM_MAG_SLOTS];
-			mag_flush(g);
-		}
-		thread_exit_hook();
-		pthread_mutex_lock(&n->alloc_lock);
-		if (!atomic_load(&n->closed))
-			mag_refill_locked(n, g, cls, bytes);
-		pthread_mutex_unlock(&n->alloc_lock);
-		if (g->count == 0) {
-			g->node = NULL;
-			return false; /* the slow path waits at the limit */
-		}
+		g = mag_refill(n, mags, g, cls, bytes);
+		if (g == NULL)
+			return false;
 	}
 	g->count--;
 	g->taken++; /* no locked instruction here: it would wait for the header line */
@@ -966,16 +983,15 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	return true;
 }
 
-/* A block of `bytes` (header included) without waiting: FQ_ENOMEM at the limit. */
-static int alloc_once(shm_node *n, int kind, size_t bytes, shm_map **map, shm_blk **blk)
+/* alloc_once past the magazines: under the allocator's lock. */
+FQI_NOINLINE static int alloc_direct(shm_node *n, int kind, size_t bytes, shm_map **map,
+                                     shm_blk **blk)
 {
 	unsigned cls = 0;
 	shm_map *m = NULL;
 	shm_blk *b = NULL;
 	int rc;
 
-	if (mag_alloc(n, bytes, kind, map, blk))
-		return 0;
 	pthread_mutex_lock(&n->alloc_lock);
 	shm_fault("alloc");
 	rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
@@ -992,29 +1008,44 @@ static int alloc_once(shm_node *n, int kind, size_t bytes, shm_map **map, shm_bl
 	return rc;
 }
 
+/* A block of `bytes` (header included) without waiting: FQ_ENOMEM at the limit. */
+static int alloc_once(shm_node *n, int kind, size_t bytes, shm_map **map, shm_blk **blk)
+{
+	if (mag_alloc(n, bytes, kind, map, blk))
+		return 0;
+	return alloc_direct(n, kind, bytes, map, blk);
+}
+
+/* shm_alloc at the limit: wait up to alloc_timeout for blocks to come back. */
+FQI_NOINLINE static int alloc_wait(shm_node *n, int kind, size_t bytes, shm_map **map,
+                                   shm_blk **blk)
+{
+	int64_t deadline = fqi_deadline(n->alloc_timeout_ms);
+	int rc;
+
+	do {
+		if (fqi_deadline_remaining(deadline) == 0) {
+			FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes,
+			          n->limit);
+			return FQ_ENOMEM;
+		}
+		shm_flush_frees(); /* our own returns may be what is missing */
+		usleep(200);       /* at the limit: wait for blocks to come back */
+		rc = alloc_once(n, kind, bytes, map, blk);
+	} while (rc == FQ_ENOMEM);
+	return rc;
+}
+
 int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 {
-	int64_t deadline = -2; /* computed when the limit is first hit */
 	size_t bytes;
 	int rc;
 
 	if (size > SIZE_MAX / 2)
 		return FQ_ENOMEM;
 	bytes = SHM_BLK_HDR + (size ? size : 1);
-	for (;;) {
-		rc = alloc_once(n, kind, bytes, map, blk);
-		if (rc != FQ_ENOMEM)
-			break;
-		if (deadline == -2)
-			deadline = fqi_deadline(n->alloc_timeout_ms);
-		if (fqi_deadline_remaining(deadline) == 0)
-			break;
-		shm_flush_frees(); /* our own returns may be what is missing */
-		usleep(200);       /* at the limit: wait for blocks to come back */
-	}
-	if (rc == FQ_ENOMEM)
-		FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes, n->limit);
-	return rc;
+	rc = alloc_once(n, kind, bytes, map, blk);
+	return rc == FQ_ENOMEM ? alloc_wait(n, kind, bytes, map, blk) : rc;
 }
 
 int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub)

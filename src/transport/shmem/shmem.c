@@ -1471,18 +1471,14 @@ static int send_subs(shm_sock *ss, shm_conn *c)
 
 /* ---- Sending ------------------------------------------------------------------------------ */
 
-/* Index of `m` on connection c, announcing the segment first if needed. slock held. */
-static int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
+/* conn_seg_index for a segment other than the last one (out of line: see there). */
+FQI_NOINLINE static int conn_seg_lookup(shm_conn *c, shm_map *m, uint32_t *idx)
 {
 	uint64_t key = m->owner_id ^ ((uint64_t)m->idx * 0x9e3779b97f4a7c15ULL);
 	size_t mask, i;
 	ctl_msg msg;
 	int rc;
 
-	if (FQI_LIKELY(c->last_map == m)) {
-		*idx = c->last_idx;
-		return 0;
-	}
 	if (c->hash_cap != 0) {
 		mask = c->hash_cap - 1;
 		for (i = key & mask;; i = (i + 1) & mask) {
@@ -1549,6 +1545,20 @@ static int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
 	c->out_hash[i].conn_idx = (uint32_t)++c->n_out;
 	*idx = (uint32_t)(c->n_out - 1);
 	return 0;
+}
+
+/*
+ * Index of `m` on connection c, announcing the segment first if needed. slock held. The
+ * usual case (the segment of the last part) is inline: the look-up's frame (a control
+ * message) cost more than the rest of it at every part.
+ */
+static inline int conn_seg_index(shm_conn *c, shm_map *m, uint32_t *idx)
+{
+	if (FQI_LIKELY(c->last_map == m)) {
+		*idx = c->last_idx;
+		return 0;
+	}
+	return conn_seg_lookup(c, m, idx);
 }
 
 /* Entries free on c's ring for n parts and `bytes` (checks hwm and byte limits). */
