@@ -813,6 +813,7 @@ static int alloc_locked(shm_node *n, size_t bytes, shm_map **mo, shm_blk **bo, u
  */
 #define SHM_MAG       32
 #define SHM_MAG_SLOTS 4
+#define SHM_MAG_BYTES (256 * 1024) /* bytes of blocks a refill takes at most */
 
 typedef struct magazine {
 	shm_node *node;
@@ -884,7 +885,7 @@ static void mag_refill_locked(shm_node *n, magazine *g, unsigned cls, size_t byt
 {
 	/* Large blocks come a few at a time: a block that just came back is still in the
 	 * cache, and a sender that writes every byte should get that one again. */
-	size_t want = (256 * 1024) / block_bytes(n, cls);
+	size_t want = SHM_MAG_BYTES / block_bytes(n, cls);
 
 	want = want < 1 ? 1 : want > SHM_MAG ? SHM_MAG : want;
 	g->node = n;
@@ -962,7 +963,12 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	unsigned cls = shm_class_of(bytes);
 	magazine *mags = my_mags(), *g = NULL;
 
-	if (bytes > n->seg_size / 2 || cls >= SHM_CLASSES)
+	/*
+	 * Blocks above half the refill budget would come one per refill: a magazine would only
+	 * add its bookkeeping (two locked instructions on n->mag_blocks per message) to the
+	 * allocation under the lock that it cannot save.
+	 */
+	if (bytes > SHM_MAG_BYTES / 2 || cls >= SHM_CLASSES)
 		return false;
 	shm_fault("alloc");
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
@@ -1005,7 +1011,7 @@ FQI_NOINLINE static int alloc_direct(shm_node *n, int kind, size_t bytes, shm_ma
 	shm_fault("alloc");
 	rc = atomic_load(&n->closed) ? FQ_ECLOSED : alloc_locked(n, bytes, &m, &b, &cls);
 	if (rc == 0) {
-		shm_map_ref(m); /* before the header is written: see blk_account */
+		map_ref_spare(m); /* before the header is written: see blk_account */
 		blk_account(n, m, m->dedicated ? m->size - SHM_HDR_BYTES : block_bytes(n, cls));
 		blk_header(m, b, cls, (uint16_t)kind, bytes - SHM_BLK_HDR);
 	}
