@@ -1644,28 +1644,13 @@ static bool plan_inline(shm_sock *ss, shm_conn *c, fq_msg *m, uint64_t *ipos, ou
 	return true;
 }
 
-/*
- * Decide how part m travels: as itself (the only wrapper of its block), as a stub of an own
- * block shared with others, or as a copy of a foreign shared block.
- */
-static int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
+/* prepare_part for a part that cannot go as itself (out of line: see plan_parts). */
+FQI_NOINLINE static int prepare_shared(shm_sock *ss, fq_msg *m, out_part *op)
 {
-	shm_msg *sm = (shm_msg *)m;
-	shm_ref *r = sm->ref;
+	shm_ref *r = ((shm_msg *)m)->ref;
 	shm_node *n = ss->st->node;
 	int rc;
 
-	op->made = NULL;
-	op->inl = false;
-	op->size = m->size;
-	if (r->blk != NULL && exclusive &&
-	    atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
-		op->map = r->map;
-		op->dmap = r->dmap;
-		op->blk = r->blk;
-		op->doff = (uint64_t)((char *)m->data - (char *)r->dmap->base);
-		return 0;
-	}
 	if (r->blk != NULL && r->map->own && r->map->node == n && r->blk->kind == SHM_BLK_DATA) {
 		shm_map *smap;
 		shm_blk *stub;
@@ -1702,6 +1687,28 @@ static int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
 	return 0;
 }
 
+/*
+ * Decide how part m travels: as itself (the only wrapper of its block), as a stub of an own
+ * block shared with others, or as a copy of a foreign shared block.
+ */
+static inline int prepare_part(shm_sock *ss, fq_msg *m, bool exclusive, out_part *op)
+{
+	shm_ref *r = ((shm_msg *)m)->ref;
+
+	op->made = NULL;
+	op->inl = false;
+	op->size = m->size;
+	if (r->blk != NULL && exclusive &&
+	    atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
+		op->map = r->map;
+		op->dmap = r->dmap;
+		op->blk = r->blk;
+		op->doff = (uint64_t)((char *)m->data - (char *)r->dmap->base);
+		return 0;
+	}
+	return prepare_shared(ss, m, op);
+}
+
 static void unprepare(out_part *ops, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -1710,9 +1717,12 @@ static void unprepare(out_part *ops, size_t n)
 	}
 }
 
-/* Prepare the n parts of a send to c: inline where they may, else prepare_part. */
-static int plan_parts(shm_sock *ss, shm_conn *c, fq_msg **parts, size_t n, bool exclusive,
-                      out_part *ops)
+/*
+ * Prepare the n parts of a send to c: inline where they may, else prepare_part. Inline, as
+ * publish: called for every message, their frames cost more than their work at one part.
+ */
+static inline int plan_parts(shm_sock *ss, shm_conn *c, fq_msg **parts, size_t n, bool exclusive,
+                             out_part *ops)
 {
 	uint64_t ipos = c->out_ihead;
 
@@ -1731,7 +1741,7 @@ static int plan_parts(shm_sock *ss, shm_conn *c, fq_msg **parts, size_t n, bool 
 }
 
 /* Publish prepared parts on c (room checked, slock held). */
-static int publish(shm_conn *c, out_part *ops, size_t n)
+static inline int publish(shm_conn *c, out_part *ops, size_t n)
 {
 	shm_ring *r = c->out;
 	uint64_t head = c->out_head, ihead = c->out_ihead;
