@@ -2084,7 +2084,7 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 	uint64_t bytes = 0, max_size = (uint64_t)atomic_load(&ss->s->opt[FQI_SO_MAX_MSG_SIZE]);
 	uint64_t itail = 0; /* end of the last inline part taken, 0: none */
 	pid_t me = shm_self();
-	size_t n, bad_at = 0;
+	size_t n, bad_at = 0, n_inl = 0;
 	bool lost = false, too_big = false;
 	long rc;
 
@@ -2130,8 +2130,14 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 			return FQ_ENOMEM;
 		}
 		itail = e.doff + inl_round(e.size);
+		/* Counted as the copy is (the peer may rewrite the entry after this pass). */
+		bytes += e.size;
+		if (max_size != 0 && e.size > max_size)
+			too_big = true;
+		n_inl++;
 	}
-	for (size_t i = 0; i < n; i++) {
+	/* Then the blocks (none in a vector of small parts: no second look at the entries). */
+	for (size_t i = 0; i < n && n_inl < n; i++) {
 		shm_ent e = r->ent[(tail + i) & (c->in_cap - 1)];
 		uint64_t off = e.blk & ((1ULL << 48) - 1);
 		shm_map *map, *dmap;
@@ -2139,15 +2145,9 @@ static long pop_vector(shm_sock *ss, shm_conn *c, fq_msg **msgs, size_t max, siz
 		uint64_t w;
 
 		bad_at = i;
-		if (msgs[i] != NULL) {
-			/* Inline, as the first pass saw it (the peer may have rewritten the entry
-			 * since): its size is the copy's. */
-			bytes += msgs[i]->size;
-			if (max_size != 0 && msgs[i]->size > max_size)
-				too_big = true;
-			continue;
-		}
-		bytes += e.size; /* taken off the ring, delivered or not: the producer counts it */
+		if (msgs[i] != NULL)
+			continue; /* inline, counted by the first pass */
+		bytes += e.size;  /* taken off the ring, delivered or not: the producer counts it */
 		if (e.seg == SHM_SEG_INLINE) {
 			FQI_WARN(SUBSYS,
 			         "peer pid %d rewrote a published entry; dropping the connection",
