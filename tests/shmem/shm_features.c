@@ -426,8 +426,9 @@ Test(shmem, inline_small_parts,
 
 	/*
 	 * PUB to two subscribers that do not read yet, one with a small ring: the fast one
-	 * gets every part inline, the small one the first ones inline, then by block (a stub),
-	 * then none (PUB drops for a subscriber without room).
+	 * gets every part inline, the small one the first ones inline, then by block (a copy:
+	 * the parts are small messages in private memory), then none (PUB drops for a
+	 * subscriber without room).
 	 */
 	a = fqt_socket(ts, FQ_PUB);
 	b = fqt_socket(tr, FQ_SUB);
@@ -478,6 +479,79 @@ Test(shmem, inline_small_parts,
 	fq_transport_close(t0);
 	fq_transport_close(tr);
 	fq_transport_close(ts);
+}
+
+/* Blocks of one class held to fill a segment, given back by a thread a little later. */
+struct held_blocks {
+	shm_map *map[8192];
+	shm_blk *blk[8192];
+	size_t n;
+};
+
+static void *give_back_later(void *arg)
+{
+	struct held_blocks *h = arg;
+
+	usleep(50 * 1000);
+	for (size_t i = 0; i < h->n; i++) {
+		shm_blk_release(h->map[i], h->blk[i]);
+		shm_map_unref(h->map[i]);
+	}
+	return NULL;
+}
+
+Test(shmem, small_message_by_block_at_limit,
+     .description = "a small message that has to go by block at segment_limit: FQ_ENOMEM at "
+                    "once with FQ_DONTWAIT (still the caller's), sent when memory comes back "
+                    "otherwise")
+{
+	fq_transport *ts = open_shmem("segment_size=1M,segment_limit=1M,alloc_timeout=-1");
+	fq_transport *tr = open_shmem(NULL);
+	struct held_blocks *h = calloc(1, sizeof(*h));
+	fq_msg *m = NULL, *r = NULL;
+	fq_socket *a, *b;
+	pthread_t th;
+	uint32_t sent = 0;
+	int rc = 0;
+
+	cr_assert(h != NULL);
+	cross_pair(ts, tr, FQ_PUSH, FQ_PULL, 100, &a, &b);
+	/* Nobody reads: 300 parts of 120 bytes fill the inline area (256 fit), the rest go by
+	 * block (copies: the parts are small messages in private memory). */
+	for (; sent < 300; sent++) {
+		m = fqt_msg_pattern(ts, 120, sent);
+		FQ_PASS(fq_send(a, &m, 0));
+	}
+	/* Hold every other block of the copies' class that the segment can give. */
+	while (h->n < FQI_ARRAY_LEN(h->blk) && shm_alloc_nowait(shm_node_of(ts), SHM_BLK_DATA, 120,
+	                                                        &h->map[h->n], &h->blk[h->n]) == 0)
+		h->n++;
+	cr_assert(h->n > 0 && h->n < FQI_ARRAY_LEN(h->blk), "%zu blocks held", h->n);
+	/* A small message still allocates (private memory), but cannot go now; with
+	 * alloc_timeout=-1 a send that waited for memory would never come back. */
+	m = fqt_msg_pattern(ts, 120, sent);
+	FQ_FAIL(fq_send(a, &m, FQ_DONTWAIT), FQ_ENOMEM);
+	cr_assert(m != NULL, "a failed send took the message");
+	fqt_msg_check(m, 120, sent);
+	/* Memory comes back while a blocking send waits for it (with the socket unlocked). */
+	rc = pthread_create(&th, NULL, give_back_later, h);
+	cr_assert(rc == 0);
+	FQ_PASS(fq_send(a, &m, 0));
+	cr_assert(m == NULL);
+	sent++;
+	pthread_join(th, NULL);
+	for (uint32_t i = 0; i < sent; i++) {
+		FQ_PASS(fqt_recv(b, &r, 0));
+		fqt_msg_check(r, 120, i);
+		fq_msg_free(r);
+	}
+	FQ_FAIL(fqt_recv(b, &r, FQ_DONTWAIT), FQ_EAGAIN);
+	free(h);
+	fqt_close(a);
+	fqt_close(b);
+	expect_all_back(ts);
+	fq_transport_close(ts);
+	fq_transport_close(tr);
 }
 
 Test(shmem, alignment, .description = "message data is aligned as configured")

@@ -294,6 +294,9 @@ void shm_node_mem_fini(shm_node *n);
  * reference. Waits up to alloc_timeout at the segment limit, then FQ_ENOMEM.
  */
 int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
+/* shm_alloc without waiting: FQ_ENOMEM at the limit at once (for callers that hold a socket
+ * lock, which the I/O thread and the reclaim of a dead peer's blocks may need). */
+int shm_alloc_nowait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
 /* A message over a held block (takes the map references; dmap may equal map). */
 int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
                 fq_msg **out);
@@ -303,13 +306,15 @@ int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void
  * at the segment limit into private memory with the same alignment. Errors: FQ_ENOMEM.
  */
 int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out);
-/* A message over a new data block of `size` bytes, even a small one. Errors: as shm_alloc. */
+/* A message over a new data block of `size` bytes, even a small one, taken without waiting.
+ * Errors: FQ_ENOMEM (at the limit), FQ_ECLOSED. */
 int shm_msg_alloc_block(fq_transport *t, size_t size, fq_msg **out);
 /* Drop a wrapper whose block was handed on (the only wrapper of its block). */
 void shm_msg_forget(fq_msg *m);
 /*
  * A stub: a small own block that stands for one more reference to own block `target`, so
- * that one block can be held by several processes at once (each holds its own stub).
+ * that one block can be held by several processes at once (each holds its own stub). Taken
+ * without waiting (FQ_ENOMEM at the limit).
  */
 int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub);
 /* Give up a block we hold (holder word is ours): to the owner's free stack or our lists. */

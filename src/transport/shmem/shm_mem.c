@@ -1063,9 +1063,16 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
 	return rc == FQ_ENOMEM ? alloc_wait(n, kind, bytes, map, blk) : rc;
 }
 
+int shm_alloc_nowait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+{
+	if (size > SIZE_MAX / 2)
+		return FQ_ENOMEM;
+	return alloc_once(n, kind, SHM_BLK_HDR + (size ? size : 1), map, blk);
+}
+
 int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub)
 {
-	int rc = shm_alloc(n, SHM_BLK_STUB, 0, map, stub);
+	int rc = shm_alloc_nowait(n, SHM_BLK_STUB, 0, map, stub);
 
 	if (rc != 0)
 		return rc;
@@ -1432,20 +1439,28 @@ static int msg_of_block(fq_transport *t, shm_map *map, shm_blk *blk, size_t size
 	return rc;
 }
 
-int shm_msg_alloc_block(fq_transport *t, size_t size, fq_msg **out)
+/* A message over a new data block; at the limit, waits up to alloc_timeout if `wait`. */
+static int msg_block(fq_transport *t, size_t size, bool wait, fq_msg **out)
 {
+	shm_node *n = shm_node_of(t);
 	shm_map *map;
 	shm_blk *blk;
-	int rc = shm_alloc(shm_node_of(t), SHM_BLK_DATA, size, &map, &blk);
+	int rc = wait ? shm_alloc(n, SHM_BLK_DATA, size, &map, &blk)
+	              : shm_alloc_nowait(n, SHM_BLK_DATA, size, &map, &blk);
 
 	return rc != 0 ? rc : msg_of_block(t, map, blk, size, out);
+}
+
+int shm_msg_alloc_block(fq_transport *t, size_t size, fq_msg **out)
+{
+	return msg_block(t, size, false, out);
 }
 
 static int msg_alloc(fq_transport *t, size_t size, fq_msg **out)
 {
 	if (size < shm_node_of(t)->small_below)
 		return small_new(t, size, out);
-	return shm_msg_alloc_block(t, size, out);
+	return msg_block(t, size, true, out);
 }
 
 /*

@@ -1904,10 +1904,28 @@ static bool send_room(shm_sock *ss, size_t n, uint64_t bytes)
 	return false;
 }
 
+/*
+ * A send found no memory for the copy or stub a part needs (at segment_limit): wait a little
+ * with the socket lock released, as an allocation waits, and say whether to try again (false
+ * once alloc_timeout has passed since the first miss, *deadline -2 before it). slock held.
+ */
+static bool wait_memory(shm_sock *ss, int64_t *deadline)
+{
+	if (*deadline == -2)
+		*deadline = fqi_deadline(ss->st->node->alloc_timeout_ms);
+	if (fqi_deadline_remaining(*deadline) == 0)
+		return false;
+	shm_lock_give(&ss->slock);
+	shm_flush_frees(); /* our own returns may be what is missing */
+	usleep(200);
+	shm_lock_take(&ss->slock);
+	return true;
+}
+
 static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 {
 	shm_sock *ss = ss_of(s);
-	int64_t deadline = -2;
+	int64_t deadline = -2, mem_deadline = -2;
 	uint64_t bytes = 0;
 	int64_t spin_until = 0;
 	int rc;
@@ -1986,6 +2004,9 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			}
 			if (ops != stack_ops)
 				free(ops);
+			if (rc == FQ_ENOMEM && !(flags & FQ_DONTWAIT) &&
+			    wait_memory(ss, &mem_deadline))
+				continue;
 			if (rc != 0 && rc != FQ_ENOMEM) {
 				/* The announcement failed: the peer is going away. Try again. */
 				atomic_store(&c->broken, true);
