@@ -554,6 +554,43 @@ Test(shmem, small_message_by_block_at_limit,
 	fq_transport_close(tr);
 }
 
+struct freeing {
+	fq_msg *msgs[200];
+	size_t n;
+};
+
+static void *free_all(void *arg)
+{
+	struct freeing *f = arg;
+
+	for (size_t i = 0; i < f->n; i++)
+		fq_msg_free(f->msgs[i]);
+	f->n = 0;
+	return NULL;
+}
+
+Test(shmem, freed_on_another_thread,
+     .description = "messages and copies freed by a thread that never allocates, and then "
+                    "exits: every block comes back (LeakSanitizer checks what the thread kept)")
+{
+	fq_transport *t = open_shmem(NULL);
+	struct freeing f = {.n = 0};
+	pthread_t th;
+
+	for (uint32_t i = 0; i < 50; i++) {
+		size_t size = i % 2 ? 100 : 100 * KiB; /* small messages and blocks */
+
+		f.msgs[f.n] = fqt_msg_pattern(t, size, i);
+		FQ_PASS(fq_msg_copy(f.msgs[f.n], &f.msgs[f.n + 1]));
+		f.n += 2;
+	}
+	cr_assert(pthread_create(&th, NULL, free_all, &f) == 0);
+	pthread_join(th, NULL);
+	cr_assert(f.n == 0);
+	expect_all_back(t);
+	fq_transport_close(t);
+}
+
 Test(shmem, alignment, .description = "message data is aligned as configured")
 {
 	static const size_t sizes[] = {0, 1, 63, 64, 65, 1000, 5000, 100000, 3 * MiB};

@@ -124,10 +124,12 @@ static shm_msg *wrap_get(void)
 
 static void wrap_put(shm_msg *m)
 {
-	if (FQI_LIKELY(wrap_count < WRAP_CACHE))
+	if (FQI_LIKELY(wrap_count < WRAP_CACHE)) {
+		thread_exit_hook(); /* a thread that only frees keeps wrappers too */
 		wrap_cache[wrap_count++] = m;
-	else
+	} else {
 		free(m);
+	}
 }
 
 /*
