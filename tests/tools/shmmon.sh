@@ -92,8 +92,9 @@ done
 # ---- A sender that holds a message ----
 
 # A bound PUSH without peers has allocated its message in shared memory and holds it while
-# it waits for a puller.
-start hold "$FQ_CAT" --push --transport shmem --bind "$(url hold)" --data held
+# it waits for a puller (inline_max=0: a message this small would live in private memory).
+start hold "$FQ_CAT" --push --transport shmem --transport-options inline_max=0 \
+	--bind "$(url hold)" --data held
 # shellcheck disable=SC2154 # PID_hold is set by start
 await hold_json '
 tpid = int(sys.argv[2])
