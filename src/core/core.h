@@ -185,13 +185,17 @@ void fqi_parts_release(fq_parts *p);
  * fqi_tcache_get gives a record or NULL (then malloc one); fqi_tcache_put keeps one, or
  * returns false when the cache is full (then free it). Everything kept is freed when the
  * thread exits. Records must come from malloc.
+ *
+ * The slots are allocated when the cache is first armed: a library with static-model
+ * thread-locals has its whole thread-local block in the static TLS room, of which little
+ * (about 1 KiB) is left for a library loaded with dlopen, so thread-locals stay small.
  */
 #define FQI_TCACHE_MAX 64
 typedef struct fqi_tcache {
 	unsigned n;
-	bool armed; /* listed for the thread-exit free */
+	bool armed; /* listed for the thread-exit free, slots allocated */
 	struct fqi_tcache *next;
-	void *free[FQI_TCACHE_MAX];
+	void **free; /* FQI_TCACHE_MAX slots once armed */
 } fqi_tcache;
 
 bool fqi_tcache_arm(fqi_tcache *c);
@@ -203,9 +207,9 @@ static inline void *fqi_tcache_get(fqi_tcache *c)
 
 static inline bool fqi_tcache_put(fqi_tcache *c, void *rec)
 {
-	if (FQI_UNLIKELY(c->n >= FQI_TCACHE_MAX))
-		return false;
 	if (FQI_UNLIKELY(!c->armed) && !fqi_tcache_arm(c))
+		return false;
+	if (FQI_UNLIKELY(c->n >= FQI_TCACHE_MAX))
 		return false;
 	c->free[c->n++] = rec;
 	return true;

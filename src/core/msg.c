@@ -194,9 +194,12 @@ static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 /* At thread exit: free what every cache of the thread keeps (its list of armed caches). */
 static void tcache_drain(void *head)
 {
-	for (fqi_tcache *c = head; c != NULL; c = c->next) {
+	for (fqi_tcache *c = head, *next; c != NULL; c = next) {
+		next = c->next;
 		while (c->n > 0)
 			free(c->free[--c->n]);
+		free(c->free);
+		c->free = NULL;
 		c->armed = false;
 	}
 }
@@ -208,10 +211,18 @@ static void tcache_init(void)
 
 bool fqi_tcache_arm(fqi_tcache *c)
 {
+	void **slots = malloc(FQI_TCACHE_MAX * sizeof(*slots));
+
+	if (slots == NULL)
+		return false;
 	pthread_once(&tcache_once, tcache_init);
 	c->next = pthread_getspecific(tcache_key);
-	if (pthread_setspecific(tcache_key, c) != 0)
+	if (pthread_setspecific(tcache_key, c) != 0) {
+		free(slots);
 		return false; /* not listed for the exit: keep nothing */
+	}
+	c->free = slots;
+	c->n = 0;
 	c->armed = true;
 	return true;
 }

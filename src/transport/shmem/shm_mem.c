@@ -72,16 +72,14 @@ void shm_self_atfork(void)
 	pthread_atfork(NULL, NULL, self_forget);
 }
 
-/* ---- Wrapper cache: message wrappers are recycled per thread --------------------------- */
+/* ---- Per-thread state: message wrappers are recycled per thread ------------------------ */
 
-#define WRAP_CACHE 64
-
-static _Thread_local FQI_TLS_FAST shm_msg *wrap_cache[WRAP_CACHE];
-static _Thread_local FQI_TLS_FAST unsigned wrap_count;
+static _Thread_local fqi_tcache wrap_cache FQI_TLS_FAST; /* freed by the core at exit */
 static pthread_key_t wrap_key;
 static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
 
 static void batches_thread_exit(void);
+static void mags_thread_exit(void);
 
 static _Thread_local FQI_TLS_FAST bool exit_hooked; /* wrap_key is set for this thread */
 
@@ -89,10 +87,8 @@ static void wrap_thread_exit(void *arg)
 {
 	FQI_UNUSED(arg);
 	exit_hooked = false; /* what the flushes below leave hooks itself again */
-	while (wrap_count > 0)
-		free(wrap_cache[--wrap_count]);
 	batches_thread_exit();
-	shm_flush_magazines();
+	mags_thread_exit();
 	shm_spares_flush();
 }
 
@@ -116,20 +112,18 @@ static void thread_exit_hook(void)
 
 static shm_msg *wrap_get(void)
 {
-	if (FQI_LIKELY(wrap_count > 0))
-		return wrap_cache[--wrap_count];
+	shm_msg *m = fqi_tcache_get(&wrap_cache);
+
+	if (FQI_LIKELY(m != NULL))
+		return m;
 	thread_exit_hook();
 	return malloc(sizeof(shm_msg));
 }
 
 static void wrap_put(shm_msg *m)
 {
-	if (FQI_LIKELY(wrap_count < WRAP_CACHE)) {
-		thread_exit_hook(); /* a thread that only frees keeps wrappers too */
-		wrap_cache[wrap_count++] = m;
-	} else {
+	if (!fqi_tcache_put(&wrap_cache, m))
 		free(m);
-	}
 }
 
 /*
@@ -826,19 +820,20 @@ typedef struct magazine {
 } magazine;
 
 /*
- * The magazines are too large for the static TLS model of a shared library (whose room is
- * small when the library is loaded with dlopen), so they are found through a static-model
- * pointer: one look-up of the dynamic-model array per thread instead of a __tls_get_addr
- * call at every allocation and free.
+ * The magazines (2 KiB a thread) live on the heap, found through a static-model pointer: a
+ * thread-local array would be part of the library's thread-local block, which must fit the
+ * little static TLS room left for a library loaded with dlopen. NULL when the thread has
+ * none and could not get them (then every allocation takes the lock).
  */
-static _Thread_local magazine mags_store[SHM_MAG_SLOTS];
 static _Thread_local FQI_TLS_FAST magazine *mags_ptr;
 static _Thread_local FQI_TLS_FAST unsigned mag_clock;
 
 static inline magazine *my_mags(void)
 {
-	if (FQI_UNLIKELY(mags_ptr == NULL))
-		mags_ptr = mags_store;
+	if (FQI_UNLIKELY(mags_ptr == NULL)) {
+		mags_ptr = calloc(SHM_MAG_SLOTS, sizeof(magazine));
+		thread_exit_hook(); /* frees them */
+	}
 	return mags_ptr;
 }
 
@@ -876,10 +871,17 @@ static void mag_flush(magazine *g)
 
 void shm_flush_magazines(void)
 {
-	magazine *mags = my_mags();
+	magazine *mags = mags_ptr;
 
-	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++)
+	for (unsigned i = 0; mags != NULL && i < SHM_MAG_SLOTS; i++)
 		mag_flush(&mags[i]);
+}
+
+static void mags_thread_exit(void)
+{
+	shm_flush_magazines();
+	free(mags_ptr);
+	mags_ptr = NULL;
 }
 
 /* Refill g for (n, cls) with blocks of `bytes`; alloc_lock held. */
@@ -970,7 +972,7 @@ static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_bl
 	 * add its bookkeeping (two locked instructions on n->mag_blocks per message) to the
 	 * allocation under the lock that it cannot save.
 	 */
-	if (bytes > SHM_MAG_BYTES / 2 || cls >= SHM_CLASSES)
+	if (bytes > SHM_MAG_BYTES / 2 || cls >= SHM_CLASSES || FQI_UNLIKELY(mags == NULL))
 		return false;
 	shm_fault("alloc");
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
@@ -1352,8 +1354,8 @@ static bool mag_free(shm_map *m, shm_blk *b)
 	    __atomic_load_n(&b->local_refs, __ATOMIC_ACQUIRE) != 1 || /* no stub is out */
 	    atomic_load_explicit(&b->word, memory_order_relaxed) != SHM_WORD(SHM_HELD, shm_self()))
 		return false;
-	mags = my_mags();
-	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
+	mags = mags_ptr; /* none yet: nothing to put it in */
+	for (unsigned i = 0; mags != NULL && i < SHM_MAG_SLOTS; i++) {
 		if (mags[i].node == n && mags[i].cls == b->cls) {
 			g = &mags[i];
 			break;
@@ -1591,8 +1593,8 @@ void shm_node_stats(shm_node *n, shm_stats *st)
 		st->used_bytes += atomic_load(&h->used_bytes);
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
-	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
-		magazine *mags = my_mags();
+	for (unsigned i = 0; mags_ptr != NULL && i < SHM_MAG_SLOTS; i++) {
+		magazine *mags = mags_ptr;
 
 		/* This thread's hand-outs (other threads tell theirs at their next refill). */
 		if (mags[i].node == n && mags[i].taken != 0) {
