@@ -591,6 +591,79 @@ Test(shmem, freed_on_another_thread,
 	fq_transport_close(t);
 }
 
+Test(shmem, inline_parts_into_receiver_blocks,
+     .description = "a receiver with inline_max=0 or alignment above 64 keeps no small "
+                    "messages: received inline parts land in its own blocks, aligned as it "
+                    "is configured")
+{
+	static const char *const options[] = {"inline_max=0", "alignment=256"};
+	static const size_t align[] = {64, 256};
+	fq_transport *ts = open_shmem(NULL);
+
+	for (size_t k = 0; k < FQI_ARRAY_LEN(options); k++) {
+		fq_transport *tr = open_shmem(options[k]);
+		fq_socket *a, *b;
+
+		cross_pair(ts, tr, FQ_PUSH, FQ_PULL, -1, &a, &b);
+		for (uint32_t i = 0; i < 300; i++) {
+			size_t size = (i * 37) % 257;
+			fq_msg *m = fqt_msg_pattern(ts, size, i), *r = NULL;
+			const shm_ref *ref;
+
+			FQ_PASS(fq_send(a, &m, 0));
+			FQ_PASS(fqt_recv(b, &r, 0));
+			fqt_msg_check(r, size, i);
+			ref = ((shm_msg *)r)->ref;
+			cr_assert(!ref->small && ref->map != NULL && ref->map->own,
+			          "%s: a %zu-byte inline part is not in a block of the receiver",
+			          options[k], size);
+			cr_assert((uintptr_t)fq_msg_data(r) % align[k] == 0, "%s: %zu bytes at %p",
+			          options[k], size, fq_msg_data(r));
+			fq_msg_free(r);
+		}
+		fqt_close(a);
+		fqt_close(b);
+		expect_all_back(tr);
+		fq_transport_close(tr);
+	}
+	expect_all_back(ts);
+	fq_transport_close(ts);
+}
+
+Test(shmem, large_blocks_without_magazines,
+     .description = "blocks above 128 KiB (allocated under the lock, not from magazines) "
+                    "travel zero-copy, are shared by copies and all come back")
+{
+	fq_transport *t = open_shmem(NULL);
+	fq_socket *a, *b;
+
+	pair_up(t, FQ_PUSH, FQ_PULL, &a, &b);
+	for (uint32_t i = 0; i < 200; i++) {
+		size_t size = 128 * KiB + (i % 7) * 100 * KiB;
+		fq_msg *m = fqt_msg_pattern(t, size, i), *r = NULL, *c = NULL;
+		void *where = fq_msg_data(m);
+
+		FQ_PASS(fq_send(a, &m, 0));
+		FQ_PASS(fqt_recv(b, &r, 0));
+		cr_assert(fq_msg_data(r) == where, "a %zu-byte message was copied", size);
+		FQ_PASS(fq_msg_copy(r, &c));
+		fqt_msg_check(c, size, i);
+		if (i % 2) {
+			fq_msg_free(r);
+			fq_msg_free(c);
+		} else {
+			fq_msg_free(c);
+			fq_msg_free(r);
+		}
+	}
+	fqt_close(a);
+	fqt_close(b);
+	expect_all_back(t);
+	cr_assert(stats(t).used_bytes < 64 * KiB, "%llu bytes still used",
+	          (unsigned long long)stats(t).used_bytes);
+	fq_transport_close(t);
+}
+
 Test(shmem, alignment, .description = "message data is aligned as configured")
 {
 	static const size_t sizes[] = {0, 1, 63, 64, 65, 1000, 5000, 100000, 3 * MiB};
