@@ -481,11 +481,17 @@ Test(shmem, inline_small_parts,
 	fq_transport_close(ts);
 }
 
-/* Blocks of one class held to fill a segment, given back by a thread a little later. */
+/*
+ * Blocks of one class held to fill a segment, given back by a thread a little later, after
+ * it looked at the events of the socket whose send waits for them (which takes that
+ * socket's lock: a send that waited with the lock held would never let it through).
+ */
 struct held_blocks {
 	shm_map *map[8192];
 	shm_blk *blk[8192];
 	size_t n;
+	fq_socket *waiting;
+	int events;
 };
 
 static void *give_back_later(void *arg)
@@ -493,6 +499,7 @@ static void *give_back_later(void *arg)
 	struct held_blocks *h = arg;
 
 	usleep(50 * 1000);
+	h->events = fq_socket_events(h->waiting);
 	for (size_t i = 0; i < h->n; i++) {
 		shm_blk_release(h->map[i], h->blk[i]);
 		shm_map_unref(h->map[i]);
@@ -522,7 +529,7 @@ Test(shmem, small_message_by_block_at_limit,
 		m = fqt_msg_pattern(ts, 120, sent);
 		FQ_PASS(fq_send(a, &m, 0));
 	}
-	/* Hold every other block of the copies' class that the segment can give. */
+	/* Hold every remaining block of the copies' class that the segment can give. */
 	while (h->n < FQI_ARRAY_LEN(h->blk) && shm_alloc_nowait(shm_node_of(ts), SHM_BLK_DATA, 120,
 	                                                        &h->map[h->n], &h->blk[h->n]) == 0)
 		h->n++;
@@ -533,13 +540,21 @@ Test(shmem, small_message_by_block_at_limit,
 	FQ_FAIL(fq_send(a, &m, FQ_DONTWAIT), FQ_ENOMEM);
 	cr_assert(m != NULL, "a failed send took the message");
 	fqt_msg_check(m, 120, sent);
+	/* The send's own timeout bounds its wait for memory. */
+	FQ_PASS(fq_socket_set_int(a, "snd_timeout", 50));
+	FQ_FAIL(fq_send(a, &m, 0), FQ_ETIMEDOUT);
+	cr_assert(m != NULL, "a timed-out send took the message");
+	FQ_PASS(fq_socket_set_int(a, "snd_timeout", -1));
 	/* Memory comes back while a blocking send waits for it (with the socket unlocked). */
+	h->waiting = a;
+	h->events = -1;
 	rc = pthread_create(&th, NULL, give_back_later, h);
 	cr_assert(rc == 0);
 	FQ_PASS(fq_send(a, &m, 0));
 	cr_assert(m == NULL);
 	sent++;
 	pthread_join(th, NULL);
+	cr_assert(h->events >= 0, "fq_socket_events during the wait: %d", h->events);
 	for (uint32_t i = 0; i < sent; i++) {
 		FQ_PASS(fqt_recv(b, &r, 0));
 		fqt_msg_check(r, 120, i);

@@ -297,6 +297,12 @@ int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
 /* shm_alloc without waiting: FQ_ENOMEM at the limit at once (for callers that hold a socket
  * lock, which the I/O thread and the reclaim of a dead peer's blocks may need). */
 int shm_alloc_nowait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk);
+/*
+ * One step of a wait for memory at the segment limit: returns this thread's freed blocks,
+ * sleeps 200 us and says whether to try again (false once alloc_timeout has passed since
+ * the first step; *deadline is -2 before it). Call it without any lock held.
+ */
+bool shm_alloc_backoff(shm_node *n, int64_t *deadline);
 /* A message over a held block (takes the map references; dmap may equal map). */
 int shm_msg_new(fq_transport *t, shm_map *map, shm_map *dmap, shm_blk *blk, void *data, size_t size,
                 fq_msg **out);

@@ -1036,35 +1036,15 @@ static int alloc_once(shm_node *n, int kind, size_t bytes, shm_map **map, shm_bl
 }
 
 /* shm_alloc at the limit: wait up to alloc_timeout for blocks to come back. */
-FQI_NOINLINE static int alloc_wait(shm_node *n, int kind, size_t bytes, shm_map **map,
-                                   shm_blk **blk)
+bool shm_alloc_backoff(shm_node *n, int64_t *deadline)
 {
-	int64_t deadline = fqi_deadline(n->alloc_timeout_ms);
-	int rc;
-
-	do {
-		if (fqi_deadline_remaining(deadline) == 0) {
-			FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", bytes,
-			          n->limit);
-			return FQ_ENOMEM;
-		}
-		shm_flush_frees(); /* our own returns may be what is missing */
-		usleep(200);       /* at the limit: wait for blocks to come back */
-		rc = alloc_once(n, kind, bytes, map, blk);
-	} while (rc == FQ_ENOMEM);
-	return rc;
-}
-
-int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
-{
-	size_t bytes;
-	int rc;
-
-	if (size > SIZE_MAX / 2)
-		return FQ_ENOMEM;
-	bytes = SHM_BLK_HDR + (size ? size : 1);
-	rc = alloc_once(n, kind, bytes, map, blk);
-	return rc == FQ_ENOMEM ? alloc_wait(n, kind, bytes, map, blk) : rc;
+	if (*deadline == -2)
+		*deadline = fqi_deadline(n->alloc_timeout_ms);
+	if (fqi_deadline_remaining(*deadline) == 0)
+		return false;
+	shm_flush_frees(); /* our own returns may be what is missing */
+	usleep(200);       /* at the limit: wait for blocks to come back */
+	return true;
 }
 
 int shm_alloc_nowait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
@@ -1072,6 +1052,29 @@ int shm_alloc_nowait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk 
 	if (size > SIZE_MAX / 2)
 		return FQ_ENOMEM;
 	return alloc_once(n, kind, SHM_BLK_HDR + (size ? size : 1), map, blk);
+}
+
+FQI_NOINLINE static int alloc_wait(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+{
+	int64_t deadline = -2;
+	int rc;
+
+	do {
+		if (!shm_alloc_backoff(n, &deadline)) {
+			FQI_DEBUG(SUBSYS, "no room for %zu bytes within the limit of %zu", size,
+			          n->limit);
+			return FQ_ENOMEM;
+		}
+		rc = shm_alloc_nowait(n, kind, size, map, blk);
+	} while (rc == FQ_ENOMEM);
+	return rc;
+}
+
+int shm_alloc(shm_node *n, int kind, size_t size, shm_map **map, shm_blk **blk)
+{
+	int rc = shm_alloc_nowait(n, kind, size, map, blk);
+
+	return rc == FQ_ENOMEM && size <= SIZE_MAX / 2 ? alloc_wait(n, kind, size, map, blk) : rc;
 }
 
 int shm_make_stub(shm_node *n, shm_map *tmap, shm_blk *target, shm_map **map, shm_blk **stub)
@@ -1508,8 +1511,7 @@ int shm_msg_copy_in(fq_transport *t, const void *src, size_t size, fq_msg **out)
 			memcpy((*out)->data, src, size);
 		return rc;
 	}
-	if (size <= SHM_INL_MAX &&
-	    alloc_once(n, SHM_BLK_DATA, SHM_BLK_HDR + (size ? size : 1), &map, &blk) == 0) {
+	if (size <= SHM_INL_MAX && shm_alloc_nowait(n, SHM_BLK_DATA, size, &map, &blk) == 0) {
 		if (size != 0)
 			memcpy((char *)blk + SHM_BLK_HDR, src, size);
 		return msg_of_block(t, map, blk, size, out);

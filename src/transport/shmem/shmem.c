@@ -1906,20 +1906,22 @@ static bool send_room(shm_sock *ss, size_t n, uint64_t bytes)
 
 /*
  * A send found no memory for the copy or stub a part needs (at segment_limit): wait a little
- * with the socket lock released, as an allocation waits, and say whether to try again (false
- * once alloc_timeout has passed since the first miss, *deadline -2 before it). slock held.
+ * with the socket lock released, as an allocation waits. 0: try again; FQ_ETIMEDOUT once the
+ * send's timeout has passed, FQ_ENOMEM once alloc_timeout has passed since the first miss
+ * (deadlines -2 before they are set). slock held.
  */
-static bool wait_memory(shm_sock *ss, int64_t *deadline)
+static int wait_memory(shm_sock *ss, int64_t *mem_deadline, int64_t *deadline)
 {
+	bool more;
+
 	if (*deadline == -2)
-		*deadline = fqi_deadline(ss->st->node->alloc_timeout_ms);
+		*deadline = fqi_deadline(atomic_load(&ss->s->opt[FQI_SO_SND_TIMEOUT]));
 	if (fqi_deadline_remaining(*deadline) == 0)
-		return false;
+		return FQ_ETIMEDOUT;
 	shm_lock_give(&ss->slock);
-	shm_flush_frees(); /* our own returns may be what is missing */
-	usleep(200);
+	more = shm_alloc_backoff(ss->st->node, mem_deadline);
 	shm_lock_take(&ss->slock);
-	return true;
+	return more ? 0 : FQ_ENOMEM;
 }
 
 static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
@@ -1948,6 +1950,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 	}
 	for (;;) {
 		shm_conn *c = NULL;
+		bool no_mem;
 
 		rc = check_intr(ss);
 		if (rc != 0)
@@ -1987,6 +1990,7 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 				break;
 			}
 			rc = plan_parts(ss, c, parts, n, true, ops);
+			no_mem = rc == FQ_ENOMEM; /* for a copy or stub: waiting may help */
 			if (rc == 0) {
 				rc = publish(c, ops, n);
 				if (rc != 0)
@@ -2004,9 +2008,12 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			}
 			if (ops != stack_ops)
 				free(ops);
-			if (rc == FQ_ENOMEM && !(flags & FQ_DONTWAIT) &&
-			    wait_memory(ss, &mem_deadline))
-				continue;
+			if (no_mem && !(flags & FQ_DONTWAIT)) {
+				rc = wait_memory(ss, &mem_deadline, &deadline);
+				if (rc == 0)
+					continue;
+				break;
+			}
 			if (rc != 0 && rc != FQ_ENOMEM) {
 				/* The announcement failed: the peer is going away. Try again. */
 				atomic_store(&c->broken, true);
