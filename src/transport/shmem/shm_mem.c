@@ -965,14 +965,19 @@ FQI_NOINLINE static magazine *mag_refill(shm_node *n, magazine *mags, magazine *
 static bool mag_alloc(shm_node *n, size_t bytes, int kind, shm_map **map, shm_blk **blk)
 {
 	unsigned cls = shm_class_of(bytes);
-	magazine *mags = my_mags(), *g = NULL;
+	magazine *mags, *g = NULL;
 
 	/*
 	 * Blocks above half the refill budget would come one per refill: a magazine would only
 	 * add its bookkeeping (two locked instructions on n->mag_blocks per message) to the
-	 * allocation under the lock that it cannot save.
+	 * allocation under the lock that it cannot save. Blocks of dedicated segments never
+	 * come from a free list. Checked before the magazines exist: a thread that only
+	 * allocates large blocks gets none.
 	 */
-	if (bytes > SHM_MAG_BYTES / 2 || cls >= SHM_CLASSES || FQI_UNLIKELY(mags == NULL))
+	if (bytes > SHM_MAG_BYTES / 2 || bytes > n->seg_size / 2 || cls >= SHM_CLASSES)
+		return false;
+	mags = my_mags();
+	if (FQI_UNLIKELY(mags == NULL))
 		return false;
 	shm_fault("alloc");
 	for (unsigned i = 0; i < SHM_MAG_SLOTS; i++) {
