@@ -215,6 +215,13 @@ static inline bool fqi_tcache_put(fqi_tcache *c, void *rec)
 	return true;
 }
 
+/* Keep rec in c, or free it when c is full (or cannot be armed). */
+static inline void fqi_tcache_release(fqi_tcache *c, void *rec)
+{
+	if (!fqi_tcache_put(c, rec))
+		free(rec);
+}
+
 /* ---- Patterns (pattern.c): for transports that route messages themselves ---------------- */
 
 bool fqi_type_receives(fq_socket_type t);

@@ -104,8 +104,7 @@ static _Thread_local fqi_tcache scache FQI_TLS_FAST;
 
 static void shell_free(nm_msg *m)
 {
-	if (!fqi_tcache_put(&scache, m))
-		free(m);
+	fqi_tcache_release(&scache, m);
 }
 
 static nm_msg *msg_shell(fq_transport *t, void *data, size_t size)

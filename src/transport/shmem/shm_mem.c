@@ -75,15 +75,15 @@ void shm_self_atfork(void)
 /* ---- Per-thread state: message wrappers are recycled per thread ------------------------ */
 
 static _Thread_local fqi_tcache wrap_cache FQI_TLS_FAST; /* freed by the core at exit */
-static pthread_key_t wrap_key;
-static pthread_once_t wrap_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
 static void batches_thread_exit(void);
 static void mags_thread_exit(void);
 
-static _Thread_local FQI_TLS_FAST bool exit_hooked; /* wrap_key is set for this thread */
+static _Thread_local FQI_TLS_FAST bool exit_hooked; /* exit_key is set for this thread */
 
-static void wrap_thread_exit(void *arg)
+static void thread_exit(void *arg)
 {
 	FQI_UNUSED(arg);
 	exit_hooked = false; /* what the flushes below leave hooks itself again */
@@ -92,22 +92,22 @@ static void wrap_thread_exit(void *arg)
 	shm_spares_flush();
 }
 
-static void wrap_key_init(void)
+static void exit_key_init(void)
 {
-	pthread_key_create(&wrap_key, wrap_thread_exit);
+	pthread_key_create(&exit_key, thread_exit);
 }
 
 /*
- * Have wrap_thread_exit run when this thread exits: it gives back what the thread keeps
- * (wrappers, magazines, batches, spare map references). Once per thread: a magazine of
- * large blocks is refilled for every message.
+ * Have thread_exit run when this thread exits: it gives back what the thread keeps
+ * (magazines, batches, spare map references; the wrapper and small-message caches are
+ * freed by the core). Called where each of them is first taken; cheap after the first.
  */
 static void thread_exit_hook(void)
 {
 	if (FQI_LIKELY(exit_hooked))
 		return;
-	pthread_once(&wrap_once, wrap_key_init);
-	exit_hooked = pthread_setspecific(wrap_key, (void *)1) == 0; /* else: again next time */
+	pthread_once(&exit_once, exit_key_init);
+	exit_hooked = pthread_setspecific(exit_key, (void *)1) == 0; /* else: again next time */
 }
 
 static shm_msg *wrap_get(void)
@@ -116,14 +116,12 @@ static shm_msg *wrap_get(void)
 
 	if (FQI_LIKELY(m != NULL))
 		return m;
-	thread_exit_hook();
 	return malloc(sizeof(shm_msg));
 }
 
 static void wrap_put(shm_msg *m)
 {
-	if (!fqi_tcache_put(&wrap_cache, m))
-		free(m);
+	fqi_tcache_release(&wrap_cache, m);
 }
 
 /*
@@ -142,8 +140,7 @@ static _Thread_local fqi_tcache small_cache FQI_TLS_FAST;
 
 static void small_put(shm_msg *m)
 {
-	if (!fqi_tcache_put(&small_cache, m))
-		free(m);
+	fqi_tcache_release(&small_cache, m);
 }
 
 /* A small message of `size` bytes (at most SHM_SMALL_MAX), bytes not set. */
@@ -949,7 +946,6 @@ FQI_NOINLINE static magazine *mag_refill(shm_node *n, magazine *mags, magazine *
 			g = &mags[mag_clock++ % SHM_MAG_SLOTS];
 		mag_flush(g);
 	}
-	thread_exit_hook();
 	pthread_mutex_lock(&n->alloc_lock);
 	if (!atomic_load(&n->closed))
 		mag_refill_locked(n, g, cls, bytes);
@@ -1584,6 +1580,8 @@ const fqi_msg_ops shm_msg_ops = {
 
 void shm_node_stats(shm_node *n, shm_stats *st)
 {
+	magazine *mags = mags_ptr;
+
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&n->alloc_lock);
 	collect_locked(n);
@@ -1600,10 +1598,8 @@ void shm_node_stats(shm_node *n, shm_stats *st)
 		st->used_bytes += atomic_load(&h->used_bytes);
 	}
 	pthread_mutex_unlock(&n->alloc_lock);
-	for (unsigned i = 0; mags_ptr != NULL && i < SHM_MAG_SLOTS; i++) {
-		magazine *mags = mags_ptr;
-
-		/* This thread's hand-outs (other threads tell theirs at their next refill). */
+	/* This thread's hand-outs (other threads tell theirs at their next refill). */
+	for (unsigned i = 0; mags != NULL && i < SHM_MAG_SLOTS; i++) {
 		if (mags[i].node == n && mags[i].taken != 0) {
 			atomic_fetch_sub(&n->mag_blocks, mags[i].taken);
 			mags[i].taken = 0;

@@ -490,8 +490,7 @@ static _Thread_local fqi_tcache wcache FQI_TLS_FAST;
 
 static void msg_release(zt_msg *m)
 {
-	if (!fqi_tcache_put(&wcache, m))
-		free(m);
+	fqi_tcache_release(&wcache, m);
 }
 
 static zt_msg *msg_new(fq_transport *t)
