@@ -296,17 +296,41 @@ static int64_t now_us(void)
 }
 
 /*
- * One step of a busy wait: a PAUSE (which costs 10 to 150 cycles depending on the CPU, so
- * never many in a row: each one is latency) and a look at this thread's returned blocks.
+ * One step of a busy wait: a look at this thread's returned blocks and `pauses` PAUSEs
+ * (each costs 10 to 150 cycles depending on the CPU, 25 ns on the EPYC of
+ * docs/performance.md, so few in a row where the wait is for latency).
  */
-static void spin_pause(void)
+static void spin_pause(unsigned pauses)
 {
 	shm_flush_frees();
+	do {
 #if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
+		__builtin_ia32_pause();
 #else
-	atomic_signal_fence(memory_order_seq_cst);
+		atomic_signal_fence(memory_order_seq_cst);
 #endif
+	} while (--pauses > 0);
+}
+
+/*
+ * PAUSEs per step of a send that waits for room. Room comes at the consumer's pace, and a
+ * full ring is a ring's worth of work for it, so the producer need not look often: each
+ * look is a pass over the peers, a clock read and the consumer's tail line, and on a core
+ * shared with the consumer (SMT) it takes issue slots from it. A ring with a small limit
+ * (snd_hwm + rcv_hwm) is drained quickly: the producer then looks as often as it can.
+ */
+#define SHM_ROOM_PAUSES_MAX 32u
+
+static unsigned room_pauses(const shm_sock *ss)
+{
+	uint64_t limit = UINT64_MAX;
+
+	for (size_t k = 0; k < ss->npeers; k++) {
+		if (ss->peers[k]->out_limit < limit)
+			limit = ss->peers[k]->out_limit;
+	}
+	limit /= 8;
+	return limit < 1 ? 1 : limit > SHM_ROOM_PAUSES_MAX ? SHM_ROOM_PAUSES_MAX : (unsigned)limit;
 }
 
 /* The peers changed: wake the directions this socket uses (an unused eventfd that stays
@@ -2042,13 +2066,15 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			spin_until = now_us() + ss->st->spin_us;
 		}
 		if (ss->st->busy_poll || now_us() < spin_until) {
+			unsigned pauses = room_pauses(ss);
+
 			shm_lock_give(&ss->slock);
 			if (fqi_deadline_remaining(deadline) == 0) {
 				shm_lock_take(&ss->slock);
 				rc = FQ_ETIMEDOUT;
 				break;
 			}
-			spin_pause();
+			spin_pause(pauses);
 			shm_lock_take(&ss->slock);
 			continue;
 		}
@@ -2429,7 +2455,7 @@ static int recv_common(fq_socket *s, fq_msg **one, fq_parts **vec, int flags)
 				break;
 			}
 			shm_lock_give(&ss->rlock);
-			spin_pause();
+			spin_pause(1);
 			shm_lock_take(&ss->rlock);
 			continue;
 		}
