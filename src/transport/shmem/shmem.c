@@ -2061,10 +2061,10 @@ static int shm_send(fq_socket *s, fq_msg **parts, size_t n, int flags)
 			rc = FQ_EAGAIN;
 			break;
 		}
-		if (deadline == -2) {
+		if (deadline == -2) /* unless a wait for memory set it */
 			deadline = fqi_deadline(atomic_load(&s->opt[FQI_SO_SND_TIMEOUT]));
+		if (spin_until == 0)
 			spin_until = now_us() + ss->st->spin_us;
-		}
 		if (ss->st->busy_poll || now_us() < spin_until) {
 			unsigned pauses = room_pauses(ss);
 
